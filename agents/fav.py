@@ -1,0 +1,258 @@
+"""FAV: a one-step generator actor trained by amortized SVGD toward p_ref(a|s)·exp(β Q(s, a)).
+
+Per update (DESIGN.md §2): draw M actor samples per state, compute the SVGD direction φ that moves
+them toward the Q-tilted behavior distribution (KDE reference score + β∇Q, kernel-smoothed, plus
+repulsion), and regress the actor onto the moved samples: L = mean_j ||sg(x_j + φ(x_j)) - x_j||².
+The critic is a 2-network LayerNorm ensemble trained by TD with a Polyak-averaged target.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from agents.networks import CriticEnsemble, FlowVelocity, OneStepGenerator
+
+ACTION_LIMIT = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FAVConfig:
+    lr: float = 3e-4
+    batch_size: int = 256
+    hidden_dims: tuple = (512, 512, 512, 512)
+    actor_layer_norm: bool = False
+    critic_layer_norm: bool = True
+    num_qs: int = 2
+    discount: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target critic
+    q_agg: str = 'mean'  # how the target aggregates the ensemble: 'mean' or 'min'
+    num_samples: int = 8  # M, generator samples per state
+    bandwidth_method: str = 'fixed'  # 'fixed' (FAV, σ = sigma) or 'scott' (FAV-Adaptive)
+    sigma: float = 0.5
+    beta: float = 1.0
+    reference: str = 'dataset'  # 'dataset' (the transition's action) or 'bc_flow' (K BC-flow samples)
+    num_reference: int = 8  # K, reference samples per state with reference='bc_flow'
+    flow_steps: int = 10  # Euler steps of the BC flow sampler
+
+    def validate(self):
+        """Raises ValueError with a one-line message on the first invalid setting."""
+        checks = [
+            (self.sigma > 0, f'agent.sigma must be > 0, got {self.sigma}'),
+            (self.beta >= 0, f'agent.beta must be >= 0, got {self.beta}'),
+            (self.num_samples >= 1, f'agent.num_samples must be >= 1, got {self.num_samples}'),
+            (self.num_reference >= 1, f'agent.num_reference must be >= 1, got {self.num_reference}'),
+            (self.flow_steps >= 1, f'agent.flow_steps must be >= 1, got {self.flow_steps}'),
+            (self.batch_size >= 2, f'agent.batch_size must be >= 2, got {self.batch_size}'),
+            (self.lr > 0, f'agent.lr must be > 0, got {self.lr}'),
+            (0 < self.tau <= 1, f'agent.tau must be in (0, 1], got {self.tau}'),
+            (0 <= self.discount < 1, f'agent.discount must be in [0, 1), got {self.discount}'),
+            (self.num_qs >= 1, f'agent.num_qs must be >= 1, got {self.num_qs}'),
+            (len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
+             f'agent.hidden_dims must be positive widths like 512,512, got {self.hidden_dims}'),
+            (self.bandwidth_method in ('fixed', 'scott'),
+             f"agent.bandwidth_method must be 'fixed' or 'scott', got '{self.bandwidth_method}'"),
+            (self.reference in ('dataset', 'bc_flow'),
+             f"agent.reference must be 'dataset' or 'bc_flow', got '{self.reference}'"),
+            (self.q_agg in ('mean', 'min'), f"agent.q_agg must be 'mean' or 'min', got '{self.q_agg}'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+
+def get_config(family, overrides=None):
+    """The paper's FAV config for a registry Family, then the user's overrides (a dict of field values).
+
+    β defaults to the family's FAV β, or to its FAV-Adaptive β when bandwidth_method='scott'.
+    """
+    overrides = dict(overrides or {})
+    method = overrides.get('bandwidth_method', 'fixed')
+    defaults = dict(
+        sigma=family.sigma,
+        beta=family.adaptive_beta if method == 'scott' else family.beta,
+        discount=family.discount,
+        q_agg=family.q_agg,
+    )
+    return FAVConfig(**{**defaults, **overrides}).validate()
+
+
+def scott_bandwidth(actions):
+    """FAV-Adaptive σ from a batch of dataset actions (n, d): h = n^(-1/(d+4))·std, σ = 2h²."""
+    n, d = actions.shape
+    std = jnp.maximum(jnp.std(actions, axis=0).mean(), 1e-4)
+    h = n ** (-1.0 / (d + 4)) * std
+    return 2.0 * h**2
+
+
+def kde_score(samples, reference, bandwidth):
+    """∇_x log Σ_i k(x, y_i) for k(x, y) = exp(-||x-y||²/σ), in the softmax form 2(Σ_i w_i y_i - x)/σ.
+
+    The softmax keeps it exact far from every reference particle (no clipped denominator).
+    """
+    sq_dists = jnp.sum((samples[:, None, :] - reference[None, :, :]) ** 2, -1)  # (M, K)
+    weights = jax.nn.softmax(-sq_dists / bandwidth, axis=1)
+    return 2.0 * (weights @ reference - samples) / bandwidth
+
+
+def svgd_direction(samples, reference, reward_grad, bandwidth, beta):
+    """SVGD direction φ (M, d) for M samples of one state toward p̂_ref·exp(βQ).
+
+    φ(x_j) = 1/M Σ_l k(x_l, x_j)[∇log p̂_ref(x_l) + β∇Q(x_l)] + 1/M Σ_l ∇_{x_l} k(x_l, x_j).
+    Returns (φ, diagnostics).
+    """
+    m = samples.shape[0]
+    reference_score = kde_score(samples, reference, bandwidth)
+    reward_score = beta * reward_grad
+    target_score = reference_score + reward_score  # (M, d)
+
+    diffs = samples[:, None, :] - samples[None, :, :]  # diffs[l, j] = x_l - x_j
+    kernel = jnp.exp(-jnp.sum(diffs**2, -1) / bandwidth)  # kernel[l, j] = k(x_l, x_j)
+    driving = kernel.T @ target_score / m
+    # ∇_{x_l} k(x_l, x_j) = -2 (x_l - x_j)/σ · k(x_l, x_j)
+    repulsive = jnp.sum(-2.0 / bandwidth * diffs * kernel[..., None], axis=0) / m
+    phi = driving + repulsive
+    info = dict(
+        reference_score_norm=jnp.linalg.norm(reference_score, axis=-1).mean(),
+        reward_score_norm=jnp.linalg.norm(reward_score, axis=-1).mean(),
+        repulsive_norm=jnp.linalg.norm(repulsive, axis=-1).mean(),
+        phi_norm=jnp.linalg.norm(phi, axis=-1).mean(),
+    )
+    return phi, info
+
+
+def _nonpytree(**kwargs):
+    return flax.struct.field(pytree_node=False, **kwargs)
+
+
+class FAVAgent(flax.struct.PyTreeNode):
+    rng: Any
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: Any
+    bc_flow: Any  # TrainState of the BC flow policy, or None with reference='dataset'
+    config: FAVConfig = _nonpytree()
+    action_dim: int = _nonpytree()
+
+    @classmethod
+    def create(cls, seed, example_observations, example_actions, config: FAVConfig):
+        """Builds the agent from a seed, example (batch, dim) arrays and a validated config."""
+        config.validate()
+        rng = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
+        rng, actor_key, critic_key, flow_key = jax.random.split(rng, 4)
+        action_dim = example_actions.shape[-1]
+        tx = optax.adam(config.lr)
+
+        actor_net = OneStepGenerator(config.hidden_dims, action_dim, config.actor_layer_norm)
+        actor_params = actor_net.init(actor_key, example_observations, example_actions)
+        critic_net = CriticEnsemble(config.hidden_dims, config.num_qs, config.critic_layer_norm)
+        critic_params = critic_net.init(critic_key, example_observations, example_actions)
+        bc_flow = None
+        if config.reference == 'bc_flow':
+            flow_net = FlowVelocity(config.hidden_dims, action_dim)
+            flow_params = flow_net.init(flow_key, example_observations, example_actions, example_actions[..., :1])
+            bc_flow = TrainState.create(apply_fn=flow_net.apply, params=flow_params, tx=tx)
+        return cls(
+            rng=rng,
+            actor=TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=tx),
+            critic=TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=tx),
+            target_critic_params=critic_params,
+            bc_flow=bc_flow,
+            config=config,
+            action_dim=action_dim,
+        )
+
+    def sample_actions(self, observations, rng):
+        """One generator sample per observation (batched or single), in [-1, 1]."""
+        noises = jax.random.normal(rng, observations.shape[:-1] + (self.action_dim,))
+        return self.actor.apply_fn(self.actor.params, observations, noises)
+
+    def _critic_loss(self, critic_params, batch, rng):
+        next_actions = self.sample_actions(batch['next_observations'], rng)
+        next_qs = self.critic.apply_fn(self.target_critic_params, batch['next_observations'], next_actions)
+        next_q = next_qs.min(0) if self.config.q_agg == 'min' else next_qs.mean(0)
+        target = batch['rewards'] + self.config.discount * batch['masks'] * next_q
+        qs = self.critic.apply_fn(critic_params, batch['observations'], batch['actions'])
+        loss = jnp.mean((qs - jax.lax.stop_gradient(target)) ** 2)
+        return loss, dict(critic_loss=loss, q_mean=qs.mean(), q_max=qs.max(), q_min=qs.min())
+
+    def _bc_flow_samples(self, observations, rng):
+        """K reference actions per state from the BC flow policy by Euler integration, (B, K, d)."""
+        k, steps = self.config.num_reference, self.config.flow_steps
+        obs = jnp.repeat(observations[:, None, :], k, axis=1)
+        x = jax.random.normal(rng, obs.shape[:-1] + (self.action_dim,))
+
+        def euler(x, i):
+            t = jnp.full(x.shape[:-1] + (1,), i / steps)
+            return x + self.bc_flow.apply_fn(self.bc_flow.params, obs, x, t) / steps, None
+
+        x, _ = jax.lax.scan(euler, x, jnp.arange(steps))
+        return jax.lax.stop_gradient(jnp.clip(x, -ACTION_LIMIT, ACTION_LIMIT))
+
+    def _bc_flow_loss(self, flow_params, batch, rng):
+        noise_key, time_key = jax.random.split(rng)
+        x1 = batch['actions']
+        x0 = jax.random.normal(noise_key, x1.shape)
+        t = jax.random.uniform(time_key, x1.shape[:-1] + (1,))
+        xt = (1 - t) * x0 + t * x1
+        velocity = self.bc_flow.apply_fn(flow_params, batch['observations'], xt, t)
+        loss = jnp.mean((velocity - (x1 - x0)) ** 2)
+        return loss, dict(bc_flow_loss=loss)
+
+    def _actor_loss(self, actor_params, batch, rng):
+        config = self.config
+        noise_key, reference_key = jax.random.split(rng)
+        batch_size = batch['observations'].shape[0]
+        obs = jnp.repeat(batch['observations'][:, None, :], config.num_samples, axis=1)  # (B, M, obs)
+        noises = jax.random.normal(noise_key, (batch_size, config.num_samples, self.action_dim))
+        samples = self.actor.apply_fn(actor_params, obs, noises)  # (B, M, d), clipped to [-1, 1]
+        frozen = jax.lax.stop_gradient(samples)
+
+        def mean_q(actions):
+            return self.critic.apply_fn(self.critic.params, obs, actions).mean(0).sum()
+
+        reward_grad = jax.grad(mean_q)(frozen)
+        if config.reference == 'bc_flow':
+            reference = self._bc_flow_samples(batch['observations'], reference_key)
+        else:
+            reference = batch['actions'][:, None, :]
+        if config.bandwidth_method == 'scott':
+            bandwidth = scott_bandwidth(batch['actions'])
+        else:
+            bandwidth = jnp.asarray(config.sigma, jnp.float32)
+
+        phi, svgd_info = jax.vmap(svgd_direction, in_axes=(0, 0, 0, None, None))(
+            frozen, reference, reward_grad, bandwidth, config.beta
+        )
+        moved = jax.lax.stop_gradient(samples + phi)
+        loss = jnp.mean(jnp.sum((moved - samples) ** 2, -1))
+        info = {k: v.mean() for k, v in svgd_info.items()}
+        info.update(actor_loss=loss, bandwidth=bandwidth, sample_std=samples.std(1).mean())
+        return loss, info
+
+    @jax.jit
+    def update(self, batch):
+        """One step on the critic, the actor (and the BC flow): returns (new agent, metrics)."""
+        rng, critic_key, actor_key, flow_key = jax.random.split(self.rng, 4)
+        critic_grads, critic_info = jax.grad(self._critic_loss, has_aux=True)(self.critic.params, batch, critic_key)
+        actor_grads, actor_info = jax.grad(self._actor_loss, has_aux=True)(self.actor.params, batch, actor_key)
+        critic = self.critic.apply_gradients(grads=critic_grads)
+        actor = self.actor.apply_gradients(grads=actor_grads)
+        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
+        info = {**critic_info, **actor_info}
+        bc_flow = self.bc_flow
+        if bc_flow is not None:
+            flow_grads, flow_info = jax.grad(self._bc_flow_loss, has_aux=True)(bc_flow.params, batch, flow_key)
+            bc_flow = bc_flow.apply_gradients(grads=flow_grads)
+            info.update(flow_info)
+        agent = self.replace(rng=rng, actor=actor, critic=critic, target_critic_params=target, bc_flow=bc_flow)
+        return agent, info
+
+
+Agent = FAVAgent
+Config = FAVConfig

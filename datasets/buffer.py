@@ -1,0 +1,71 @@
+"""Transitions kept on the accelerator; batches are sampled by a jitted gather, never copied from the host.
+
+One structure serves both phases: offline it holds the dataset (size == capacity); for O2O it is
+created from the dataset with room for the online transitions, which are appended behind it.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TRANSITION_KEYS = ('observations', 'actions', 'next_observations', 'rewards', 'masks', 'terminals')
+ACTION_CLIP = 1 - 1e-5
+
+
+class ReplayBuffer(flax.struct.PyTreeNode):
+    data: dict  # key -> array with leading dimension `capacity`
+    size: Any  # int32 scalar: rows filled, offline rows first
+
+    @classmethod
+    def create(cls, dataset, capacity=None):
+        """From a dict of numpy arrays (the keys in TRANSITION_KEYS), with room for `capacity` rows."""
+        missing = [k for k in TRANSITION_KEYS if k not in dataset]
+        if missing:
+            raise ValueError(f'dataset lacks keys {missing}; expected {list(TRANSITION_KEYS)}')
+        size = len(dataset['observations'])
+        capacity = size if capacity is None else capacity
+        if capacity < size:
+            raise ValueError(f'buffer capacity {capacity} is smaller than the dataset ({size} rows)')
+        data = {}
+        for k in TRANSITION_KEYS:
+            values = np.asarray(dataset[k], dtype=np.float32)
+            if k == 'actions':
+                values = np.clip(values, -ACTION_CLIP, ACTION_CLIP)
+            padded = np.zeros((capacity,) + values.shape[1:], np.float32)
+            padded[:size] = values
+            data[k] = jnp.asarray(padded)
+        return cls(data=data, size=jnp.asarray(size, jnp.int32))
+
+    @property
+    def capacity(self):
+        return self.data['observations'].shape[0]
+
+    def sample(self, rng, batch_size):
+        """A uniform batch over the filled rows (traceable: use inside jit / scan)."""
+        idx = jax.random.randint(rng, (batch_size,), 0, self.size)
+        return jax.tree_util.tree_map(lambda x: x[idx], self.data)
+
+    def add(self, transition):
+        """Appends one transition (dict of unbatched arrays) at row `size` (traceable).
+
+        The caller keeps the total number of appends within capacity (the loops size the buffer
+        as dataset + online steps), so nothing is overwritten.
+        """
+        data = {
+            k: jax.lax.dynamic_update_index_in_dim(v, jnp.asarray(transition[k], v.dtype), self.size, 0)
+            for k, v in self.data.items()
+        }
+        return self.replace(data=data, size=self.size + 1)
+
+    def rows(self, start, stop):
+        """Host copy of rows [start, stop) — used to checkpoint the online part."""
+        return {k: np.asarray(v[start:stop]) for k, v in self.data.items()}
+
+    def write_rows(self, start, rows):
+        """Restores rows written by `rows` (host-side, at resume)."""
+        count = len(rows['observations'])
+        data = {k: v.at[start : start + count].set(jnp.asarray(rows[k])) for k, v in self.data.items()}
+        return self.replace(data=data, size=jnp.asarray(start + count, jnp.int32))

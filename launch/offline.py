@@ -1,0 +1,12 @@
+"""Offline RL on one benchmark task: python launch/offline.py --env cube-double"""
+
+import pathlib
+import sys
+
+# Run as a script, Python puts launch/ on the path; the project's packages live one level up.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from launch.loop import main  # noqa: E402
+
+if __name__ == '__main__':
+    sys.exit(main('offline'))

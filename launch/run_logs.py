@@ -1,0 +1,55 @@
+"""The run directory: config.json, train.csv, eval.csv, final.json, and optional wandb mirroring."""
+
+import csv
+import hashlib
+import io
+import json
+import os
+
+from launch.checkpoint import atomic_write_bytes
+
+
+def write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunLogger:
+    """Keeps every logged row in memory (they go into checkpoints) and rewrites the CSVs atomically."""
+
+    def __init__(self, run_dir, wandb_mode='disabled', wandb_config=None, rows=None):
+        self.run_dir = run_dir
+        self.rows = rows or {'train': [], 'eval': []}
+        self.wandb_run = None
+        if wandb_mode != 'disabled':
+            import wandb  # optional dependency: only imported when asked for
+
+            run_id = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:16]  # stable: a resume continues it
+            self.wandb_run = wandb.init(
+                project='fav-rl', mode=wandb_mode, config=wandb_config, dir=run_dir, id=run_id, resume='allow'
+            )
+        for name in self.rows:
+            self._write_csv(name)
+
+    def log(self, name, row):
+        self.rows[name].append(row)
+        self._write_csv(name)
+        if self.wandb_run is not None:
+            self.wandb_run.log({f'{name}/{k}': v for k, v in row.items() if k != 'step'}, step=int(row['step']))
+
+    def _write_csv(self, name):
+        rows = self.rows[name]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(os.path.join(self.run_dir, f'{name}.csv'), buffer.getvalue().encode())
+
+    def finish(self):
+        if self.wandb_run is not None:
+            self.wandb_run.finish()

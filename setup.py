@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from setuptools import setup
+
+requirements = [
+    line.strip()
+    for line in Path(__file__).with_name('requirements.txt').read_text().splitlines()
+    if line.strip() and not line.startswith('#')
+]
+
+setup(
+    name='fav-rl',
+    version='0.1.0',
+    description='FAV and baselines for offline and offline-to-online RL in JAX',
+    python_requires='>=3.10',
+    # Install editable (`pip install -e .`): the top-level `datasets` package would otherwise land in
+    # site-packages beside Hugging Face's package of the same name.
+    packages=['agents', 'envs', 'datasets', 'launch'],
+    install_requires=requirements,
+    extras_require={
+        'test': ['pytest>=8'],
+        'wandb': ['wandb>=0.18'],
+    },
+)

@@ -1,0 +1,226 @@
+"""The shared training loop: K-invariance, checkpoints, and whole runs of both CLIs on generated data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.fav import FAVAgent, FAVConfig
+from datasets.buffer import ReplayBuffer
+from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from launch.compiled import offline_chunk
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--eval-episodes', '2', '--no-progress']
+
+
+def _synthetic_buffer(n=128):
+    rng = np.random.default_rng(0)
+    return ReplayBuffer.create(dict(
+        observations=rng.normal(size=(n, 5)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        next_observations=rng.normal(size=(n, 5)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        masks=np.ones(n, np.float32),
+        terminals=np.zeros(n, np.float32),
+    ))
+
+
+def test_same_batches_and_numbers_whatever_k():
+    buffer = _synthetic_buffer()
+    config = FAVConfig(hidden_dims=(32, 32), batch_size=16)
+    start = FAVAgent.create(jax.random.PRNGKey(0), buffer.data['observations'][:1], buffer.data['actions'][:1], config)
+    data_key = jax.random.PRNGKey(1)
+
+    def run(chunks):
+        agent, step = start, 0
+        for length in chunks:
+            agent, _, finite = offline_chunk(agent, buffer, data_key, step, length, 16)
+            assert bool(finite)
+            step += length
+        return agent
+
+    plain, chunked = run([1] * 12), run([5, 5, 2])
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(chunked)):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+    # A different data key gives different parameters (the comparison above is not vacuous).
+    agent_other, _, _ = offline_chunk(start, buffer, jax.random.PRNGKey(2), 0, 12, 16)
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree_util.tree_leaves(plain.actor.params), jax.tree_util.tree_leaves(agent_other.actor.params)))
+    assert diff > 1e-4
+
+
+def test_checkpoint_round_trip_and_damage(tmp_path):
+    path = tmp_path / 'checkpoint.msgpack'
+    state = dict(step=7, weights=np.arange(6, dtype=np.float32).reshape(2, 3), rows={'eval': [{'step': 1}]})
+    save_checkpoint(str(path), state)
+    loaded = load_checkpoint(str(path))
+    assert loaded['step'] == 7 and loaded['rows'] == {'eval': [{'step': 1}]}
+    np.testing.assert_array_equal(loaded['weights'], state['weights'])
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])  # a save cut short
+    with pytest.raises(CheckpointError, match='damaged'):
+        load_checkpoint(str(path))
+    path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # one flipped bit
+    with pytest.raises(CheckpointError, match='damaged'):
+        load_checkpoint(str(path))
+    path.write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='not a FAV-RL checkpoint'):
+        load_checkpoint(str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole runs on a tiny generated dataset
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    from datasets.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp('data')
+    train_path, _ = generate_dataset('cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=201,
+                                     progress=False)
+    return train_path
+
+
+def _launch(script, *args, timeout=600):
+    return subprocess.run([sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _params(run_dir):
+    return jax.tree_util.tree_leaves(load_checkpoint(os.path.join(run_dir, 'checkpoint.msgpack'))['agent'])
+
+
+def _run_killed_then_resumed(script, args, run_dir, kill_after_step):
+    """Starts a run, SIGKILLs it once a checkpoint past `kill_after_step` exists, then reruns it."""
+    process = subprocess.Popen([sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(checkpoint):
+            try:
+                if load_checkpoint(checkpoint)['step'] >= kill_after_step:
+                    break
+            except CheckpointError:
+                pass
+        time.sleep(0.05)
+    assert process.poll() is None, f'the run ended before it could be killed: {process.stderr.read()}'
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(os.path.join(run_dir, 'final.json'))
+    resumed = _launch(script, *args, '--run-dir', run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resuming' in resumed.stdout
+    return resumed
+
+
+def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '300',
+            '--eval-every', '150', '--save-every', '50', '--log-every', '50', '--updates-per-call', '25', *SMALL]
+    whole = str(tmp_path / 'whole')
+    result = _launch('offline', *args, '--run-dir', whole)
+    assert result.returncode == 0, result.stderr
+    final = json.loads(Path(whole, 'final.json').read_text())
+    assert 0 <= final['score'] <= 100 and final['steps'] == 300 and final['task'].endswith('task1-v0')
+    config = json.loads(Path(whole, 'config.json').read_text())
+    assert config['success_timing'] == 'post' and config['agent_config']['hidden_dims'] == [32, 32]
+    assert config['agent_config']['sigma'] == 0.05  # cube-single's σ from the registry
+    evals = Path(whole, 'eval.csv').read_text().splitlines()
+    assert [line.split(',')[0] for line in evals[1:]] == ['1', '150', '300']
+    train_rows = Path(whole, 'train.csv').read_text().splitlines()
+    assert len(train_rows) == 1 + 6 and 'actor_loss' in train_rows[0] and 'phi_norm' in train_rows[0]
+
+    killed = str(tmp_path / 'killed')
+    _run_killed_then_resumed('offline', args, killed, kill_after_step=100)
+    resumed_final = json.loads(Path(killed, 'final.json').read_text())
+    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == \
+        {k: v for k, v in final.items() if k != 'wall_time_s'}
+    for a, b in zip(_params(whole), _params(killed)):
+        np.testing.assert_array_equal(a, b)
+    assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()
+
+    # Rerunning a finished run changes nothing; other settings into the same directory are refused.
+    again = _launch('offline', *args, '--run-dir', whole)
+    assert again.returncode == 0 and 'complete' in again.stdout
+    other = _launch('offline', *args, '--seed', '1', '--run-dir', whole)
+    assert other.returncode == 2 and 'seed' in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
+    args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset, '--offline-steps', '100',
+            '--online-steps', '300', '--eval-every', '100', '--save-every', '50', '--log-every', '50',
+            '--updates-per-call', '50', *SMALL]
+    whole = str(tmp_path / 'whole')
+    result = _launch('o2o', *args, '--run-dir', whole)
+    assert result.returncode == 0, result.stderr
+    final = json.loads(Path(whole, 'final.json').read_text())
+    assert 0 <= final['offline_score'] <= 100 and 0 <= final['online_score'] <= 100 and final['steps'] == 400
+    online_rows = [r for r in Path(whole, 'train.csv').read_text().splitlines() if ',online,' in r]
+    assert len(online_rows) == 6
+    header = Path(whole, 'train.csv').read_text().splitlines()[0]
+    assert 'online_success' in header  # 200-step episodes: at least one finished in the online phase
+
+    # Killed mid-episode in the online phase (step 250 is 50 steps into the second online episode).
+    killed = str(tmp_path / 'killed')
+    _run_killed_then_resumed('o2o', args, killed, kill_after_step=250)
+    resumed_final = json.loads(Path(killed, 'final.json').read_text())
+    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == \
+        {k: v for k, v in final.items() if k != 'wall_time_s'}
+    for a, b in zip(_params(whole), _params(killed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
+    run_dir = str(tmp_path / 'nan')
+    result = _launch('offline', '--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '200',
+                     '--eval-every', '1000', '--save-every', '10', '--updates-per-call', '10', '--agent.lr=1e30',
+                     '--run-dir', run_dir, *SMALL)
+    assert result.returncode == 1, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert 'non-finite' in message and 'step' in message and 'loss' in message
+    assert not os.path.exists(os.path.join(run_dir, 'final.json'))
+    checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
+    if os.path.exists(checkpoint):  # whatever was saved is from a finite state and loads
+        state = load_checkpoint(checkpoint)
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state['agent']))
+
+
+@pytest.mark.parametrize('setting, words', [
+    ('--agent.sigma=0', 'sigma'),
+    ('--agent.beta=-1', 'beta'),
+    ('--agent.num_samples=0', 'num_samples'),
+    ('--agent.bandwidth_method=silverman', 'bandwidth_method'),
+    ('--agent.reference=replay', 'reference'),
+    ('--agent.no_such_field=1', 'no_such_field'),
+])
+def test_invalid_settings_fail_before_training(setting, words, tmp_path):
+    result = _launch('offline', '--env', 'cube-single', setting, '--run-dir', str(tmp_path / 'r'), timeout=120)
+    assert result.returncode == 2
+    assert words in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'r').exists()
+
+
+def test_dataset_of_the_wrong_size_fails_before_training(tmp_path):
+    from datasets.generate import generate_dataset  # noqa: F401  (the loader's format)
+
+    n = 20
+    path = tmp_path / 'bad.npz'
+    arrays = dict(observations=np.zeros((n, 28), np.float32), actions=np.zeros((n, 4), np.float32),
+                  terminals=np.eye(1, n, n - 1, dtype=bool)[0], qpos=np.zeros((n, 21), np.float32),
+                  qvel=np.zeros((n, 20), np.float32))
+    np.savez(path, **arrays)
+    np.savez(tmp_path / 'bad-val.npz', **arrays)
+    result = _launch('offline', '--env', 'cube-single', '--dataset', str(path), '--run-dir', str(tmp_path / 'r'),
+                     '--offline-steps', '10', *SMALL, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert 'action' in result.stderr and 'Traceback' not in result.stderr
