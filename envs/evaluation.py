@@ -10,23 +10,28 @@ def episode_seed(*keys):
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
-def evaluate(env, act, num_episodes, seed_keys):
-    """Runs `num_episodes` episodes with `act(observation, episode, t) -> action`.
+def evaluate(vector_env, act, num_episodes, seed_keys):
+    """Runs `num_episodes` episodes on a gymnasium VectorEnv (NEXT_STEP autoreset) of n copies.
 
-    Returns success rate (0–1), mean return and mean length; episode i resets with a seed derived from
-    `seed_keys + (i,)` so an evaluation is reproducible.
+    `act(observations, t) -> actions` acts for all copies at once. Copy i runs a fixed quota of
+    episodes (num_episodes split evenly), so that early-ending episodes (successes terminate) are not
+    over-counted. The first reset of copy i is seeded from `seed_keys + (i,)`; later resets continue
+    its own generator, so an evaluation is reproducible for a given number of copies.
+    Returns success rate (0–1), mean return and mean length.
     """
-    successes, returns, lengths = [], [], []
-    for episode in range(num_episodes):
-        observation, _ = env.reset(seed=episode_seed(*seed_keys, episode))
-        done, t = False, 0
-        while not done:
-            observation, _, terminated, truncated, info = env.step(act(observation, episode, t))
-            done, t = terminated or truncated, t + 1
-        successes.append(info['episode']['success'])
-        returns.append(float(info['episode']['r']))
-        lengths.append(int(info['episode']['l']))
-    return dict(success=float(np.mean(successes)), episode_return=float(np.mean(returns)), episode_length=float(np.mean(lengths)))
+    n = vector_env.num_envs
+    quota = [num_episodes // n + (i < num_episodes % n) for i in range(n)]
+    results = [[] for _ in range(n)]
+    observations, _ = vector_env.reset(seed=[episode_seed(*seed_keys, i) for i in range(n)])
+    t = 0
+    while any(len(r) < q for r, q in zip(results, quota)):
+        observations, _, terminated, truncated, info = vector_env.step(act(observations, t))
+        for i in np.flatnonzero(terminated | truncated):
+            if len(results[i]) < quota[i]:
+                results[i].append((float(info['success'][i]), float(info['episode']['r'][i]), float(info['episode']['l'][i])))
+        t += 1
+    success, episode_return, episode_length = np.mean([e for r in results for e in r], axis=0)
+    return dict(success=float(success), episode_return=float(episode_return), episode_length=float(episode_length))
 
 
 def final_score(success_rates):

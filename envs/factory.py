@@ -1,7 +1,8 @@
 """Environment factories: OGBench singletask envs with the paper's success timing."""
 
+import functools
+
 import gymnasium
-import numpy as np
 
 from envs.registry import Task
 
@@ -33,6 +34,14 @@ def make_env(task: Task):
     return EpisodeMonitor(env)
 
 
-def env_spaces(env):
-    """(observation_dim, action_dim) of a flat-vector env."""
-    return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+def make_vector_env(task: Task, num_envs):
+    """`num_envs` copies for evaluation, stepped in parallel processes when there is more than one.
+
+    Autoreset is NEXT_STEP: the step after an episode ends resets that copy (its action is ignored).
+    """
+    mode = gymnasium.vector.AutoresetMode.NEXT_STEP
+    fns = [functools.partial(make_env, task)] * num_envs
+    if num_envs == 1:
+        return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+    # 'spawn': forking a process that already runs JAX's threads is unsafe.
+    return gymnasium.vector.AsyncVectorEnv(fns, context='spawn', autoreset_mode=mode)

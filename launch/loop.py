@@ -23,7 +23,7 @@ from agents import AGENTS
 from datasets.buffer import ACTION_CLIP, ReplayBuffer
 from datasets.ogbench_data import DatasetError, load_task_data
 from envs.evaluation import episode_seed, evaluate, final_score
-from envs.factory import SUCCESS_TIMING, make_env
+from envs.factory import SUCCESS_TIMING, make_env, make_vector_env
 from envs.registry import UnknownTaskError, resolve_task, suite_tasks
 from launch.compiled import offline_chunk, online_chunk, policy_action
 from launch.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
@@ -63,6 +63,8 @@ def build_parser(mode):
                        help='env steps collected (policy held fixed) per compiled call of as many updates')
     p.add_argument('--eval-every', type=int, default=100_000)
     p.add_argument('--eval-episodes', type=int, default=50)
+    p.add_argument('--eval-envs', type=int, default=10,
+                   help='env copies stepped in parallel processes during evaluation (part of the result)')
     p.add_argument('--log-every', type=int, default=5_000)
     p.add_argument('--save-every', type=int, default=100_000)
     p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
@@ -112,7 +114,7 @@ def parse_args(argv, mode):
 
 
 def _validate_args(args):
-    positive = ['eval_episodes', 'eval_every', 'log_every', 'save_every', 'updates_per_call', 'online_updates_per_call']
+    positive = ['eval_episodes', 'eval_envs', 'eval_every', 'log_every', 'save_every', 'updates_per_call', 'online_updates_per_call']
     for name in positive:
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
@@ -136,6 +138,7 @@ def _settings(args, task, config, mode):
         online_steps=args.online_steps,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
+        eval_envs=min(args.eval_envs, args.eval_episodes),
         log_every=args.log_every,
         save_every=args.save_every,
         updates_per_call=args.updates_per_call,
@@ -206,10 +209,9 @@ def run(args, mode):
     checkpoint = load_checkpoint(checkpoint_path) if os.path.exists(checkpoint_path) else None
     write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
 
-    eval_env = make_env(task)
-    env = make_env(task) if args.online_steps else None
+    env = make_env(task)  # relabels the dataset; the O2O phase acts in it
     train_data, _ = load_task_data(
-        task, eval_env, dataset_path=args.dataset, dataset_dir=args.dataset_dir,
+        task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes, seed=0, workers=args.workers,
     )
     offline_rows = len(train_data['observations'])
@@ -221,6 +223,7 @@ def run(args, mode):
     example_obs = buffer.data['observations'][:1]
     agent = module.Agent.create(agent_key, example_obs, buffer.data['actions'][:1], config)
 
+    eval_env = make_vector_env(task, settings['eval_envs'])
     loop = _Loop(args, task, run_dir, env, eval_env, buffer, agent, data_key, act_key, eval_key, checkpoint_path)
     if checkpoint is not None:
         loop.restore(checkpoint)
@@ -230,6 +233,7 @@ def run(args, mode):
         loop.train()
     finally:
         loop.logger.finish()
+        eval_env.close()
 
     evals = loop.logger.rows['eval']
     final = dict(task=task.name, agent=args.agent, seed=args.seed, mode=mode,
@@ -352,8 +356,8 @@ class _Loop:
             self.save()
 
     def _evaluate(self, phase):
-        def act(observation, episode, t):
-            return np.asarray(policy_action(self.agent, observation, self.eval_key, self.step, episode, t))
+        def act(observations, t):
+            return np.asarray(policy_action(self.agent, observations, self.eval_key, self.step, t))
 
         result = evaluate(self.eval_env, act, self.args.eval_episodes, (self.args.seed, 1, self.step))
         self.logger.log('eval', dict(step=self.step, phase=phase, **result))

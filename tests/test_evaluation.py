@@ -1,0 +1,81 @@
+"""Evaluation episodes and the protocol's final score."""
+
+import functools
+
+import gymnasium
+import numpy as np
+import pytest
+
+from envs.evaluation import evaluate, final_score
+from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env
+from envs.registry import resolve_task
+
+
+class _FixedOutcomeEnv(gymnasium.Env):
+    """Succeeds (terminates) after 1 step, or fails (truncates) after 5 steps."""
+
+    observation_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gymnasium.spaces.Box(-1, 1, (1,), np.float32)
+
+    def __init__(self, succeed):
+        self.succeed, self.t = succeed, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.succeed or self.t == 5
+        reward = 0.0 if self.succeed else -1.0
+        return np.zeros(2, np.float32), reward, self.succeed, done and not self.succeed, {'success': float(self.succeed)}
+
+
+def _vector(outcomes):
+    fns = [functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes]
+    return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
+
+
+def test_each_copy_runs_its_quota_so_quick_successes_are_not_over_counted():
+    env = _vector([True, False])  # copy 0 succeeds in 1 step, copy 1 fails in 5
+    result = evaluate(env, lambda obs, t: np.zeros((2, 1), np.float32), 6, (0, 1))
+    # 3 episodes each: half succeed. Counting the first 6 finished episodes would give 5/6.
+    assert result['success'] == 0.5
+    assert result['episode_length'] == 3.0 and result['episode_return'] == -2.5
+    uneven = evaluate(_vector([True, False]), lambda obs, t: np.zeros((2, 1), np.float32), 5, (0, 1))
+    assert uneven['success'] == 3 / 5  # 5 episodes: 3 on copy 0, 2 on copy 1
+
+
+def test_final_score_is_the_mean_of_the_last_three_evaluations():
+    assert final_score([0.0, 0.1, 0.2, 0.4, 0.6]) == pytest.approx(40.0)
+    assert final_score([0.5]) == 50.0
+    with pytest.raises(ValueError):
+        final_score([])
+
+
+def _place_cube_on_target_and_step(env):
+    """Teleports the cube onto its target, then takes one zero action."""
+    import mujoco
+
+    env.reset(seed=0)
+    unwrapped = env.unwrapped
+    unwrapped._data.qpos[14:17] = unwrapped._data.mocap_pos[0]
+    mujoco.mj_forward(unwrapped._model, unwrapped._data)
+    _, reward, terminated, _, info = env.step(np.zeros(5, np.float32))
+    return bool(info['success']), terminated, reward
+
+
+def test_singletask_envs_use_the_papers_success_timing():
+    """ogbench >= 1.2 defaults manipulation singletask envs to 'pre'; the paper's numbers are 'post'."""
+    import ogbench  # noqa: F401
+
+    task = resolve_task('cube-single', 1)
+    env = make_env(task)
+    assert SUCCESS_TIMING == 'post' and env.unwrapped._success_timing == 'post'
+    # 'post': the step that completes the task is rewarded on that very step.
+    assert _place_cube_on_target_and_step(env) == (True, True, 0.0)
+    # The library default ('pre') judges the state before the step, so the same step is not a success.
+    default_env = gymnasium.make(task.env_id)
+    assert default_env.unwrapped._success_timing == 'pre'
+    assert _place_cube_on_target_and_step(default_env)[0] is False
