@@ -1,0 +1,168 @@
+"""A task's offline data, read and relabelled by OGBench's own loader.
+
+Files are looked for locally first (an explicit path, a generated dataset, or the official file in
+the dataset directory); the official file is downloaded when missing, and when that fails the
+manipulation play datasets are regenerated locally (DESIGN.md §5). Every file is checked before
+OGBench reads it, so a truncated or foreign file fails with a message naming it.
+"""
+
+import http.client
+import os
+import socket
+import sys
+import zipfile
+import zlib
+
+import numpy as np
+
+from datasets import generate
+from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS
+
+DOWNLOAD_TIMEOUT_S = 30
+OFFICIAL_EPISODES = 1000
+_FILE_KEYS = ('observations', 'actions', 'terminals', 'qpos', 'qvel')
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be found or used; the message is one line meant for the user."""
+
+
+def _one_line(error):
+    return ' '.join(str(error).split()) or type(error).__name__
+
+
+def val_path(train_path):
+    """The validation file OGBench reads beside `train_path` (it replaces '.npz' with '-val.npz')."""
+    return train_path.replace('.npz', '-val.npz')
+
+
+def _complete(train_path):
+    return os.path.isfile(train_path) and os.path.isfile(val_path(train_path))
+
+
+def _explicit_path(dataset_path):
+    path = os.path.abspath(os.path.expanduser(dataset_path))
+    if not path.endswith('.npz'):
+        raise DatasetError(f'dataset file {path} must end in .npz (its validation file is read as <name>-val.npz)')
+    for p in (path, val_path(path)):
+        if not os.path.isfile(p):
+            raise DatasetError(f'dataset file {p} does not exist')
+    return path
+
+
+def _generated_path(task, dataset_dir, episodes, seed, workers):
+    try:
+        family = generate.check_request(task.family.name, episodes, seed, workers)
+    except ValueError as e:
+        raise DatasetError(_one_line(e)) from None
+    out_dir = generate.generated_dir(dataset_dir, episodes, seed)
+    train_path, _ = generate.output_paths(family, out_dir)
+    # The train file is renamed into place last, so the pair is complete once both exist.
+    if not _complete(str(train_path)):
+        return generate.generate_dataset(family.name, out_dir, episodes, seed=seed, workers=workers)[0]
+    return str(train_path)
+
+
+def _download(task, dataset_dir):
+    """Fetches the official files; returns None on success, else why it failed."""
+    import ogbench
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # without it an unreachable host hangs for minutes
+    try:
+        ogbench.download_datasets([task.dataset_name], dataset_dir)
+    except (OSError, http.client.HTTPException) as e:
+        return _one_line(e)
+    finally:
+        socket.setdefaulttimeout(previous)
+    return None
+
+
+def _official_path(task, dataset_dir, workers):
+    path = os.path.join(dataset_dir, f'{task.dataset_name}.npz')
+    if _complete(path):
+        return path
+    failure = _download(task, dataset_dir)
+    if failure is None and _complete(path):
+        return path
+    missing = f'official dataset {path} (and its -val file) is missing and could not be downloaded ({failure})'
+    if not task.family.generatable:
+        raise DatasetError(
+            f'{missing}; navigate datasets cannot be regenerated: put the official files there or pass --dataset PATH'
+        )
+    out_dir = generate.generated_dir(dataset_dir, OFFICIAL_EPISODES, 0)
+    print(
+        f'{missing}; generating the full-size play dataset locally with OGBench\'s oracles into {out_dir}',
+        file=sys.stderr,
+        flush=True,
+    )
+    return _generated_path(task, dataset_dir, OFFICIAL_EPISODES, 0, workers)
+
+
+def _check_file(path, task, env):
+    """Raises DatasetError unless `path` is a complete OGBench dataset file that fits `env`."""
+    keys = _FILE_KEYS + (('button_states',) if task.family.short_name.startswith(('scene', 'puzzle')) else ())
+    try:
+        with np.load(path) as file:
+            if not isinstance(file, np.lib.npyio.NpzFile):
+                raise DatasetError(f'dataset file {path} is a single .npy array, not an OGBench .npz dataset')
+            missing = [k for k in keys if k not in file.files]
+            if missing:
+                raise DatasetError(f'dataset file {path} lacks key(s) {", ".join(missing)}; is it an OGBench dataset?')
+            # Reading every array checks its compressed data and CRC, not just the zip directory.
+            arrays = {k: file[k] for k in keys}
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, AttributeError) as e:
+        # AttributeError: np.load returns a bare ndarray (no context manager) for a .npy file.
+        raise DatasetError(f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {_one_line(e)}')
+
+    rows = len(arrays['terminals'])
+    for k, v in arrays.items():
+        if v.ndim != (1 if k == 'terminals' else 2):
+            raise DatasetError(f'dataset file {path}: {k} has shape {v.shape}, expected {"rows" if k == "terminals" else "(rows, dim)"}')
+        if len(v) != rows:
+            raise DatasetError(f'dataset file {path}: {k} has {len(v)} rows but terminals has {rows}')
+    if rows == 0 or not arrays['terminals'][-1]:
+        raise DatasetError(f'dataset file {path} is empty or does not end with a terminal row (truncated episode?)')
+    for k, space in (('observations', env.observation_space), ('actions', env.action_space)):
+        dim, expected = arrays[k].shape[1], space.shape[-1]
+        if dim != expected:
+            name = 'observation' if k == 'observations' else 'action'
+            raise DatasetError(f'dataset {path} has {name} dim {dim} but env {task.env_id} expects {expected}')
+        if not np.isfinite(arrays[k]).all():
+            raise DatasetError(f'dataset file {path} has non-finite {k}')
+
+
+def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None):
+    """(train, val): dicts of float32 arrays with TRANSITION_KEYS, rewards and masks per OGBench's task.
+
+    `env` is the task's env from `envs.factory.make_env`; OGBench resets it to read the task goal.
+    Source, in order: `dataset_path` (with its -val file); a generated dataset of `dataset_episodes`
+    episodes under `<dataset_dir>/generated/`; the official file in `dataset_dir` (downloaded, or
+    regenerated locally at full size when offline and the family allows it).
+    """
+    if task.family.source != 'ogbench':
+        raise DatasetError(f'{task.name} is not an OGBench task; its data is not read by this loader')
+    dataset_dir = os.path.expanduser(dataset_dir or generate.DEFAULT_DATASET_DIR)
+    if dataset_path is not None:
+        path = _explicit_path(dataset_path)
+    elif dataset_episodes is not None:
+        path = _generated_path(task, dataset_dir, dataset_episodes, seed, workers)
+    else:
+        path = _official_path(task, dataset_dir, workers)
+    for p in (path, val_path(path)):
+        _check_file(p, task, env)
+
+    import ogbench
+
+    # The full task name makes OGBench relabel rewards and masks for this task (from qpos, button states).
+    train, val = ogbench.make_env_and_datasets(task.name, dataset_path=path, dataset_only=True, cur_env=env)
+    return _transitions(train, task), _transitions(val, task)
+
+
+def _transitions(dataset, task):
+    out = {k: np.asarray(dataset[k], dtype=np.float32) for k in TRANSITION_KEYS}
+    out['actions'] = np.clip(out['actions'], -ACTION_CLIP, ACTION_CLIP)
+    out['rewards'] = out['rewards'] + np.float32(task.family.reward_shift)
+    return out
