@@ -20,6 +20,7 @@ from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS
 
 DOWNLOAD_TIMEOUT_S = 30
 OFFICIAL_EPISODES = 1000
+EPISODE_LENGTH = generate.DEFAULT_EPISODE_LENGTH  # generated files use the official episode length
 _FILE_KEYS = ('observations', 'actions', 'terminals', 'qpos', 'qvel')
 
 
@@ -59,7 +60,9 @@ def _generated_path(task, dataset_dir, episodes, seed, workers):
     train_path, _ = generate.output_paths(family, out_dir)
     # The train file is renamed into place last, so the pair is complete once both exist.
     if not _complete(str(train_path)):
-        return generate.generate_dataset(family.name, out_dir, episodes, seed=seed, workers=workers)[0]
+        return generate.generate_dataset(
+            family.name, out_dir, episodes, seed=seed, workers=workers, episode_length=EPISODE_LENGTH
+        )[0]
     return str(train_path)
 
 

@@ -99,14 +99,14 @@ def parse_args(argv, mode):
     raw = {}
     for item in rest:
         if not item.startswith('--agent.') or '=' not in item:
-            parser.error(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
+            raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
         key, value = item[len('--agent.') :].split('=', 1)
         raw[key] = value
     config_cls = AGENTS[args.agent].Config
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
-        parser.error(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
+        raise UserError(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
         args.online_steps, args.online_updates_per_call = 0, 1
@@ -205,15 +205,16 @@ def run(args, mode):
             return read_json(final_path)
     elif args.resume:
         raise UserError(f'--resume: {run_dir} holds no run to resume')
-    os.makedirs(run_dir, exist_ok=True)
     checkpoint = load_checkpoint(checkpoint_path) if os.path.exists(checkpoint_path) else None
-    write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
 
     env = make_env(task)  # relabels the dataset; the O2O phase acts in it
     train_data, _ = load_task_data(
         task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes, seed=0, workers=args.workers,
     )
+    # The run directory appears only once the data is good, so a bad --dataset leaves nothing behind.
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
     offline_rows = len(train_data['observations'])
     buffer = ReplayBuffer.create(train_data, capacity=offline_rows + args.online_steps)
     del train_data
@@ -399,8 +400,8 @@ class _Loop:
 
 
 def main(mode, argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv, mode)
     try:
+        args = parse_args(sys.argv[1:] if argv is None else argv, mode)
         if args.list_tasks:
             print('\n'.join(suite_tasks(args.list_tasks)))
             return 0

@@ -43,7 +43,9 @@ class RunLogger:
 
     def _write_csv(self, name):
         rows = self.rows[name]
-        columns = list(dict.fromkeys(k for row in rows for k in row))
+        # A fixed column order: rows restored from a checkpoint come back with their keys sorted.
+        keys = {k for row in rows for k in row}
+        columns = [k for k in ('step', 'phase') if k in keys] + sorted(keys - {'step', 'phase'})
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()

@@ -1,0 +1,180 @@
+"""Generated OGBench data: official format, OGBench's loader and relabelling, determinism, safe
+interruption, and clear errors for files and names that cannot be used."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets import generate, ogbench_data
+from datasets.buffer import ACTION_CLIP
+from datasets.ogbench_data import DatasetError, load_task_data
+from envs.factory import make_env
+from envs.registry import resolve_task
+
+REPO = Path(__file__).resolve().parents[1]
+LENGTH = 101  # short episodes keep generation to seconds; the layout is the same as at 1001 steps
+
+
+def _arrays(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope='module')
+def cube_single(tmp_path_factory):
+    out = tmp_path_factory.mktemp('cube')
+    return generate.generate_dataset('cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=LENGTH,
+                                     progress=False)
+
+
+def test_generated_files_have_the_official_layout_and_load_with_ogbench(cube_single):
+    import ogbench.utils
+
+    train_path, val_path = cube_single
+    assert Path(train_path).name == 'cube-single-play-v0.npz' and Path(val_path).name == 'cube-single-play-v0-val.npz'
+    raw = _arrays(train_path)
+    assert set(raw) == {'observations', 'actions', 'terminals', 'qpos', 'qvel'}
+    assert raw['observations'].shape == (2 * LENGTH, 28) and raw['actions'].shape == (2 * LENGTH, 5)
+    assert raw['observations'].dtype == np.float32 and raw['terminals'].dtype == bool
+    assert np.flatnonzero(raw['terminals']).tolist() == [LENGTH - 1, 2 * LENGTH - 1]
+    assert np.abs(raw['actions']).max() <= 1 and raw['actions'].std(0).min() > 0.01
+    # Play data moves the cube (qpos 14:17 is its position): the oracle is really acting.
+    assert np.ptp(raw['qpos'][:, 14:17], axis=0).max() > 0.02
+
+    train = ogbench.utils.load_dataset(train_path)
+    val = ogbench.utils.load_dataset(val_path)
+    # OGBench drops each episode's last row (it has no next observation).
+    assert train['observations'].shape == (2 * (LENGTH - 1), 28) and val['actions'].shape == (LENGTH - 1, 5)
+    np.testing.assert_array_equal(train['next_observations'][0], raw['observations'][1])
+
+
+def test_task_data_gets_ogbench_rewards_and_masks(cube_single):
+    task = resolve_task('cube-single', 1)
+    env = make_env(task)
+    try:
+        train, val = load_task_data(task, env, dataset_path=cube_single[0])
+    finally:
+        env.close()
+    assert len(train['rewards']) == 2 * (LENGTH - 1) and len(val['rewards']) == LENGTH - 1
+    assert all(v.dtype == np.float32 for v in train.values())
+    # cube-single: reward is 0 on success and -1 otherwise; the episode continues past success (mask 0).
+    assert set(np.unique(train['rewards'])) <= {-1.0, 0.0}
+    np.testing.assert_array_equal(train['masks'], -train['rewards'])
+    assert np.abs(train['actions']).max() <= ACTION_CLIP
+
+
+def test_generation_is_deterministic_whatever_the_workers(cube_single, tmp_path):
+    # Two workers and one more episode: the first two train episodes and the val episode are the same.
+    train_path, val_path = generate.generate_dataset('cube-single', str(tmp_path), episodes=3, seed=0, workers=2,
+                                                     episode_length=LENGTH, progress=False)
+    first, more = _arrays(cube_single[0]), _arrays(train_path)
+    for k in first:
+        np.testing.assert_array_equal(first[k], more[k][: 2 * LENGTH])
+    for k, v in _arrays(cube_single[1]).items():
+        np.testing.assert_array_equal(v, _arrays(val_path)[k])
+    other_seed, _ = generate.generate_dataset('cube-single', str(tmp_path / 's1'), episodes=1, seed=1, workers=1,
+                                              episode_length=LENGTH, progress=False)
+    assert not np.array_equal(_arrays(other_seed)['actions'], first['actions'][:LENGTH])
+
+
+def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single, tmp_path, monkeypatch):
+    collect = generate._collect
+
+    def fail_on_second_episode(family, episode_length, seed, split, index):
+        if split == 'train' and index == 1:
+            raise KeyboardInterrupt
+        return collect(family, episode_length, seed, split, index)
+
+    monkeypatch.setattr(generate, '_collect', fail_on_second_episode)
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate_dataset('cube-single', str(tmp_path), episodes=2, seed=0, workers=1, episode_length=LENGTH,
+                                  progress=False)
+    train_path, val_path = generate.output_paths(generate.generatable_family('cube-single'), tmp_path)
+    assert not train_path.exists() and not val_path.exists()
+    assert len(list(tmp_path.glob('.*.parts/*/train-*.npz'))) == 1  # the finished episode is kept
+
+    calls = []
+    monkeypatch.setattr(generate, '_collect', lambda *a: calls.append(a) or collect(*a))
+    paths = generate.generate_dataset('cube-single', str(tmp_path), episodes=2, seed=0, workers=1,
+                                      episode_length=LENGTH, progress=False)
+    assert [(c[3], c[4]) for c in calls] == [('train', 1), ('val', 0)]  # only what was missing is collected
+    for new, old in zip(paths, cube_single):
+        for k, v in _arrays(old).items():
+            np.testing.assert_array_equal(v, _arrays(new)[k])
+    assert not list(tmp_path.glob('.*'))  # parts are cleaned up once the files are in place
+
+
+def _write(path, arrays):
+    np.savez(path, **arrays)
+
+
+def test_bad_files_fail_with_a_message_naming_the_file(cube_single, tmp_path):
+    task = resolve_task('cube-single', 1)
+    env = make_env(task)
+    good = _arrays(cube_single[0])
+    try:
+        truncated = tmp_path / 'truncated.npz'
+        truncated.write_bytes(Path(cube_single[0]).read_bytes()[:5000])
+        _write(tmp_path / 'truncated-val.npz', good)
+        with pytest.raises(DatasetError, match=f'{truncated}.*(truncated|corrupt)'):
+            load_task_data(task, env, dataset_path=str(truncated))
+
+        no_qpos = tmp_path / 'no_qpos.npz'
+        _write(no_qpos, {k: v for k, v in good.items() if k != 'qpos'})
+        _write(tmp_path / 'no_qpos-val.npz', good)
+        with pytest.raises(DatasetError, match=f'{no_qpos}.*qpos'):
+            load_task_data(task, env, dataset_path=str(no_qpos))
+
+        cut_episode = tmp_path / 'cut.npz'
+        _write(cut_episode, {k: v[:-10] for k, v in good.items()})
+        _write(tmp_path / 'cut-val.npz', good)
+        with pytest.raises(DatasetError, match=f'{cut_episode}.*terminal'):
+            load_task_data(task, env, dataset_path=str(cut_episode))
+
+        ragged = tmp_path / 'ragged.npz'
+        _write(ragged, {**good, 'actions': good['actions'][:-1]})
+        _write(tmp_path / 'ragged-val.npz', good)
+        with pytest.raises(DatasetError, match=f'{ragged}.*actions'):
+            load_task_data(task, env, dataset_path=str(ragged))
+
+        lonely = tmp_path / 'lonely.npz'
+        _write(lonely, good)
+        with pytest.raises(DatasetError, match='lonely-val.npz does not exist'):
+            load_task_data(task, env, dataset_path=str(lonely))
+    finally:
+        env.close()
+
+
+def test_missing_official_file_without_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(ogbench_data, '_download', lambda task, dataset_dir: 'no route to host')
+    # Navigate data was collected by expert policies: nothing to fall back on, say so.
+    task = resolve_task('antmaze-large-navigate', 1)
+    with pytest.raises(DatasetError, match='antmaze-large-navigate-v0.npz.*no route to host.*cannot be regenerated'):
+        load_task_data(task, None, dataset_dir=str(tmp_path))
+    # Manipulation data is regenerated with the oracles (here shrunk to one short episode).
+    monkeypatch.setattr(ogbench_data, 'OFFICIAL_EPISODES', 1)
+    monkeypatch.setattr(ogbench_data, 'EPISODE_LENGTH', LENGTH)
+    task = resolve_task('cube-single', 1)
+    env = make_env(task)
+    try:
+        train, _ = load_task_data(task, env, dataset_dir=str(tmp_path), workers=1)
+    finally:
+        env.close()
+    assert len(train['observations']) == LENGTH - 1
+    assert list((tmp_path / 'generated' / 'ep1-seed0').glob('*.npz'))
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--env', 'no-such-env'], 'closest valid names'),
+    (['--env', 'antmaze-large-navigate'], 'cannot be generated'),
+    (['--env', 'cube-single', '--episodes', '0'], '--episodes'),
+])
+def test_generate_cli_rejects_bad_requests_in_one_line(args, words, tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'datasets.generate', *args, '--out', str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
