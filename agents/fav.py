@@ -52,12 +52,18 @@ class FAVConfig:
             (0 < self.tau <= 1, f'agent.tau must be in (0, 1], got {self.tau}'),
             (0 <= self.discount < 1, f'agent.discount must be in [0, 1), got {self.discount}'),
             (self.num_qs >= 1, f'agent.num_qs must be >= 1, got {self.num_qs}'),
-            (len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
-             f'agent.hidden_dims must be positive widths like 512,512, got {self.hidden_dims}'),
-            (self.bandwidth_method in ('fixed', 'scott'),
-             f"agent.bandwidth_method must be 'fixed' or 'scott', got '{self.bandwidth_method}'"),
-            (self.reference in ('dataset', 'bc_flow'),
-             f"agent.reference must be 'dataset' or 'bc_flow', got '{self.reference}'"),
+            (
+                len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
+                f'agent.hidden_dims must be positive widths like 512,512, got {self.hidden_dims}',
+            ),
+            (
+                self.bandwidth_method in ('fixed', 'scott'),
+                f"agent.bandwidth_method must be 'fixed' or 'scott', got '{self.bandwidth_method}'",
+            ),
+            (
+                self.reference in ('dataset', 'bc_flow'),
+                f"agent.reference must be 'dataset' or 'bc_flow', got '{self.reference}'",
+            ),
             (self.q_agg in ('mean', 'min'), f"agent.q_agg must be 'mean' or 'min', got '{self.q_agg}'"),
         ]
         for ok, message in checks:

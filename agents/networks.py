@@ -1,6 +1,6 @@
 """Networks shared by the agents: MLPs, the critic ensemble, the one-step generator, a flow velocity field."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -269,7 +269,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--env', required=True, help='generatable family, e.g. cube-single or cube-double-play')
     parser.add_argument('--episodes', type=int, default=1000, help='train episodes (val gets a tenth, at least 1)')
-    parser.add_argument('--out', default=None, help=f'output directory (default {DEFAULT_DATASET_DIR}/generated/ep<N>-seed<S>)')
+    parser.add_argument(
+        '--out', default=None, help=f'output directory (default {DEFAULT_DATASET_DIR}/generated/ep<N>-seed<S>)'
+    )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
     parser.add_argument('--episode-length', type=int, default=DEFAULT_EPISODE_LENGTH)

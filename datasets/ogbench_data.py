@@ -95,7 +95,7 @@ def _official_path(task, dataset_dir, workers):
         )
     out_dir = generate.generated_dir(dataset_dir, OFFICIAL_EPISODES, 0)
     print(
-        f'{missing}; generating the full-size play dataset locally with OGBench\'s oracles into {out_dir}',
+        f"{missing}; generating the full-size play dataset locally with OGBench's oracles into {out_dir}",
         file=sys.stderr,
         flush=True,
     )
@@ -118,12 +118,15 @@ def _check_file(path, task, env):
         raise
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, AttributeError) as e:
         # AttributeError: np.load returns a bare ndarray (no context manager) for a .npy file.
-        raise DatasetError(f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {_one_line(e)}')
+        raise DatasetError(
+            f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {_one_line(e)}'
+        ) from None
 
     rows = len(arrays['terminals'])
     for k, v in arrays.items():
         if v.ndim != (1 if k == 'terminals' else 2):
-            raise DatasetError(f'dataset file {path}: {k} has shape {v.shape}, expected {"rows" if k == "terminals" else "(rows, dim)"}')
+            expected = 'rows' if k == 'terminals' else '(rows, dim)'
+            raise DatasetError(f'dataset file {path}: {k} has shape {v.shape}, expected {expected}')
         if len(v) != rows:
             raise DatasetError(f'dataset file {path}: {k} has {len(v)} rows but terminals has {rows}')
     if rows == 0 or not arrays['terminals'][-1]:

@@ -24,11 +24,13 @@ def evaluate(vector_env, act, num_episodes, seed_keys):
     results = [[] for _ in range(n)]
     observations, _ = vector_env.reset(seed=[episode_seed(*seed_keys, i) for i in range(n)])
     t = 0
-    while any(len(r) < q for r, q in zip(results, quota)):
+    while any(len(r) < q for r, q in zip(results, quota, strict=True)):
         observations, _, terminated, truncated, info = vector_env.step(act(observations, t))
         for i in np.flatnonzero(terminated | truncated):
             if len(results[i]) < quota[i]:
-                results[i].append((float(info['success'][i]), float(info['episode']['r'][i]), float(info['episode']['l'][i])))
+                results[i].append(
+                    (float(info['success'][i]), float(info['episode']['r'][i]), float(info['episode']['l'][i]))
+                )
         t += 1
     success, episode_return, episode_length = np.mean([e for r in results for e in r], axis=0)
     return dict(success=float(success), episode_return=float(episode_return), episode_length=float(episode_length))

@@ -125,7 +125,7 @@ def resolve_task(env, task=None):
     full = _task_from_full_name(env)
     if full is not None:
         if task is not None and task != full.task_id:
-            raise UnknownTaskError(f"--env {env} already names task {full.task_id}; drop --task {task}")
+            raise UnknownTaskError(f'--env {env} already names task {full.task_id}; drop --task {task}')
         return full
     family = _family_from_name(env)
     if family is None:

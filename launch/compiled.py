@@ -39,7 +39,9 @@ def online_chunk(agent, buffer, transitions, data_key, start_step, batch_size):
         return (agent, buffer), info
 
     length = transitions['observations'].shape[0]
-    (agent, buffer), infos = jax.lax.scan(append_and_update, (agent, buffer), (transitions, start_step + jnp.arange(length)))
+    (agent, buffer), infos = jax.lax.scan(
+        append_and_update, (agent, buffer), (transitions, start_step + jnp.arange(length))
+    )
     return (agent, buffer, *_chunk_result(infos))
 
 

@@ -20,13 +20,13 @@ from flax import serialization
 from tqdm import tqdm
 
 from agents import AGENTS
-from datasets.buffer import ACTION_CLIP, ReplayBuffer
+from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS, ReplayBuffer
 from datasets.ogbench_data import DatasetError, load_task_data
 from envs.evaluation import episode_seed, evaluate, final_score
 from envs.factory import SUCCESS_TIMING, make_env, make_vector_env
 from envs.registry import UnknownTaskError, resolve_task, suite_tasks
-from launch.compiled import offline_chunk, online_chunk, policy_action
 from launch.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from launch.compiled import offline_chunk, online_chunk, policy_action
 from launch.run_logs import RunLogger, read_json, write_json
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -59,12 +59,20 @@ def build_parser(mode):
     p.add_argument('--offline-steps', type=int, default=1_000_000)
     if mode == 'o2o':
         p.add_argument('--online-steps', type=int, default=1_000_000)
-        p.add_argument('--online-updates-per-call', type=int, default=1,
-                       help='env steps collected (policy held fixed) per compiled call of as many updates')
+        p.add_argument(
+            '--online-updates-per-call',
+            type=int,
+            default=1,
+            help='env steps collected (policy held fixed) per compiled call of as many updates',
+        )
     p.add_argument('--eval-every', type=int, default=100_000)
     p.add_argument('--eval-episodes', type=int, default=50)
-    p.add_argument('--eval-envs', type=int, default=10,
-                   help='env copies stepped in parallel processes during evaluation (part of the result)')
+    p.add_argument(
+        '--eval-envs',
+        type=int,
+        default=10,
+        help='env copies stepped in parallel processes during evaluation (part of the result)',
+    )
     p.add_argument('--log-every', type=int, default=5_000)
     p.add_argument('--save-every', type=int, default=100_000)
     p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
@@ -73,7 +81,7 @@ def build_parser(mode):
     p.add_argument('--dataset-episodes', type=int, help='generate (or reuse) a smaller dataset of N episodes')
     p.add_argument('--workers', type=int, help='processes for dataset generation (default: all cores)')
     p.add_argument('--run-dir', help=f'default: runs/{mode}/<task>/<agent>/seed<seed>')
-    p.add_argument('--resume', action='store_true', help='continue from the run directory\'s checkpoint')
+    p.add_argument('--resume', action='store_true', help="continue from the run directory's checkpoint")
     p.add_argument('--wandb', choices=['online', 'offline', 'disabled'], default='disabled')
     p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
     return p
@@ -114,7 +122,15 @@ def parse_args(argv, mode):
 
 
 def _validate_args(args):
-    positive = ['eval_episodes', 'eval_envs', 'eval_every', 'log_every', 'save_every', 'updates_per_call', 'online_updates_per_call']
+    positive = [
+        'eval_episodes',
+        'eval_envs',
+        'eval_every',
+        'log_every',
+        'save_every',
+        'updates_per_call',
+        'online_updates_per_call',
+    ]
     for name in positive:
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
@@ -169,8 +185,11 @@ def _check_same_run(run_dir, settings):
 
 
 def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, tuple) else (
-        {k: _jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value)
+    return (
+        [_jsonable(v) for v in value]
+        if isinstance(value, tuple)
+        else ({k: _jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value)
+    )
 
 
 def _next_boundary(step, end, every, k):
@@ -183,7 +202,9 @@ def _next_boundary(step, end, every, k):
 
 
 def _is_eval_step(step, args):
-    return step == 1 or step % args.eval_every == 0 or step in (args.offline_steps, args.offline_steps + args.online_steps)
+    return (
+        step == 1 or step % args.eval_every == 0 or step in (args.offline_steps, args.offline_steps + args.online_steps)
+    )
 
 
 def run(args, mode):
@@ -209,8 +230,13 @@ def run(args, mode):
 
     env = make_env(task)  # relabels the dataset; the O2O phase acts in it
     train_data, _ = load_task_data(
-        task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir,
-        dataset_episodes=args.dataset_episodes, seed=0, workers=args.workers,
+        task,
+        env,
+        dataset_path=args.dataset,
+        dataset_dir=args.dataset_dir,
+        dataset_episodes=args.dataset_episodes,
+        seed=0,
+        workers=args.workers,
     )
     # The run directory appears only once the data is good, so a bad --dataset leaves nothing behind.
     os.makedirs(run_dir, exist_ok=True)
@@ -237,8 +263,14 @@ def run(args, mode):
         eval_env.close()
 
     evals = loop.logger.rows['eval']
-    final = dict(task=task.name, agent=args.agent, seed=args.seed, mode=mode,
-                 steps=loop.step, wall_time_s=round(loop.elapsed(), 1))
+    final = dict(
+        task=task.name,
+        agent=args.agent,
+        seed=args.seed,
+        mode=mode,
+        steps=loop.step,
+        wall_time_s=round(loop.elapsed(), 1),
+    )
     offline_evals = [r['success'] for r in evals if r['phase'] == 'offline']
     online_evals = [r['success'] for r in evals if r['phase'] == 'online']
     if mode == 'offline':
@@ -286,7 +318,9 @@ class _Loop:
             rows=self.logger.rows,
             online_rows=self.buffer.rows(self.offline_rows, size),
             episode_index=self.episode_index,
-            episode_actions=np.asarray(self.episode_actions, np.float32).reshape(-1, self.buffer.data['actions'].shape[-1]),
+            episode_actions=np.asarray(self.episode_actions, np.float32).reshape(
+                -1, self.buffer.data['actions'].shape[-1]
+            ),
             recent_episodes=np.asarray(self.recent_episodes, np.float64).reshape(-1, 3),
         )
 
@@ -302,7 +336,9 @@ class _Loop:
             self.episode_actions = list(state['episode_actions'])
             self.recent_episodes = [tuple(r) for r in state['recent_episodes']]
         except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f'{self.checkpoint_path} does not match this run ({e}); delete it to restart') from None
+            raise CheckpointError(
+                f'{self.checkpoint_path} does not match this run ({e}); delete it to restart'
+            ) from None
 
     def save(self):
         save_checkpoint(self.checkpoint_path, self.state())
@@ -313,14 +349,21 @@ class _Loop:
         args = self.args
         total = args.offline_steps + args.online_steps
         periods = (args.log_every, args.eval_every, args.save_every)
-        with tqdm(total=total, initial=self.step, disable=not args.progress, desc=self.task.name,
-                  unit='step', dynamic_ncols=True) as bar:
+        with tqdm(
+            total=total,
+            initial=self.step,
+            disable=not args.progress,
+            desc=self.task.name,
+            unit='step',
+            dynamic_ncols=True,
+        ) as bar:
             self.bar = bar
             while self.step < args.offline_steps:
                 end = _next_boundary(self.step, args.offline_steps, periods, args.updates_per_call)
                 self.chunk_started = time.time()
                 agent, info, finite = offline_chunk(
-                    self.agent, self.buffer, self.data_key, self.step, end - self.step, self.agent.config.batch_size)
+                    self.agent, self.buffer, self.data_key, self.step, end - self.step, self.agent.config.batch_size
+                )
                 self._after_chunk(agent, info, finite, end, 'offline')
             if self.step < total:
                 self._reset_online_env()
@@ -329,7 +372,8 @@ class _Loop:
                 self.chunk_started = time.time()
                 transitions = self._collect(end - self.step)
                 agent, self.buffer, info, finite = online_chunk(
-                    self.agent, self.buffer, transitions, self.data_key, self.step, self.agent.config.batch_size)
+                    self.agent, self.buffer, transitions, self.data_key, self.step, self.agent.config.batch_size
+                )
                 self._after_chunk(agent, info, finite, end, 'online')
 
     def _after_chunk(self, agent, info, finite, end, phase):
@@ -346,8 +390,13 @@ class _Loop:
         if end % args.log_every == 0 or end == args.offline_steps + args.online_steps:
             row = dict(step=end, phase=phase, **{k: float(v) for k, v in info.items()})
             if self.recent_episodes:
-                s, r, l = np.mean(self.recent_episodes, axis=0)
-                row.update(online_success=s, online_return=r, online_length=l, online_episodes=self.episode_index)
+                success, episode_return, length = np.mean(self.recent_episodes, axis=0)
+                row.update(
+                    online_success=success,
+                    online_return=episode_return,
+                    online_length=length,
+                    online_episodes=self.episode_index,
+                )
                 self.recent_episodes = []
             row['steps_per_s'] = (end - start) / max(time.time() - self.chunk_started, 1e-9)
             self.logger.log('train', row)
@@ -362,8 +411,9 @@ class _Loop:
 
         result = evaluate(self.eval_env, act, self.args.eval_episodes, (self.args.seed, 1, self.step))
         self.logger.log('eval', dict(step=self.step, phase=phase, **result))
-        self.bar.write(f'[{phase}] step {self.step}: success {100 * result["success"]:.1f}% '
-                       f'return {result["episode_return"]:.1f}')
+        self.bar.write(
+            f'[{phase}] step {self.step}: success {100 * result["success"]:.1f}% return {result["episode_return"]:.1f}'
+        )
 
     # -- online interaction -------------------------------------------------------------------------
 
@@ -375,14 +425,20 @@ class _Loop:
 
     def _collect(self, length):
         """`length` env steps with the current policy; returns them stacked for `online_chunk`."""
-        keys = ('observations', 'actions', 'next_observations', 'rewards', 'masks', 'terminals')
-        out = {k: [] for k in keys}
+        out = {k: [] for k in TRANSITION_KEYS}
         shift = self.task.family.reward_shift
         for i in range(length):
             action = np.asarray(policy_action(self.agent, self.observation, self.act_key, self.step + i))
             next_observation, reward, terminated, truncated, info = self.env.step(action)
-            for k, v in zip(keys, (self.observation, np.clip(action, -ACTION_CLIP, ACTION_CLIP), next_observation,
-                                   reward + shift, 1.0 - float(terminated), float(terminated or truncated))):
+            transition = dict(
+                observations=self.observation,
+                actions=np.clip(action, -ACTION_CLIP, ACTION_CLIP),
+                next_observations=next_observation,
+                rewards=reward + shift,
+                masks=1.0 - float(terminated),
+                terminals=float(terminated or truncated),
+            )
+            for k, v in transition.items():
                 out[k].append(np.asarray(v, np.float32))
             self.episode_actions.append(action)
             self.observation = next_observation

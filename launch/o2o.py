@@ -1,6 +1,6 @@
 """Offline-to-online RL on one task: 1M offline steps, then 1M env steps with one update each.
 
-    python launch/o2o.py --env cube-double"""
+python launch/o2o.py --env cube-double"""
 
 import pathlib
 import sys

@@ -22,9 +22,15 @@ from launch.compiled import offline_chunk  # noqa: E402
 
 # (observation size, action size) of each OGBench family's singletask envs.
 SPACE_SIZES = {
-    'cube-single-play': (28, 5), 'cube-double-play': (37, 5), 'scene-play': (40, 5), 'puzzle-3x3-play': (55, 5),
-    'puzzle-4x4-play': (83, 5), 'antmaze-large-navigate': (29, 8), 'antmaze-giant-navigate': (29, 8),
-    'humanoidmaze-medium-navigate': (69, 21), 'humanoidmaze-large-navigate': (69, 21),
+    'cube-single-play': (28, 5),
+    'cube-double-play': (37, 5),
+    'scene-play': (40, 5),
+    'puzzle-3x3-play': (55, 5),
+    'puzzle-4x4-play': (83, 5),
+    'antmaze-large-navigate': (29, 8),
+    'antmaze-giant-navigate': (29, 8),
+    'humanoidmaze-medium-navigate': (69, 21),
+    'humanoidmaze-large-navigate': (69, 21),
     'antsoccer-arena-navigate': (42, 8),
 }
 
@@ -42,23 +48,29 @@ def main():
     task = resolve_task(args.env)
     obs_dim, act_dim = SPACE_SIZES[task.family.name]
     module = AGENTS['fav']
-    config = module.get_config(task.family, dict(hidden_dims=tuple(int(w) for w in args.hidden_dims.split(',')),
-                                                 reference=args.reference))
+    config = module.get_config(
+        task.family, dict(hidden_dims=tuple(int(w) for w in args.hidden_dims.split(',')), reference=args.reference)
+    )
     rng = np.random.default_rng(0)
-    buffer = ReplayBuffer.create(dict(
-        observations=rng.normal(size=(args.rows, obs_dim)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (args.rows, act_dim)).astype(np.float32),
-        next_observations=rng.normal(size=(args.rows, obs_dim)).astype(np.float32),
-        rewards=-rng.integers(0, 2, args.rows).astype(np.float32),
-        masks=np.ones(args.rows, np.float32),
-        terminals=np.zeros(args.rows, np.float32),
-    ))
-    agent = module.Agent.create(jax.random.PRNGKey(0), buffer.data['observations'][:1], buffer.data['actions'][:1],
-                                config)
+    buffer = ReplayBuffer.create(
+        dict(
+            observations=rng.normal(size=(args.rows, obs_dim)).astype(np.float32),
+            actions=rng.uniform(-1, 1, (args.rows, act_dim)).astype(np.float32),
+            next_observations=rng.normal(size=(args.rows, obs_dim)).astype(np.float32),
+            rewards=-rng.integers(0, 2, args.rows).astype(np.float32),
+            masks=np.ones(args.rows, np.float32),
+            terminals=np.zeros(args.rows, np.float32),
+        )
+    )
+    agent = module.Agent.create(
+        jax.random.PRNGKey(0), buffer.data['observations'][:1], buffer.data['actions'][:1], config
+    )
     key = jax.random.PRNGKey(1)
-    print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}); task family {task.family.name} '
-          f'obs {obs_dim} act {act_dim}; hidden {config.hidden_dims}; batch {config.batch_size}; '
-          f'M {config.num_samples}; reference {config.reference}')
+    print(
+        f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}); task family {task.family.name} '
+        f'obs {obs_dim} act {act_dim}; hidden {config.hidden_dims}; batch {config.batch_size}; '
+        f'M {config.num_samples}; reference {config.reference}'
+    )
     step = 0
     for k in args.updates_per_call:
         started = time.perf_counter()
@@ -73,8 +85,11 @@ def main():
         jax.block_until_ready(info)
         elapsed = time.perf_counter() - started
         rate = k * args.calls / elapsed
-        print(f'K={k:>5}: {rate:10.1f} updates/s  ({1e3 / rate:.3f} ms/update; first call incl. compile {compile_s:.1f} s)'
-              f'  → 1M updates ≈ {1e6 / rate / 60:.1f} min')
+        print(
+            f'K={k:>5}: {rate:10.1f} updates/s  ({1e3 / rate:.3f} ms/update; '
+            f'first call incl. compile {compile_s:.1f} s)'
+            f'  → 1M updates ≈ {1e6 / rate / 60:.1f} min'
+        )
 
 
 if __name__ == '__main__':

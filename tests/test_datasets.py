@@ -26,8 +26,9 @@ def _arrays(path):
 @pytest.fixture(scope='module')
 def cube_single(tmp_path_factory):
     out = tmp_path_factory.mktemp('cube')
-    return generate.generate_dataset('cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=LENGTH,
-                                     progress=False)
+    return generate.generate_dataset(
+        'cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=LENGTH, progress=False
+    )
 
 
 def test_generated_files_have_the_official_layout_and_load_with_ogbench(cube_single):
@@ -68,15 +69,17 @@ def test_task_data_gets_ogbench_rewards_and_masks(cube_single):
 
 def test_generation_is_deterministic_whatever_the_workers(cube_single, tmp_path):
     # Two workers and one more episode: the first two train episodes and the val episode are the same.
-    train_path, val_path = generate.generate_dataset('cube-single', str(tmp_path), episodes=3, seed=0, workers=2,
-                                                     episode_length=LENGTH, progress=False)
+    train_path, val_path = generate.generate_dataset(
+        'cube-single', str(tmp_path), episodes=3, seed=0, workers=2, episode_length=LENGTH, progress=False
+    )
     first, more = _arrays(cube_single[0]), _arrays(train_path)
     for k in first:
         np.testing.assert_array_equal(first[k], more[k][: 2 * LENGTH])
     for k, v in _arrays(cube_single[1]).items():
         np.testing.assert_array_equal(v, _arrays(val_path)[k])
-    other_seed, _ = generate.generate_dataset('cube-single', str(tmp_path / 's1'), episodes=1, seed=1, workers=1,
-                                              episode_length=LENGTH, progress=False)
+    other_seed, _ = generate.generate_dataset(
+        'cube-single', str(tmp_path / 's1'), episodes=1, seed=1, workers=1, episode_length=LENGTH, progress=False
+    )
     assert not np.array_equal(_arrays(other_seed)['actions'], first['actions'][:LENGTH])
 
 
@@ -90,18 +93,20 @@ def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single,
 
     monkeypatch.setattr(generate, '_collect', fail_on_second_episode)
     with pytest.raises(KeyboardInterrupt):
-        generate.generate_dataset('cube-single', str(tmp_path), episodes=2, seed=0, workers=1, episode_length=LENGTH,
-                                  progress=False)
+        generate.generate_dataset(
+            'cube-single', str(tmp_path), episodes=2, seed=0, workers=1, episode_length=LENGTH, progress=False
+        )
     train_path, val_path = generate.output_paths(generate.generatable_family('cube-single'), tmp_path)
     assert not train_path.exists() and not val_path.exists()
     assert len(list(tmp_path.glob('.*.parts/*/train-*.npz'))) == 1  # the finished episode is kept
 
     calls = []
     monkeypatch.setattr(generate, '_collect', lambda *a: calls.append(a) or collect(*a))
-    paths = generate.generate_dataset('cube-single', str(tmp_path), episodes=2, seed=0, workers=1,
-                                      episode_length=LENGTH, progress=False)
+    paths = generate.generate_dataset(
+        'cube-single', str(tmp_path), episodes=2, seed=0, workers=1, episode_length=LENGTH, progress=False
+    )
     assert [(c[3], c[4]) for c in calls] == [('train', 1), ('val', 0)]  # only what was missing is collected
-    for new, old in zip(paths, cube_single):
+    for new, old in zip(paths, cube_single, strict=True):
         for k, v in _arrays(old).items():
             np.testing.assert_array_equal(v, _arrays(new)[k])
     assert not list(tmp_path.glob('.*'))  # parts are cleaned up once the files are in place
@@ -167,14 +172,22 @@ def test_missing_official_file_without_network(tmp_path, monkeypatch):
     assert list((tmp_path / 'generated' / 'ep1-seed0').glob('*.npz'))
 
 
-@pytest.mark.parametrize('args, words', [
-    (['--env', 'no-such-env'], 'closest valid names'),
-    (['--env', 'antmaze-large-navigate'], 'cannot be generated'),
-    (['--env', 'cube-single', '--episodes', '0'], '--episodes'),
-])
+@pytest.mark.parametrize(
+    'args, words',
+    [
+        (['--env', 'no-such-env'], 'closest valid names'),
+        (['--env', 'antmaze-large-navigate'], 'cannot be generated'),
+        (['--env', 'cube-single', '--episodes', '0'], '--episodes'),
+    ],
+)
 def test_generate_cli_rejects_bad_requests_in_one_line(args, words, tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'datasets.generate', *args, '--out', str(tmp_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, '-m', 'datasets.generate', *args, '--out', str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())

@@ -29,7 +29,13 @@ class _FixedOutcomeEnv(gymnasium.Env):
         self.t += 1
         done = self.succeed or self.t == 5
         reward = 0.0 if self.succeed else -1.0
-        return np.zeros(2, np.float32), reward, self.succeed, done and not self.succeed, {'success': float(self.succeed)}
+        return (
+            np.zeros(2, np.float32),
+            reward,
+            self.succeed,
+            done and not self.succeed,
+            {'success': float(self.succeed)},
+        )
 
 
 def _vector(outcomes):

@@ -22,15 +22,15 @@ def _reference_phi(x, y, grad_q, sigma, beta):
 
     grad_kernel_first = jax.grad(kernel, argnums=0)
     ref_score = np.zeros((m, d))
-    for l in range(m):
-        weights = np.array([np.exp(-np.sum((x[l] - y[i]) ** 2) / sigma) for i in range(len(y))])
-        ref_score[l] = sum(w * 2 * (y[i] - x[l]) / sigma for i, w in enumerate(weights)) / weights.sum()
+    for p in range(m):
+        weights = np.array([np.exp(-np.sum((x[p] - y[i]) ** 2) / sigma) for i in range(len(y))])
+        ref_score[p] = sum(w * 2 * (y[i] - x[p]) / sigma for i, w in enumerate(weights)) / weights.sum()
     phi = np.zeros((m, d))
     for j in range(m):
-        for l in range(m):
-            k = float(kernel(x[l], x[j]))
-            phi[j] += k * (ref_score[l] + beta * grad_q[l]) / m
-            phi[j] += np.asarray(grad_kernel_first(jnp.asarray(x[l]), jnp.asarray(x[j]))) / m
+        for p in range(m):
+            k = float(kernel(x[p], x[j]))
+            phi[j] += k * (ref_score[p] + beta * grad_q[p]) / m
+            phi[j] += np.asarray(grad_kernel_first(jnp.asarray(x[p]), jnp.asarray(x[j]))) / m
     return phi
 
 
@@ -51,10 +51,14 @@ def test_kde_score_is_exact_far_from_the_data():
     x = jnp.array([[0.9, -0.9]])
     y = jnp.array([[-0.9, 0.9]])
     sigma = 0.01
-    np.testing.assert_allclose(np.asarray(kde_score(x, y, sigma)), 2 * (np.asarray(y) - np.asarray(x)) / sigma, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(kde_score(x, y, sigma)), 2 * (np.asarray(y) - np.asarray(x)) / sigma, rtol=1e-6
+    )
     # Two particles, one much closer: the score is dominated by the close one, not pulled to the origin.
     y2 = jnp.array([[0.8, -0.8], [-0.9, 0.9]])
-    np.testing.assert_allclose(np.asarray(kde_score(x, y2, sigma)), 2 * (np.array([[0.8, -0.8]]) - np.asarray(x)) / sigma, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(kde_score(x, y2, sigma)), 2 * (np.array([[0.8, -0.8]]) - np.asarray(x)) / sigma, rtol=1e-5
+    )
 
 
 def test_scott_bandwidth_on_a_known_sample():
@@ -118,7 +122,8 @@ def test_fixed_point_step_moves_samples_toward_x_plus_phi():
         return agent.critic.apply_fn(agent.critic.params, obs, a).mean(0).sum()
 
     phi, _ = jax.vmap(svgd_direction, in_axes=(0, 0, 0, None, None))(
-        x0, batch['actions'][:, None], jax.grad(mean_q)(x0), 0.5, 1.0)
+        x0, batch['actions'][:, None], jax.grad(mean_q)(x0), 0.5, 1.0
+    )
     targets = x0 + phi
 
     def loss(actor_params):
@@ -140,7 +145,15 @@ def test_agent_update_reduces_its_fixed_point_loss_and_reports_metrics():
     batch = _batch(jax.random.PRNGKey(0))
     agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
     _, info = agent.update(batch)
-    for key in ('critic_loss', 'q_mean', 'actor_loss', 'phi_norm', 'reference_score_norm', 'reward_score_norm', 'bandwidth'):
+    for key in (
+        'critic_loss',
+        'q_mean',
+        'actor_loss',
+        'phi_norm',
+        'reference_score_norm',
+        'reward_score_norm',
+        'bandwidth',
+    ):
         assert np.isfinite(float(info[key])), key
     assert float(info['bandwidth']) == 0.5
     _, info = dataclasses.replace(agent, config=dataclasses.replace(config, bandwidth_method='scott')).update(batch)
@@ -162,7 +175,8 @@ def test_agent_vmaps_over_seeds():
     config = FAVConfig(hidden_dims=(32,), batch_size=64)
     batch = _batch(jax.random.PRNGKey(0))
     agents = jax.vmap(lambda key: FAVAgent.create(key, batch['observations'][:1], batch['actions'][:1], config))(
-        jax.random.split(jax.random.PRNGKey(0), 3))
+        jax.random.split(jax.random.PRNGKey(0), 3)
+    )
     agents, info = jax.vmap(lambda a: a.update(batch))(agents)
     assert info['critic_loss'].shape == (3,)
     assert len(set(np.asarray(info['critic_loss']).round(6).tolist())) == 3  # seeds differ
@@ -171,14 +185,16 @@ def test_agent_vmaps_over_seeds():
 def _bandit_buffer(n=4096, mu0=-0.3, s0=0.2, target=0.5):
     rng = np.random.default_rng(0)
     actions = np.clip(rng.normal(mu0, s0, (n, 1)), -0.99, 0.99).astype(np.float32)
-    return ReplayBuffer.create(dict(
-        observations=np.ones((n, 1), np.float32),
-        actions=actions,
-        next_observations=np.ones((n, 1), np.float32),
-        rewards=-((actions[:, 0] - target) ** 2),
-        masks=np.zeros(n, np.float32),
-        terminals=np.ones(n, np.float32),
-    )), actions
+    return ReplayBuffer.create(
+        dict(
+            observations=np.ones((n, 1), np.float32),
+            actions=actions,
+            next_observations=np.ones((n, 1), np.float32),
+            rewards=-((actions[:, 0] - target) ** 2),
+            masks=np.zeros(n, np.float32),
+            terminals=np.ones(n, np.float32),
+        )
+    ), actions
 
 
 def _train_bandit(beta, steps=1500):

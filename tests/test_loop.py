@@ -24,14 +24,16 @@ SMALL = ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--eval-episodes'
 
 def _synthetic_buffer(n=128):
     rng = np.random.default_rng(0)
-    return ReplayBuffer.create(dict(
-        observations=rng.normal(size=(n, 5)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-        next_observations=rng.normal(size=(n, 5)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        masks=np.ones(n, np.float32),
-        terminals=np.zeros(n, np.float32),
-    ))
+    return ReplayBuffer.create(
+        dict(
+            observations=rng.normal(size=(n, 5)).astype(np.float32),
+            actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+            next_observations=rng.normal(size=(n, 5)).astype(np.float32),
+            rewards=rng.normal(size=n).astype(np.float32),
+            masks=np.ones(n, np.float32),
+            terminals=np.zeros(n, np.float32),
+        )
+    )
 
 
 def test_same_batches_and_numbers_whatever_k():
@@ -49,12 +51,18 @@ def test_same_batches_and_numbers_whatever_k():
         return agent
 
     plain, chunked = run([1] * 12), run([5, 5, 2])
-    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(chunked)):
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(chunked), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
     # A different data key gives different parameters (the comparison above is not vacuous).
     agent_other, _, _ = offline_chunk(start, buffer, jax.random.PRNGKey(2), 0, 12, 16)
-    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
-        jax.tree_util.tree_leaves(plain.actor.params), jax.tree_util.tree_leaves(agent_other.actor.params)))
+    diff = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(plain.actor.params),
+            jax.tree_util.tree_leaves(agent_other.actor.params),
+            strict=True,
+        )
+    )
     assert diff > 1e-4
 
 
@@ -86,14 +94,16 @@ def dataset(tmp_path_factory):
     from datasets.generate import generate_dataset
 
     out = tmp_path_factory.mktemp('data')
-    train_path, _ = generate_dataset('cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=201,
-                                     progress=False)
+    train_path, _ = generate_dataset(
+        'cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=201, progress=False
+    )
     return train_path
 
 
 def _launch(script, *args, timeout=600):
-    return subprocess.run([sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _params(run_dir):
@@ -102,8 +112,12 @@ def _params(run_dir):
 
 def _run_killed_then_resumed(script, args, run_dir, kill_after_step):
     """Starts a run, SIGKILLs it once a checkpoint past `kill_after_step` exists, then reruns it."""
-    process = subprocess.Popen([sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -125,8 +139,8 @@ def _run_killed_then_resumed(script, args, run_dir, kill_after_step):
 
 
 def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
-    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '300',
-            '--eval-every', '150', '--save-every', '50', '--log-every', '50', '--updates-per-call', '25', *SMALL]
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset]
+    args += '--offline-steps 300 --eval-every 150 --save-every 50 --log-every 50 --updates-per-call 25'.split() + SMALL
     whole = str(tmp_path / 'whole')
     result = _launch('offline', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
@@ -143,9 +157,10 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     killed = str(tmp_path / 'killed')
     _run_killed_then_resumed('offline', args, killed, kill_after_step=100)
     resumed_final = json.loads(Path(killed, 'final.json').read_text())
-    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == \
-        {k: v for k, v in final.items() if k != 'wall_time_s'}
-    for a, b in zip(_params(whole), _params(killed)):
+    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == {
+        k: v for k, v in final.items() if k != 'wall_time_s'
+    }
+    for a, b in zip(_params(whole), _params(killed), strict=True):
         np.testing.assert_array_equal(a, b)
     assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()
 
@@ -157,9 +172,9 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
 
 
 def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
-    args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset, '--offline-steps', '100',
-            '--online-steps', '300', '--eval-every', '100', '--save-every', '50', '--log-every', '50',
-            '--updates-per-call', '50', *SMALL]
+    args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset]
+    args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 50'.split()
+    args += ['--updates-per-call', '50', *SMALL]
     whole = str(tmp_path / 'whole')
     result = _launch('o2o', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
@@ -174,17 +189,36 @@ def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     killed = str(tmp_path / 'killed')
     _run_killed_then_resumed('o2o', args, killed, kill_after_step=250)
     resumed_final = json.loads(Path(killed, 'final.json').read_text())
-    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == \
-        {k: v for k, v in final.items() if k != 'wall_time_s'}
-    for a, b in zip(_params(whole), _params(killed)):
+    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == {
+        k: v for k, v in final.items() if k != 'wall_time_s'
+    }
+    for a, b in zip(_params(whole), _params(killed), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
     run_dir = str(tmp_path / 'nan')
-    result = _launch('offline', '--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '200',
-                     '--eval-every', '1000', '--save-every', '10', '--updates-per-call', '10', '--agent.lr=1e30',
-                     '--run-dir', run_dir, *SMALL)
+    result = _launch(
+        'offline',
+        '--env',
+        'cube-single',
+        '--task',
+        '1',
+        '--dataset',
+        dataset,
+        '--offline-steps',
+        '200',
+        '--eval-every',
+        '1000',
+        '--save-every',
+        '10',
+        '--updates-per-call',
+        '10',
+        '--agent.lr=1e30',
+        '--run-dir',
+        run_dir,
+        *SMALL,
+    )
     assert result.returncode == 1, result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert 'non-finite' in message and 'step' in message and 'loss' in message
@@ -195,15 +229,18 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state['agent']))
 
 
-@pytest.mark.parametrize('setting, words', [
-    ('--agent.sigma=0', 'sigma'),
-    ('--agent.beta=-1', 'beta'),
-    ('--agent.num_samples=0', 'num_samples'),
-    ('--agent.bandwidth_method=silverman', 'bandwidth_method'),
-    ('--agent.reference=replay', 'reference'),
-    ('--agent.no_such_field=1', 'no_such_field'),
-    ('--agent.sigma=abc', 'sigma'),
-])
+@pytest.mark.parametrize(
+    'setting, words',
+    [
+        ('--agent.sigma=0', 'sigma'),
+        ('--agent.beta=-1', 'beta'),
+        ('--agent.num_samples=0', 'num_samples'),
+        ('--agent.bandwidth_method=silverman', 'bandwidth_method'),
+        ('--agent.reference=replay', 'reference'),
+        ('--agent.no_such_field=1', 'no_such_field'),
+        ('--agent.sigma=abc', 'sigma'),
+    ],
+)
 def test_invalid_settings_fail_before_training(setting, words, tmp_path):
     result = _launch('offline', '--env', 'cube-single', setting, '--run-dir', str(tmp_path / 'r'), timeout=120)
     assert result.returncode == 2
@@ -216,13 +253,28 @@ def test_dataset_of_the_wrong_size_fails_before_training(tmp_path):
 
     n = 20
     path = tmp_path / 'bad.npz'
-    arrays = dict(observations=np.zeros((n, 28), np.float32), actions=np.zeros((n, 4), np.float32),
-                  terminals=np.eye(1, n, n - 1, dtype=bool)[0], qpos=np.zeros((n, 21), np.float32),
-                  qvel=np.zeros((n, 20), np.float32))
+    arrays = dict(
+        observations=np.zeros((n, 28), np.float32),
+        actions=np.zeros((n, 4), np.float32),
+        terminals=np.eye(1, n, n - 1, dtype=bool)[0],
+        qpos=np.zeros((n, 21), np.float32),
+        qvel=np.zeros((n, 20), np.float32),
+    )
     np.savez(path, **arrays)
     np.savez(tmp_path / 'bad-val.npz', **arrays)
-    result = _launch('offline', '--env', 'cube-single', '--dataset', str(path), '--run-dir', str(tmp_path / 'r'),
-                     '--offline-steps', '10', *SMALL, timeout=120)
+    result = _launch(
+        'offline',
+        '--env',
+        'cube-single',
+        '--dataset',
+        str(path),
+        '--run-dir',
+        str(tmp_path / 'r'),
+        '--offline-steps',
+        '10',
+        *SMALL,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert 'action' in result.stderr and 'Traceback' not in result.stderr
     assert not (tmp_path / 'r').exists()

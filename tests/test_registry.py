@@ -29,12 +29,26 @@ PAPER = {
     'antmaze-large-play-v2': (1, 3, 5, 0.99, 'mean', -1),
     'antmaze-large-diverse-v2': (1, 3, 5, 0.99, 'mean', -1),
 }
-O2O_FAMILIES = {'antmaze-giant-navigate', 'humanoidmaze-large-navigate', 'antsoccer-arena-navigate',
-                'cube-double-play', 'scene-play', 'puzzle-4x4-play'}
-EPISODE_LENGTH = {'cube-single-play': 200, 'cube-double-play': 500, 'scene-play': 750, 'puzzle-3x3-play': 500,
-                  'puzzle-4x4-play': 500, 'antmaze-large-navigate': 1000, 'antmaze-giant-navigate': 1000,
-                  'humanoidmaze-medium-navigate': 2000, 'humanoidmaze-large-navigate': 2000,
-                  'antsoccer-arena-navigate': 1000}
+O2O_FAMILIES = {
+    'antmaze-giant-navigate',
+    'humanoidmaze-large-navigate',
+    'antsoccer-arena-navigate',
+    'cube-double-play',
+    'scene-play',
+    'puzzle-4x4-play',
+}
+EPISODE_LENGTH = {
+    'cube-single-play': 200,
+    'cube-double-play': 500,
+    'scene-play': 750,
+    'puzzle-3x3-play': 500,
+    'puzzle-4x4-play': 500,
+    'antmaze-large-navigate': 1000,
+    'antmaze-giant-navigate': 1000,
+    'humanoidmaze-medium-navigate': 2000,
+    'humanoidmaze-large-navigate': 2000,
+    'antsoccer-arena-navigate': 1000,
+}
 
 
 def test_suites_have_the_papers_tasks():
@@ -78,8 +92,9 @@ def test_name_resolution():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, 'launch/offline.py', *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, 'launch/offline.py', *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_lists_the_suites():
