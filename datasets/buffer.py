@@ -48,17 +48,18 @@ class ReplayBuffer(flax.struct.PyTreeNode):
         idx = jax.random.randint(rng, (batch_size,), 0, self.size)
         return jax.tree_util.tree_map(lambda x: x[idx], self.data)
 
-    def add(self, transition):
-        """Appends one transition (dict of unbatched arrays) at row `size` (traceable).
+    def append(self, transitions):
+        """Appends a batch of transitions (dict of arrays with a leading row axis) at row `size`
+        (traceable; in place when the buffer is donated to the enclosing jit).
 
         The caller keeps the total number of appends within capacity (the loops size the buffer
         as dataset + online steps), so nothing is overwritten.
         """
         data = {
-            k: jax.lax.dynamic_update_index_in_dim(v, jnp.asarray(transition[k], v.dtype), self.size, 0)
+            k: jax.lax.dynamic_update_slice_in_dim(v, jnp.asarray(transitions[k], v.dtype), self.size, 0)
             for k, v in self.data.items()
         }
-        return self.replace(data=data, size=self.size + 1)
+        return self.replace(data=data, size=self.size + len(transitions['observations']))
 
     def rows(self, start, stop):
         """Host copy of rows [start, stop) — used to checkpoint the online part."""

@@ -349,6 +349,7 @@ class _Loop:
         args = self.args
         total = args.offline_steps + args.online_steps
         periods = (args.log_every, args.eval_every, args.save_every)
+        self.log_step, self.log_time = self.step, time.time()
         with tqdm(
             total=total,
             initial=self.step,
@@ -360,7 +361,6 @@ class _Loop:
             self.bar = bar
             while self.step < args.offline_steps:
                 end = _next_boundary(self.step, args.offline_steps, periods, args.updates_per_call)
-                self.chunk_started = time.time()
                 agent, info, finite = offline_chunk(
                     self.agent, self.buffer, self.data_key, self.step, end - self.step, self.agent.config.batch_size
                 )
@@ -369,7 +369,6 @@ class _Loop:
                 self._reset_online_env()
             while self.step < total:
                 end = _next_boundary(self.step, total, periods, args.online_updates_per_call)
-                self.chunk_started = time.time()
                 transitions = self._collect(end - self.step)
                 agent, self.buffer, info, finite = online_chunk(
                     self.agent, self.buffer, transitions, self.data_key, self.step, self.agent.config.batch_size
@@ -398,7 +397,10 @@ class _Loop:
                     online_episodes=self.episode_index,
                 )
                 self.recent_episodes = []
-            row['steps_per_s'] = (end - start) / max(time.time() - self.chunk_started, 1e-9)
+            # Over the whole logging interval, evaluations and checkpoints included.
+            now = time.time()
+            row['steps_per_s'] = (end - self.log_step) / max(now - self.log_time, 1e-9)
+            self.log_step, self.log_time = end, now
             self.logger.log('train', row)
         if _is_eval_step(end, args):
             self._evaluate(phase)

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from agents import AGENTS  # noqa: E402
 from datasets.buffer import ReplayBuffer  # noqa: E402
 from envs.registry import resolve_task  # noqa: E402
-from launch.compiled import offline_chunk  # noqa: E402
+from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
 
 # (observation size, action size) of each OGBench family's singletask envs.
 SPACE_SIZES = {
@@ -39,7 +39,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--env', default='cube-double')
     p.add_argument('--updates-per-call', type=int, nargs='+', default=[1, 100, 1000])
-    p.add_argument('--calls', type=int, default=5, help='timed calls per K (after one compile call)')
+    p.add_argument('--calls', type=int, default=5, help='timed calls per K (after one compile call), at least')
+    p.add_argument('--min-updates', type=int, default=2000, help='timed updates per K, at least')
+    p.add_argument('--online-steps', type=int, default=500, help='timed O2O steps (0: skip)')
     p.add_argument('--rows', type=int, default=1_000_000, help='buffer rows on the device')
     p.add_argument('--hidden-dims', default='512,512,512,512')
     p.add_argument('--reference', default='dataset', choices=['dataset', 'bc_flow'])
@@ -78,18 +80,43 @@ def main():
         jax.block_until_ready(info)
         compile_s = time.perf_counter() - started
         step += k
+        calls = max(args.calls, -(-args.min_updates // k))
         started = time.perf_counter()
-        for _ in range(args.calls):
+        for _ in range(calls):
             agent, info, _ = offline_chunk(agent, buffer, key, step, k, config.batch_size)
             step += k
         jax.block_until_ready(info)
         elapsed = time.perf_counter() - started
-        rate = k * args.calls / elapsed
+        rate = k * calls / elapsed
         print(
             f'K={k:>5}: {rate:10.1f} updates/s  ({1e3 / rate:.3f} ms/update; '
             f'first call incl. compile {compile_s:.1f} s)'
             f'  → 1M updates ≈ {1e6 / rate / 60:.1f} min'
         )
+    if args.online_steps:
+        _online_rate(agent, buffer, key, step, config.batch_size, args.online_steps)
+
+
+def _online_rate(agent, buffer, key, step, batch_size, steps):
+    """The O2O loop's device side per env step: the next action (synced to the host), then the
+    transition's append and one update, as `launch/loop.py` runs them; the env step itself excluded."""
+    buffer = ReplayBuffer.create(
+        {k: v[: -steps - 1] for k, v in buffer.data.items()}, capacity=len(buffer.data['masks'])
+    )
+    transition = {k: v[:1] for k, v in buffer.data.items()}
+    observation = np.asarray(buffer.data['observations'][0])
+    for i in range(steps + 1):
+        if i == 1:  # the first step compiles
+            started = time.perf_counter()
+        action = np.asarray(policy_action(agent, observation, key, step + i))
+        transition['actions'] = jax.numpy.asarray(action[None])
+        agent, buffer, _, finite = online_chunk(agent, buffer, transition, key, step + i, batch_size)
+        bool(finite)
+    rate = steps / (time.perf_counter() - started)
+    print(
+        f'online: {rate:10.1f} steps/s without the env ({1e3 / rate:.3f} ms/step)'
+        f'  → 1M steps ≈ {1e6 / rate / 3600:.2f} h'
+    )
 
 
 if __name__ == '__main__':

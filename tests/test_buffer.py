@@ -35,8 +35,8 @@ def test_o2o_append_grows_and_is_sampled():
     data = _dataset(n=4)
     buffer = ReplayBuffer.create(data, capacity=6)
     assert int(buffer.size) == 4 and buffer.capacity == 6
-    new = {k: np.full(v.shape[1:], 100.0, np.float32) for k, v in data.items()}
-    buffer = jax.jit(ReplayBuffer.add)(buffer, new)
+    new = {k: np.full((1, *v.shape[1:]), 100.0, np.float32) for k, v in data.items()}
+    buffer = jax.jit(ReplayBuffer.append)(buffer, new)
     assert int(buffer.size) == 5
     np.testing.assert_array_equal(np.asarray(buffer.data['observations'][4]), [100.0] * 3)
     np.testing.assert_array_equal(np.asarray(buffer.data['observations'][:4]), data['observations'])  # kept
@@ -51,8 +51,9 @@ def test_o2o_append_grows_and_is_sampled():
 def test_online_rows_round_trip():
     data = _dataset(n=4)
     buffer = ReplayBuffer.create(data, capacity=7)
-    for value in (7.0, 8.0):
-        buffer = buffer.add({k: np.full(v.shape[1:], value, np.float32) for k, v in data.items()})
+    buffer = buffer.append(
+        {k: np.stack([np.full(v.shape[1:], x, np.float32) for x in (7, 8)]) for k, v in data.items()}
+    )
     rows = buffer.rows(4, int(buffer.size))
     fresh = ReplayBuffer.create(data, capacity=7).write_rows(4, rows)
     assert int(fresh.size) == 6

@@ -16,7 +16,7 @@ import pytest
 from agents.fav import FAVAgent, FAVConfig
 from datasets.buffer import ReplayBuffer
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from launch.compiled import offline_chunk
+from launch.compiled import offline_chunk, online_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--eval-episodes', '2', '--no-progress']
@@ -64,6 +64,37 @@ def test_same_batches_and_numbers_whatever_k():
         )
     )
     assert diff > 1e-4
+
+
+def test_online_updates_see_each_transition_only_from_its_own_step_on():
+    """A chunk of 3 online transitions gives the same agent as 3 chunks of 1 (append, update, ...)."""
+    data = _synthetic_buffer(n=8).rows(0, 8)
+    config = FAVConfig(hidden_dims=(32, 32), batch_size=16)
+    start = FAVAgent.create(jax.random.PRNGKey(0), data['observations'][:1], data['actions'][:1], config)
+    new = {k: np.full((3, *v.shape[1:]), 5.0, np.float32) for k, v in data.items()}
+    new['rewards'] = np.array([10.0, 20.0, 30.0], np.float32)
+    data_key = jax.random.PRNGKey(3)
+
+    def run(chunks):
+        agent, buffer, step = start, ReplayBuffer.create(data, capacity=11), 0
+        for lo, hi in chunks:
+            agent, buffer, _, finite = online_chunk(
+                agent, buffer, {k: v[lo:hi] for k, v in new.items()}, data_key, step, 16
+            )
+            assert bool(finite)
+            step += hi - lo
+        return agent, buffer
+
+    (one_by_one, buffer), (together, _) = run([(0, 1), (1, 2), (2, 3)]), run([(0, 3)])
+    assert int(buffer.size) == 11
+    np.testing.assert_array_equal(np.asarray(buffer.data['rewards'][8:]), [10.0, 20.0, 30.0])
+    for a, b in zip(jax.tree_util.tree_leaves(one_by_one), jax.tree_util.tree_leaves(together), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
+    # Had all three been visible to the first update, its batch (and so the agent) would differ.
+    all_rows = ReplayBuffer.create({k: np.concatenate([data[k], new[k]]) for k in data})
+    agent, _, _ = offline_chunk(start, all_rows, data_key, 0, 3, 16)
+    first = jax.tree_util.tree_leaves(agent.critic.params)[0]
+    assert not np.allclose(np.asarray(first), np.asarray(jax.tree_util.tree_leaves(together.critic.params)[0]))
 
 
 def test_checkpoint_round_trip_and_damage(tmp_path):
