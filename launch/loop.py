@@ -14,7 +14,6 @@ import time
 from importlib import metadata
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 from tqdm import tqdm
@@ -450,7 +449,7 @@ class _Loop:
                 self.episode_index += 1
                 self.episode_actions = []
                 self._reset_online_env()
-        return {k: jnp.asarray(np.stack(v)) for k, v in out.items()}
+        return jax.device_put({k: np.stack(v) for k, v in out.items()})  # one transfer call for all
 
 
 # ---------------------------------------------------------------------------------------------------
