@@ -45,9 +45,10 @@ def generatable_family(name):
     return family
 
 
-def generated_dir(dataset_dir, episodes, seed):
+def generated_dir(dataset_dir, episodes, seed, episode_length=DEFAULT_EPISODE_LENGTH):
     """Where the loader looks for (and puts) a generated dataset of `episodes` episodes."""
-    return pathlib.Path(dataset_dir).expanduser() / 'generated' / f'ep{episodes}-seed{seed}'
+    length = '' if episode_length == DEFAULT_EPISODE_LENGTH else f'-len{episode_length}'
+    return pathlib.Path(dataset_dir).expanduser() / 'generated' / f'ep{episodes}-seed{seed}{length}'
 
 
 def output_paths(family, out_dir):
@@ -276,7 +277,7 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
     parser.add_argument('--episode-length', type=int, default=DEFAULT_EPISODE_LENGTH)
     args = parser.parse_args(argv)
-    out = args.out or generated_dir(DEFAULT_DATASET_DIR, args.episodes, args.seed)
+    out = args.out or generated_dir(DEFAULT_DATASET_DIR, args.episodes, args.seed, args.episode_length)
     try:
         check_request(args.env, args.episodes, args.seed, args.workers, args.episode_length)
     except ValueError as e:  # GenerationError and the registry's UnknownTaskError

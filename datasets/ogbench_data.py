@@ -56,7 +56,7 @@ def _generated_path(task, dataset_dir, episodes, seed, workers):
         family = generate.check_request(task.family.name, episodes, seed, workers)
     except ValueError as e:
         raise DatasetError(_one_line(e)) from None
-    out_dir = generate.generated_dir(dataset_dir, episodes, seed)
+    out_dir = generate.generated_dir(dataset_dir, episodes, seed, EPISODE_LENGTH)
     train_path, _ = generate.output_paths(family, out_dir)
     # The train file is renamed into place last, so the pair is complete once both exist.
     if not _complete(str(train_path)):
@@ -93,7 +93,7 @@ def _official_path(task, dataset_dir, workers):
         raise DatasetError(
             f'{missing}; navigate datasets cannot be regenerated: put the official files there or pass --dataset PATH'
         )
-    out_dir = generate.generated_dir(dataset_dir, OFFICIAL_EPISODES, 0)
+    out_dir = generate.generated_dir(dataset_dir, OFFICIAL_EPISODES, 0, EPISODE_LENGTH)
     print(
         f"{missing}; generating the full-size play dataset locally with OGBench's oracles into {out_dir}",
         file=sys.stderr,

@@ -208,6 +208,10 @@ def _is_eval_step(step, args):
 
 def run(args, mode):
     task = resolve_task(args.env, args.task)
+    if task.family.source != 'ogbench':
+        raise UserError(
+            f'{task.name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
+        )
     _validate_args(args)
     module = AGENTS[args.agent]
     try:

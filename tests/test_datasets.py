@@ -169,7 +169,7 @@ def test_missing_official_file_without_network(tmp_path, monkeypatch):
     finally:
         env.close()
     assert len(train['observations']) == LENGTH - 1
-    assert list((tmp_path / 'generated' / 'ep1-seed0').glob('*.npz'))
+    assert list(generate.generated_dir(tmp_path, 1, 0, LENGTH).glob('*.npz'))
 
 
 @pytest.mark.parametrize(

@@ -169,6 +169,18 @@ def _run_killed_then_resumed(script, args, run_dir, kill_after_step):
     return resumed
 
 
+def _assert_same_result(whole, killed):
+    """Same final.json (but the wall time), evaluations and parameters, exactly."""
+
+    def final(run_dir):
+        return {k: v for k, v in json.loads(Path(run_dir, 'final.json').read_text()).items() if k != 'wall_time_s'}
+
+    assert final(killed) == final(whole)
+    assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()
+    for a, b in zip(_params(whole), _params(killed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset]
     args += '--offline-steps 300 --eval-every 150 --save-every 50 --log-every 50 --updates-per-call 25'.split() + SMALL
@@ -187,13 +199,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
 
     killed = str(tmp_path / 'killed')
     _run_killed_then_resumed('offline', args, killed, kill_after_step=100)
-    resumed_final = json.loads(Path(killed, 'final.json').read_text())
-    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == {
-        k: v for k, v in final.items() if k != 'wall_time_s'
-    }
-    for a, b in zip(_params(whole), _params(killed), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()
+    _assert_same_result(whole, killed)
 
     # Rerunning a finished run changes nothing; other settings into the same directory are refused.
     again = _launch('offline', *args, '--run-dir', whole)
@@ -219,12 +225,7 @@ def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     # Killed mid-episode in the online phase (step 250 is 50 steps into the second online episode).
     killed = str(tmp_path / 'killed')
     _run_killed_then_resumed('o2o', args, killed, kill_after_step=250)
-    resumed_final = json.loads(Path(killed, 'final.json').read_text())
-    assert {k: v for k, v in resumed_final.items() if k != 'wall_time_s'} == {
-        k: v for k, v in final.items() if k != 'wall_time_s'
-    }
-    for a, b in zip(_params(whole), _params(killed), strict=True):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_result(whole, killed)
 
 
 def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
