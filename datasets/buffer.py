@@ -49,16 +49,16 @@ class ReplayBuffer(flax.struct.PyTreeNode):
         return jax.tree_util.tree_map(lambda x: x[idx], self.data)
 
     def append(self, transitions):
-        """Appends a batch of transitions (dict of arrays with a leading row axis) at row `size`
-        (traceable; in place when the buffer is donated to the enclosing jit).
+        """Appends a batch of transitions (dict of arrays with a leading row axis) at row `size`,
+        actions clipped as in `create` (traceable; in place when the buffer is donated to the
+        enclosing jit).
 
         The caller keeps the total number of appends within capacity (the loops size the buffer
         as dataset + online steps), so nothing is overwritten.
         """
-        data = {
-            k: jax.lax.dynamic_update_slice_in_dim(v, jnp.asarray(transitions[k], v.dtype), self.size, 0)
-            for k, v in self.data.items()
-        }
+        rows = {k: jnp.asarray(v, jnp.float32) for k, v in transitions.items()}
+        rows['actions'] = jnp.clip(rows['actions'], -ACTION_CLIP, ACTION_CLIP)
+        data = {k: jax.lax.dynamic_update_slice_in_dim(v, rows[k], self.size, 0) for k, v in self.data.items()}
         return self.replace(data=data, size=self.size + len(transitions['observations']))
 
     def rows(self, start, stop):

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import tqdm
 
+from datasets.files import atomic_write
 from envs import registry
 
 NOISE = 0.1
@@ -163,29 +164,10 @@ def _collect(family, episode_length, seed, split, index):
             return episode
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_path(path):
-    """The hidden name a file is written under before being renamed into place."""
-    path = pathlib.Path(path)
-    return path.with_name(f'.{path.name}.tmp')
-
-
 def _atomic_savez(path, arrays):
     """Writes an .npz so that `path` either does not exist or holds the complete file."""
-    tmp = temp_path(path)
-    with open(tmp, 'wb') as f:  # a file object, so numpy does not append '.npz' to the temp name
+    with atomic_write(path) as f:  # a file object, so numpy does not append '.npz' to the temp name
         np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _work(job):

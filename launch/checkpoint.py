@@ -6,9 +6,10 @@ so a damaged file is refused instead of being loaded.
 """
 
 import hashlib
-import os
 
 from flax import serialization
+
+from datasets.files import atomic_write
 
 MAGIC = b'FAVRL-CKPT-1\n'
 CHECKPOINT_NAME = 'checkpoint.msgpack'
@@ -19,18 +20,8 @@ class CheckpointError(Exception):
 
 
 def atomic_write_bytes(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
-    with open(tmp, 'wb') as f:
+    with atomic_write(path) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path, state):

@@ -19,7 +19,8 @@ from flax import serialization
 from tqdm import tqdm
 
 from agents import AGENTS
-from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS, ReplayBuffer
+from datasets.buffer import TRANSITION_KEYS, ReplayBuffer
+from datasets.generate import DEFAULT_DATASET_DIR
 from datasets.ogbench_data import DatasetError, load_task_data
 from envs.evaluation import episode_seed, evaluate, final_score
 from envs.factory import SUCCESS_TIMING, make_env, make_vector_env
@@ -76,7 +77,7 @@ def build_parser(mode):
     p.add_argument('--save-every', type=int, default=100_000)
     p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
     p.add_argument('--dataset', help='path of a dataset .npz (its -val.npz beside it)')
-    p.add_argument('--dataset-dir', default='~/.ogbench/data', help='where official/generated datasets live')
+    p.add_argument('--dataset-dir', default=DEFAULT_DATASET_DIR, help='where official/generated datasets live')
     p.add_argument('--dataset-episodes', type=int, help='generate (or reuse) a smaller dataset of N episodes')
     p.add_argument('--workers', type=int, help='processes for dataset generation (default: all cores)')
     p.add_argument('--run-dir', help=f'default: runs/{mode}/<task>/<agent>/seed<seed>')
@@ -437,7 +438,7 @@ class _Loop:
             next_observation, reward, terminated, truncated, info = self.env.step(action)
             transition = dict(
                 observations=self.observation,
-                actions=np.clip(action, -ACTION_CLIP, ACTION_CLIP),
+                actions=action,  # the buffer clips what it stores
                 next_observations=next_observation,
                 rewards=reward + shift,
                 masks=1.0 - float(terminated),

@@ -39,6 +39,7 @@ def test_o2o_append_grows_and_is_sampled():
     buffer = jax.jit(ReplayBuffer.append)(buffer, new)
     assert int(buffer.size) == 5
     np.testing.assert_array_equal(np.asarray(buffer.data['observations'][4]), [100.0] * 3)
+    np.testing.assert_array_equal(np.asarray(buffer.data['actions'][4]), np.float32(ACTION_CLIP))  # clipped too
     np.testing.assert_array_equal(np.asarray(buffer.data['observations'][:4]), data['observations'])  # kept
     batch = buffer.sample(jax.random.PRNGKey(0), 2000)
     rewards = np.asarray(batch['rewards'])
