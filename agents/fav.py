@@ -12,9 +12,9 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
+from agents.common import aggregate_q, check_settings, common_checks, polyak, td_target, train_state
 from agents.networks import CriticEnsemble, FlowVelocity, OneStepGenerator
 
 ACTION_LIMIT = 1.0
@@ -41,39 +41,31 @@ class FAVConfig:
 
     def validate(self):
         """Raises ValueError with a one-line message on the first invalid setting."""
-        checks = [
-            (self.sigma > 0, f'agent.sigma must be > 0, got {self.sigma}'),
-            (self.beta >= 0, f'agent.beta must be >= 0, got {self.beta}'),
-            (self.num_samples >= 1, f'agent.num_samples must be >= 1, got {self.num_samples}'),
-            (self.num_reference >= 1, f'agent.num_reference must be >= 1, got {self.num_reference}'),
-            (self.flow_steps >= 1, f'agent.flow_steps must be >= 1, got {self.flow_steps}'),
-            (self.batch_size >= 2, f'agent.batch_size must be >= 2, got {self.batch_size}'),
-            (self.lr > 0, f'agent.lr must be > 0, got {self.lr}'),
-            (0 < self.tau <= 1, f'agent.tau must be in (0, 1], got {self.tau}'),
-            (0 <= self.discount < 1, f'agent.discount must be in [0, 1), got {self.discount}'),
-            (self.num_qs >= 1, f'agent.num_qs must be >= 1, got {self.num_qs}'),
-            (
-                len(self.hidden_dims) >= 1 and all(w >= 1 for w in self.hidden_dims),
-                f'agent.hidden_dims must be positive widths like 512,512, got {self.hidden_dims}',
-            ),
-            (
-                self.bandwidth_method in ('fixed', 'scott'),
-                f"agent.bandwidth_method must be 'fixed' or 'scott', got '{self.bandwidth_method}'",
-            ),
-            (
-                self.reference in ('dataset', 'bc_flow'),
-                f"agent.reference must be 'dataset' or 'bc_flow', got '{self.reference}'",
-            ),
-            (self.q_agg in ('mean', 'min'), f"agent.q_agg must be 'mean' or 'min', got '{self.q_agg}'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        check_settings(
+            [
+                (self.sigma > 0, f'agent.sigma must be > 0, got {self.sigma}'),
+                (self.beta >= 0, f'agent.beta must be >= 0, got {self.beta}'),
+                (self.num_samples >= 1, f'agent.num_samples must be >= 1, got {self.num_samples}'),
+                (self.num_reference >= 1, f'agent.num_reference must be >= 1, got {self.num_reference}'),
+                (self.flow_steps >= 1, f'agent.flow_steps must be >= 1, got {self.flow_steps}'),
+                *common_checks(self),
+                (
+                    self.bandwidth_method in ('fixed', 'scott'),
+                    f"agent.bandwidth_method must be 'fixed' or 'scott', got '{self.bandwidth_method}'",
+                ),
+                (
+                    self.reference in ('dataset', 'bc_flow'),
+                    f"agent.reference must be 'dataset' or 'bc_flow', got '{self.reference}'",
+                ),
+            ]
+        )
         return self
 
 
-def get_config(family, overrides=None):
+def get_config(family, overrides=None, mode='offline'):
     """The paper's FAV config for a registry Family, then the user's overrides (a dict of field values).
+
+    FAV uses the same settings offline and O2O (`mode` is 'offline' or 'o2o').
 
     β defaults to the family's FAV β, or to its FAV-Adaptive β when bandwidth_method='scott'.
     """
@@ -152,7 +144,6 @@ class FAVAgent(flax.struct.PyTreeNode):
         rng = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
         rng, actor_key, critic_key, flow_key = jax.random.split(rng, 4)
         action_dim = example_actions.shape[-1]
-        tx = optax.adam(config.lr)
 
         actor_net = OneStepGenerator(config.hidden_dims, action_dim, config.actor_layer_norm)
         actor_params = actor_net.init(actor_key, example_observations, example_actions)
@@ -162,11 +153,11 @@ class FAVAgent(flax.struct.PyTreeNode):
         if config.reference == 'bc_flow':
             flow_net = FlowVelocity(config.hidden_dims, action_dim)
             flow_params = flow_net.init(flow_key, example_observations, example_actions, example_actions[..., :1])
-            bc_flow = TrainState.create(apply_fn=flow_net.apply, params=flow_params, tx=tx)
+            bc_flow = train_state(flow_net, flow_params, config.lr)
         return cls(
             rng=rng,
-            actor=TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=tx),
-            critic=TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=tx),
+            actor=train_state(actor_net, actor_params, config.lr),
+            critic=train_state(critic_net, critic_params, config.lr),
             target_critic_params=critic_params,
             bc_flow=bc_flow,
             config=config,
@@ -181,8 +172,7 @@ class FAVAgent(flax.struct.PyTreeNode):
     def _critic_loss(self, critic_params, batch, rng):
         next_actions = self.sample_actions(batch['next_observations'], rng)
         next_qs = self.critic.apply_fn(self.target_critic_params, batch['next_observations'], next_actions)
-        next_q = next_qs.min(0) if self.config.q_agg == 'min' else next_qs.mean(0)
-        target = batch['rewards'] + self.config.discount * batch['masks'] * next_q
+        target = td_target(batch, self.config.discount, aggregate_q(next_qs, self.config.q_agg))
         qs = self.critic.apply_fn(critic_params, batch['observations'], batch['actions'])
         loss = jnp.mean((qs - jax.lax.stop_gradient(target)) ** 2)
         return loss, dict(critic_loss=loss, q_mean=qs.mean(), q_max=qs.max(), q_min=qs.min())
@@ -249,7 +239,7 @@ class FAVAgent(flax.struct.PyTreeNode):
         actor_grads, actor_info = jax.grad(self._actor_loss, has_aux=True)(self.actor.params, batch, actor_key)
         critic = self.critic.apply_gradients(grads=critic_grads)
         actor = self.actor.apply_gradients(grads=actor_grads)
-        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
+        target = polyak(critic.params, self.target_critic_params, self.config.tau)
         info = {**critic_info, **actor_info}
         bc_flow = self.bc_flow
         if bc_flow is not None:

@@ -216,7 +216,7 @@ def run(args, mode):
     _validate_args(args)
     module = AGENTS[args.agent]
     try:
-        config = module.get_config(task.family, args.agent_overrides)
+        config = module.get_config(task.family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
     settings = _settings(args, task, config, mode)

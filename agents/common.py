@@ -1,0 +1,52 @@
+"""Pieces every agent shares: the critic's TD target, setting checks and optimizer states."""
+
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+
+def aggregate_q(qs, how):
+    """Combines an ensemble's Q values (leading axis = members): 'mean' or 'min'."""
+    return qs.min(0) if how == 'min' else qs.mean(0)
+
+
+def td_target(batch, discount, next_q):
+    """r + γ · mask · Q(s', ·): `masks` is 0 only where the episode terminated (not on truncation)."""
+    return batch['rewards'] + discount * batch['masks'] * next_q
+
+
+def check_settings(checks):
+    """Raises ValueError with the message of the first failed (ok, message) pair."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def common_checks(config):
+    """Checks of the settings every agent has (lr, batch_size, discount, hidden_dims, ...)."""
+    checks = [
+        (config.batch_size >= 2, f'agent.batch_size must be >= 2, got {config.batch_size}'),
+        (config.lr > 0, f'agent.lr must be > 0, got {config.lr}'),
+        (0 <= config.discount < 1, f'agent.discount must be in [0, 1), got {config.discount}'),
+        (
+            len(config.hidden_dims) >= 1 and all(w >= 1 for w in config.hidden_dims),
+            f'agent.hidden_dims must be positive widths like 512,512, got {config.hidden_dims}',
+        ),
+    ]
+    if hasattr(config, 'tau'):
+        checks.append((0 < config.tau <= 1, f'agent.tau must be in (0, 1], got {config.tau}'))
+    if hasattr(config, 'num_qs'):
+        checks.append((config.num_qs >= 1, f'agent.num_qs must be >= 1, got {config.num_qs}'))
+    if hasattr(config, 'q_agg'):
+        checks.append((config.q_agg in ('mean', 'min'), f"agent.q_agg must be 'mean' or 'min', got '{config.q_agg}'"))
+    return checks
+
+
+def train_state(module, params, lr):
+    """A TrainState with Adam at learning rate `lr` (every agent's optimizer)."""
+    return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(lr))
+
+
+def polyak(new_params, target_params, tau):
+    """τ · new + (1 − τ) · target, leaf by leaf."""
+    return optax.incremental_update(new_params, target_params, tau)
