@@ -70,3 +70,68 @@ class ReplayBuffer(flax.struct.PyTreeNode):
         count = len(rows['observations'])
         data = {k: v.at[start : start + count].set(jnp.asarray(rows[k])) for k, v in self.data.items()}
         return self.replace(data=data, size=jnp.asarray(start + count, jnp.int32))
+
+
+SHARED_KEYS = ('observations', 'actions', 'next_observations', 'terminals')
+LABEL_KEYS = ('rewards', 'masks')  # relabeled per task of a family
+
+
+class GroupBuffer(flax.struct.PyTreeNode):
+    """The replay data of a group of R runs (seeds × tasks of one family) on the device.
+
+    One copy of the dataset's observations and actions serves every run; rewards and masks are one
+    column per task (`labels[k]` is (T, N)), and run r reads column `label_index[r]`. Each run has its
+    own online rows, a ReplayBuffer stacked over runs (leading axis R; capacity 0 offline). Run r's
+    buffer is the N dataset rows followed by its online rows, sampled uniformly as one ReplayBuffer.
+    """
+
+    shared: dict  # SHARED_KEYS -> (N, ...)
+    labels: dict  # LABEL_KEYS -> (T, N)
+    label_index: Any  # (R,) int32: run -> its task's column
+    online: ReplayBuffer  # data (R, C, ...), size (R,)
+
+    @classmethod
+    def create(cls, dataset, labels, label_index, online_capacity=0):
+        """`dataset`: numpy arrays with SHARED_KEYS; `labels`: LABEL_KEYS -> (T, N) numpy arrays."""
+        shared = ReplayBuffer.create({**dataset, 'rewards': labels['rewards'][0], 'masks': labels['masks'][0]})
+        empty = {k: v[:0] for k, v in shared.rows(0, 0).items()}
+        online = ReplayBuffer.create(empty, capacity=online_capacity)
+        runs = len(label_index)
+        return cls(
+            shared={k: shared.data[k] for k in SHARED_KEYS},
+            labels={k: jnp.asarray(np.asarray(labels[k], np.float32)) for k in LABEL_KEYS},
+            label_index=jnp.asarray(label_index, jnp.int32),
+            online=jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (runs, *x.shape)).copy(), online),
+        )
+
+    @classmethod
+    def of_one_task(cls, dataset, runs=1, online_capacity=0):
+        """A group of `runs` runs on one task's transitions (a dict with TRANSITION_KEYS)."""
+        labels = {k: np.asarray(dataset[k])[None] for k in LABEL_KEYS}
+        return cls.create(dataset, labels, [0] * runs, online_capacity)
+
+    def select_runs(self, indices):
+        """The group of runs `indices` (a list), sharing this group's dataset arrays."""
+        indices = np.asarray(indices)
+        online = jax.tree_util.tree_map(lambda x: x[indices], self.online)
+        return self.replace(label_index=self.label_index[indices], online=online)
+
+    @property
+    def dataset_rows(self):
+        return self.shared['observations'].shape[0]
+
+    def sample_run(self, online, label, rng, batch_size, online_rows):
+        """A uniform batch over one run's dataset rows and first `online_rows` online rows
+        (traceable; inside a vmap over runs, `online` and `label` are the run's)."""
+        n = self.dataset_rows
+        idx = jax.random.randint(rng, (batch_size,), 0, n + online_rows)
+        rows = jnp.minimum(idx, n - 1)
+        batch = {k: v[rows] for k, v in self.shared.items()}
+        batch.update({k: v[label, rows] for k, v in self.labels.items()})
+        if online.capacity == 0:
+            return batch
+        from_online = idx >= n
+        online_batch = jax.tree_util.tree_map(lambda x: x[jnp.clip(idx - n, 0, online.capacity - 1)], online.data)
+        return {
+            k: jnp.where(from_online.reshape(-1, *[1] * (v.ndim - 1)), online_batch[k], v) for k, v in batch.items()
+        }

@@ -10,30 +10,49 @@ def episode_seed(*keys):
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
-def evaluate(vector_env, act, num_episodes, seed_keys):
-    """Runs `num_episodes` episodes on a gymnasium VectorEnv (NEXT_STEP autoreset) of n copies.
+def evaluate(pool, act, num_episodes, run_seed_keys):
+    """Runs `num_episodes` episodes for each of R runs on an EnvPool of R × n copies (run r: copies
+    r·n … r·n + n − 1), all stepped together.
 
-    `act(observations, t) -> actions` acts for all copies at once. Copy i runs a fixed quota of
-    episodes (num_episodes split evenly), so that early-ending episodes (successes terminate) are not
-    over-counted. The first reset of copy i is seeded from `seed_keys + (i,)`; later resets continue
-    its own generator, so an evaluation is reproducible for a given number of copies.
-    Returns success rate (0–1), mean return and mean length.
+    `act(observations, t) -> actions` acts for all copies at once (one batched policy call). Copy i of
+    a run runs a fixed quota of episodes (num_episodes split evenly), so that early-ending episodes
+    (successes terminate) are not over-counted. The first reset of copy i of run r is seeded from
+    `run_seed_keys[r] + (i,)`; later resets continue its own generator, one step after the episode
+    ended (the action of that step is ignored, as in gymnasium's NEXT_STEP autoreset), so an
+    evaluation is reproducible for a given n, whatever the other runs of the group.
+    Returns, per run, success rate (0–1), mean return and mean length.
     """
-    n = vector_env.num_envs
-    quota = [num_episodes // n + (i < num_episodes % n) for i in range(n)]
-    results = [[] for _ in range(n)]
-    observations, _ = vector_env.reset(seed=[episode_seed(*seed_keys, i) for i in range(n)])
+    runs = len(run_seed_keys)
+    n = pool.num_envs // runs
+    quota = [num_episodes // n + (i < num_episodes % n) for i in range(n)] * runs
+    results = [[] for _ in range(pool.num_envs)]
+    copies = range(pool.num_envs)
+    observations = np.stack(pool.reset(copies, [episode_seed(*run_seed_keys[c // n], c % n) for c in copies]))
+    ended = np.zeros(pool.num_envs, bool)
     t = 0
     while any(len(r) < q for r, q in zip(results, quota, strict=True)):
-        observations, _, terminated, truncated, info = vector_env.step(act(observations, t))
-        for i in np.flatnonzero(terminated | truncated):
-            if len(results[i]) < quota[i]:
-                results[i].append(
-                    (float(info['success'][i]), float(info['episode']['r'][i]), float(info['episode']['l'][i]))
-                )
+        actions = act(observations, t)
+        stepped = np.flatnonzero(~ended)
+        if ended.any():
+            restarted = np.flatnonzero(ended)
+            for c, observation in zip(restarted, pool.reset(restarted, [None] * len(restarted)), strict=True):
+                observations[c] = observation
+            ended[:] = False
+        for c, (observation, _, terminated, truncated, success, ret, length) in zip(
+            stepped, pool.step(actions[stepped], stepped), strict=True
+        ):
+            observations[c] = observation
+            ended[c] = terminated or truncated
+            if ended[c] and len(results[c]) < quota[c]:
+                results[c].append((success, ret, length))
         t += 1
-    success, episode_return, episode_length = np.mean([e for r in results for e in r], axis=0)
-    return dict(success=float(success), episode_return=float(episode_return), episode_length=float(episode_length))
+    out = []
+    for r in range(runs):
+        success, episode_return, episode_length = np.mean([e for c in results[r * n : r * n + n] for e in c], axis=0)
+        out.append(
+            dict(success=float(success), episode_return=float(episode_return), episode_length=float(episode_length))
+        )
+    return out
 
 
 def final_score(success_rates):

@@ -1,9 +1,11 @@
 """Environment factories: OGBench singletask envs with the paper's success timing."""
 
 import functools
+import os
 
 import gymnasium
 
+from envs.pool import EnvPool
 from envs.registry import Task
 
 # ogbench >= 1.2 computes singletask success/termination/reward before the step ('pre');
@@ -34,14 +36,8 @@ def make_env(task: Task):
     return EpisodeMonitor(env)
 
 
-def make_vector_env(task: Task, num_envs):
-    """`num_envs` copies for evaluation, stepped in parallel processes when there is more than one.
-
-    Autoreset is NEXT_STEP: the step after an episode ends resets that copy (its action is ignored).
-    """
-    mode = gymnasium.vector.AutoresetMode.NEXT_STEP
-    fns = [functools.partial(make_env, task)] * num_envs
-    if num_envs == 1:
-        return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=mode)
-    # 'spawn': forking a process that already runs JAX's threads is unsafe.
-    return gymnasium.vector.AsyncVectorEnv(fns, context='spawn', autoreset_mode=mode)
+def make_env_pool(tasks):
+    """One env copy per entry of `tasks`, stepped in parallel processes (as many as cores) when there
+    is more than one copy, in this process otherwise."""
+    workers = 0 if len(tasks) == 1 else min(len(tasks), os.cpu_count() or 1)
+    return EnvPool([functools.partial(make_env, task) for task in tasks], workers)

@@ -1,7 +1,9 @@
-"""The compiled parts of the training loop: K updates per call under `jit` + `lax.scan`.
+"""The compiled parts of the training loop, for a group of R runs at once (a single run is R = 1).
 
-Update `i` draws its batch with `fold_in(data_key, i)` and the agent carries its own key, so a seed
-gives the same batches and numbers whatever K is.
+Agents are stacked along a leading run axis and every function here is `vmap`-ed over it: K updates
+per call under `jit` + `lax.scan`, one policy call for all runs. Update `i` of run r draws its batch
+with `fold_in(data_key[r], i)` and each agent carries its own key, so a seed gives the same batches
+whatever K is and whichever group it trains in.
 """
 
 import functools
@@ -11,48 +13,77 @@ import jax.numpy as jnp
 
 
 def _chunk_result(infos):
-    """Chunk means of the metrics, and whether every metric of every update was finite."""
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(infos)]))
-    return jax.tree_util.tree_map(lambda v: v.mean(0), infos), finite
+    """Per-run chunk means of the metrics, and per run whether every metric of every update was finite."""
+    leaves = jax.tree_util.tree_leaves(infos)  # each (R, length)
+    finite = jnp.all(jnp.stack([jnp.isfinite(v).reshape(v.shape[0], -1).all(1) for v in leaves]), axis=0)
+    return jax.tree_util.tree_map(lambda v: v.mean(1), infos), finite
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'growing'))
-def _update_chunk(agent, buffer, data_key, start_step, length, batch_size, growing):
-    """`length` updates; update i draws its batch with fold_in(data_key, start_step + i). When
-    `growing`, the last `length` rows are the new online transitions and update i sees only the
-    first i + 1 of them, as if each were appended just before its update."""
+def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing):
+    """`length` updates of every run; update i draws its batch with fold_in(data_key, start_step + i).
+    When `growing`, the last `length` online rows of each run are its new transitions and update i
+    sees only the first i + 1 of them, as if each were appended just before its update."""
 
-    def one_update(agent, i):
-        rows = buffer.size - length + i + 1 if growing else buffer.size
-        batch = buffer.replace(size=rows).sample(jax.random.fold_in(data_key, start_step + i), batch_size)
-        return agent.update(batch)
+    def one_run(agent, online, label, data_key):
+        def one_update(agent, i):
+            rows = online.size - length + i + 1 if growing else online.size
+            key = jax.random.fold_in(data_key, start_step + i)
+            return agent.update(buffer.sample_run(online, label, key, batch_size, rows))
 
-    agent, infos = jax.lax.scan(one_update, agent, jnp.arange(length))
-    return (agent, *_chunk_result(infos))
+        return jax.lax.scan(one_update, agent, jnp.arange(length))
 
-
-def offline_chunk(agent, buffer, data_key, start_step, length, batch_size):
-    """`length` updates on batches sampled on the device from the whole buffer."""
-    return _update_chunk(agent, buffer, data_key, start_step, length, batch_size, growing=False)
+    agents, infos = jax.vmap(one_run)(agents, buffer.online, buffer.label_index, data_keys)
+    return (agents, *_chunk_result(infos))
 
 
-@functools.partial(jax.jit, donate_argnames=('buffer',))
-def _append(buffer, transitions):
-    return buffer.append(transitions)
+@functools.partial(jax.jit, static_argnames=('length', 'batch_size'))
+def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size):
+    """`length` updates per run on batches sampled on the device: (agents, mean metrics, finite)."""
+    return _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing=False)
 
 
-def online_chunk(agent, buffer, transitions, data_key, start_step, batch_size):
-    """Appends the new transitions, then one update per transition (the paper's one update per
-    env step). Two compiled calls: the append is in place on the donated buffer, the updates only
-    read it; inside one call XLA copied the whole buffer every time (60 ms a step at 1M rows, CPU)."""
-    buffer = _append(buffer, transitions)
-    length = len(transitions['observations'])
-    agent, info, finite = _update_chunk(agent, buffer, data_key, start_step, length, batch_size, growing=True)
-    return agent, buffer, info, finite
+def _policy(agents, observations, keys, indices):
+    def one_run(agent, observation, key):
+        for index in indices:
+            key = jax.random.fold_in(key, index)
+        return agent.sample_actions(observation, key)
+
+    return jax.vmap(one_run)(agents, observations, keys)
 
 
 @jax.jit
-def policy_action(agent, observation, key, *indices):
-    for index in indices:
-        key = jax.random.fold_in(key, index)
-    return agent.sample_actions(observation, key)
+def policy_action(agents, observations, keys, *indices):
+    """One batched policy call for all runs: observations (R, ..., obs) -> actions (R, ..., act);
+    run r's noise comes from fold_in(keys[r], *indices)."""
+    return _policy(agents, observations, keys, indices)
+
+
+@functools.partial(jax.jit, donate_argnames=('online',))
+def _append(online, transitions):
+    return jax.vmap(lambda b, t: b.append(t))(online, transitions)
+
+
+def online_chunk(agents, buffer, transitions, data_keys, start_step, batch_size, observations=None, act_keys=None):
+    """Appends each run's new transitions (R, L, ...), then one update per transition (the paper's one
+    update per env step); with `observations` and `act_keys`, also the next actions for them, drawn
+    with fold_in(act_key, start_step + L) by the updated agents, so one call serves an env step.
+    Two compiled calls: the append is in place on the donated buffer, the updates only read it
+    (inside one call XLA copied the whole buffer every time: 60 ms a step at 1M rows, CPU)."""
+    buffer = buffer.replace(online=_append(buffer.online, transitions))  # only the online rows are donated
+    length = transitions['observations'].shape[1]
+    agents, info, finite, actions = _updates_then_act(
+        agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys
+    )
+    return agents, buffer, info, finite, actions
+
+
+@functools.partial(jax.jit, static_argnames=('length', 'batch_size'))
+def _updates_then_act(agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys):
+    agents, info, finite = _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing=True)
+    actions = None if observations is None else _policy(agents, observations, act_keys, (start_step + length,))
+    return agents, info, finite, actions
+
+
+def as_group(agent):
+    """One agent as a group of one run (a leading run axis of size 1)."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], agent)

@@ -9,21 +9,24 @@ Logging, evaluation and checkpoints happen on chunk boundaries.
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 from importlib import metadata
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 from tqdm import tqdm
 
 from agents import AGENTS
-from datasets.buffer import TRANSITION_KEYS, ReplayBuffer
+from datasets.buffer import LABEL_KEYS, SHARED_KEYS, GroupBuffer
 from datasets.generate import DEFAULT_DATASET_DIR
 from datasets.ogbench_data import DatasetError, load_task_data
 from envs.evaluation import episode_seed, evaluate, final_score
-from envs.factory import SUCCESS_TIMING, make_env, make_vector_env
+from envs.factory import SUCCESS_TIMING, make_env, make_env_pool
 from envs.registry import UnknownTaskError, resolve_task, suite_tasks
 from launch.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk, policy_action
@@ -53,9 +56,13 @@ def build_parser(mode):
     )
     p.add_argument('--list-tasks', choices=['offline', 'o2o'], help='print the tasks of a suite and exit')
     p.add_argument('--env', help="task name or family, e.g. 'cube-double' or 'cube-double-play-singletask-task2-v0'")
-    p.add_argument('--task', type=int, help="task id 1..5 when --env names a family (default: OGBench's default)")
+    p.add_argument(
+        '--task',
+        help="task id 1..5 when --env names a family (default: OGBench's default), or 'all': its 5 tasks as one group",
+    )
     p.add_argument('--agent', default='fav', choices=sorted(AGENTS))
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, help='one seed (default 0)')
+    p.add_argument('--seeds', help='several seeds trained as one group, e.g. 0-7 or 0,3,5')
     p.add_argument('--offline-steps', type=int, default=1_000_000)
     if mode == 'o2o':
         p.add_argument('--online-steps', type=int, default=1_000_000)
@@ -80,7 +87,11 @@ def build_parser(mode):
     p.add_argument('--dataset-dir', default=DEFAULT_DATASET_DIR, help='where official/generated datasets live')
     p.add_argument('--dataset-episodes', type=int, help='generate (or reuse) a smaller dataset of N episodes')
     p.add_argument('--workers', type=int, help='processes for dataset generation (default: all cores)')
-    p.add_argument('--run-dir', help=f'default: runs/{mode}/<task>/<agent>/seed<seed>')
+    p.add_argument(
+        '--run-dir',
+        help=f'default: runs/{mode}/<task>/<agent>/seed<seed>; with several runs, their parent: '
+        '<run-dir>/<task>/seed<seed>',
+    )
     p.add_argument('--resume', action='store_true', help="continue from the run directory's checkpoint")
     p.add_argument('--wandb', choices=['online', 'offline', 'disabled'], default='disabled')
     p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
@@ -144,12 +155,43 @@ def _validate_args(args):
 # The run
 
 
-def _settings(args, task, config, mode):
+def parse_seeds(args):
+    """`--seed S` or `--seeds 0-7` / `--seeds 0,3,5` → the list of seeds (default [0])."""
+    if args.seeds is None:
+        return [0 if args.seed is None else args.seed]
+    if args.seed is not None:
+        raise UserError('give --seed or --seeds, not both')
+    seeds = []
+    for part in args.seeds.split(','):
+        match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
+        if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise UserError(f'--seeds {args.seeds}: expected seeds like 0-7 or 0,3,5 (non-negative, ranges low-high)')
+        seeds += range(int(match[1]), int(match[2] or match[1]) + 1)
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f'--seeds {args.seeds} names a seed twice')
+    return seeds
+
+
+def resolve_tasks(args):
+    """`--env` and `--task` (an id, or 'all' for the 5 tasks of a family) → the list of tasks."""
+    if args.task is None or args.task.strip() != 'all':
+        try:
+            task_id = None if args.task is None else int(args.task)
+        except ValueError:
+            raise UserError(f"--task {args.task}: expected a task id 1..5 or 'all'") from None
+        return [resolve_task(args.env, task_id)]
+    first = resolve_task(args.env)
+    if first.family.source != 'ogbench' or args.env == first.name:
+        raise UserError(f'--task all needs an OGBench family for --env (e.g. cube-double), not {args.env}')
+    return [resolve_task(first.family.name, k) for k in range(1, 6)]
+
+
+def _settings(args, task, seed, config, mode):
     return dict(
         mode=mode,
         task=task.name,
         agent=args.agent,
-        seed=args.seed,
+        seed=seed,
         offline_steps=args.offline_steps,
         online_steps=args.online_steps,
         eval_every=args.eval_every,
@@ -207,73 +249,146 @@ def _is_eval_step(step, args):
     )
 
 
+@dataclasses.dataclass
+class Run:
+    """One run of a group: its seed, task, directory and settings (config.json)."""
+
+    seed: int
+    task: Any
+    task_index: int  # its task's reward/mask column in the group's buffer
+    run_dir: str
+    settings: dict
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.run_dir, CHECKPOINT_NAME)
+
+
+def _plan_runs(args, mode, tasks, seeds, config):
+    """The group's runs; checks every existing run directory before anything is written."""
+    runs = []
+    for task_index, task in enumerate(tasks):
+        for seed in seeds:
+            if args.run_dir and len(tasks) * len(seeds) == 1:
+                run_dir = args.run_dir
+            elif args.run_dir:
+                run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')
+            else:
+                run_dir = os.path.join('runs', mode, task.name, args.agent, f'seed{seed}')
+            run = Run(seed, task, task_index, run_dir, _settings(args, task, seed, config, mode))
+            if os.path.exists(os.path.join(run_dir, 'config.json')):
+                _check_same_run(run_dir, run.settings)
+            elif args.resume:
+                raise UserError(f'--resume: {run_dir} holds no run to resume')
+            runs.append(run)
+    return runs
+
+
+def _load_group_data(args, tasks):
+    """One copy of the dataset (observations, actions, ...) and each task's reward/mask relabeling."""
+    shared, labels = None, {k: [] for k in LABEL_KEYS}
+    for task in tasks:
+        env = make_env(task)  # OGBench reads the task's goal from it to relabel the dataset
+        try:
+            train_data, _ = load_task_data(
+                task,
+                env,
+                dataset_path=args.dataset,
+                dataset_dir=args.dataset_dir,
+                dataset_episodes=args.dataset_episodes,
+                seed=0,
+                workers=args.workers,
+            )
+        finally:
+            env.close()
+        if shared is None:
+            shared = {k: train_data[k] for k in SHARED_KEYS}
+        for k in LABEL_KEYS:
+            labels[k].append(train_data[k])
+        del train_data
+    return shared, {k: np.stack(v) for k, v in labels.items()}
+
+
+def _run_keys(seed):
+    """A run's (agent, data, act, eval) keys, from its seed alone: the same in any group."""
+    root = jax.random.PRNGKey(seed)
+    return [jax.random.fold_in(root, i) for i in range(4)]
+
+
+def _select(tree, indices):
+    """The runs `indices` (a list: a group of them; an int: one run) of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda x: x[np.asarray(indices)], tree)
+
+
 def run(args, mode):
-    task = resolve_task(args.env, args.task)
-    if task.family.source != 'ogbench':
+    tasks = resolve_tasks(args)
+    seeds = parse_seeds(args)
+    if tasks[0].family.source != 'ogbench':
         raise UserError(
-            f'{task.name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
+            f'{tasks[0].name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
         )
     _validate_args(args)
     module = AGENTS[args.agent]
     try:
-        config = module.get_config(task.family, args.agent_overrides, mode=mode)
+        config = module.get_config(tasks[0].family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
-    settings = _settings(args, task, config, mode)
-    run_dir = args.run_dir or os.path.join('runs', mode, task.name, args.agent, f'seed{args.seed}')
-    checkpoint_path = os.path.join(run_dir, CHECKPOINT_NAME)
-    final_path = os.path.join(run_dir, 'final.json')
-    if os.path.exists(os.path.join(run_dir, 'config.json')):
-        _check_same_run(run_dir, settings)
+    runs = _plan_runs(args, mode, tasks, seeds, config)
+    finals = {}
+    for run in runs:
+        final_path = os.path.join(run.run_dir, 'final.json')
         if os.path.exists(final_path):
-            print(f'{run_dir} is complete: {final_path}')
-            return read_json(final_path)
-    elif args.resume:
-        raise UserError(f'--resume: {run_dir} holds no run to resume')
-    checkpoint = load_checkpoint(checkpoint_path) if os.path.exists(checkpoint_path) else None
+            print(f'{run.run_dir} is complete: {final_path}')
+            finals[run.run_dir] = read_json(final_path)
+    todo = [r for r in runs if r.run_dir not in finals]
+    if todo:
+        checkpoints = [load_checkpoint(r.checkpoint_path) if os.path.exists(r.checkpoint_path) else None for r in todo]
+        shared, labels = _load_group_data(args, tasks)
+        # Run directories appear only once the data is good, so a bad --dataset leaves nothing behind.
+        for r in todo:
+            os.makedirs(r.run_dir, exist_ok=True)
+            write_json(os.path.join(r.run_dir, 'config.json'), _jsonable(r.settings))
+        buffer = GroupBuffer.create(shared, labels, [r.task_index for r in todo], online_capacity=args.online_steps)
+        keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
+        example = (buffer.shared['observations'][:1], buffer.shared['actions'][:1])
+        agents = jax.vmap(lambda key: module.Agent.create(key, *example, config))(keys[:, 0])
+        del shared, labels
+        # Runs resume from their own checkpoints; runs at different steps (a kill between two runs'
+        # saves) train as separate groups, the ones behind first.
+        steps = [0 if c is None else int(c.get('step', 0)) for c in checkpoints]
+        for step in sorted(set(steps)):
+            members = [i for i, s in enumerate(steps) if s == step]
+            if len(members) < len(todo):
+                group = (buffer.select_runs(members), _select(agents, members), _select(keys, members))
+            else:  # the common case: no copies of the online rows
+                group = (buffer, agents, keys)
+            loop = _Loop(args, [todo[i] for i in members], *group)
+            if step:
+                loop.restore([checkpoints[i] for i in members])
+                print(f'resuming {", ".join(r.run_dir for r in loop.runs)} from step {loop.step}')
+            loop.loggers = [
+                RunLogger(r.run_dir, args.wandb, _jsonable(r.settings), rows=rows)
+                for r, rows in zip(loop.runs, loop.logger_rows, strict=True)
+            ]
+            try:
+                loop.train()
+            finally:
+                for logger in loop.loggers:
+                    logger.finish()
+                loop.close()
+            for r, logger in zip(loop.runs, loop.loggers, strict=True):
+                finals[r.run_dir] = _write_final(r, mode, logger.rows['eval'], loop.step, loop.elapsed())
+    return [finals[r.run_dir] for r in runs]
 
-    env = make_env(task)  # relabels the dataset; the O2O phase acts in it
-    train_data, _ = load_task_data(
-        task,
-        env,
-        dataset_path=args.dataset,
-        dataset_dir=args.dataset_dir,
-        dataset_episodes=args.dataset_episodes,
-        seed=0,
-        workers=args.workers,
-    )
-    # The run directory appears only once the data is good, so a bad --dataset leaves nothing behind.
-    os.makedirs(run_dir, exist_ok=True)
-    write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
-    offline_rows = len(train_data['observations'])
-    buffer = ReplayBuffer.create(train_data, capacity=offline_rows + args.online_steps)
-    del train_data
 
-    root = jax.random.PRNGKey(args.seed)
-    agent_key, data_key, act_key, eval_key = (jax.random.fold_in(root, i) for i in range(4))
-    example_obs = buffer.data['observations'][:1]
-    agent = module.Agent.create(agent_key, example_obs, buffer.data['actions'][:1], config)
-
-    eval_env = make_vector_env(task, settings['eval_envs'])
-    loop = _Loop(args, task, run_dir, env, eval_env, buffer, agent, data_key, act_key, eval_key, checkpoint_path)
-    if checkpoint is not None:
-        loop.restore(checkpoint)
-        print(f'resuming {run_dir} from step {loop.step}')
-    loop.logger = RunLogger(run_dir, args.wandb, _jsonable(settings), rows=loop.logger_rows)
-    try:
-        loop.train()
-    finally:
-        loop.logger.finish()
-        eval_env.close()
-
-    evals = loop.logger.rows['eval']
+def _write_final(run, mode, evals, steps, elapsed):
     final = dict(
-        task=task.name,
-        agent=args.agent,
-        seed=args.seed,
+        task=run.task.name,
+        agent=run.settings['agent'],
+        seed=run.seed,
         mode=mode,
-        steps=loop.step,
-        wall_time_s=round(loop.elapsed(), 1),
+        steps=steps,
+        wall_time_s=round(elapsed, 1),
     )
     offline_evals = [r['success'] for r in evals if r['phase'] == 'offline']
     online_evals = [r['success'] for r in evals if r['phase'] == 'online']
@@ -283,69 +398,89 @@ def run(args, mode):
         final['offline_score'] = final_score(offline_evals) if offline_evals else None
         final['online_score'] = final_score(online_evals) if online_evals else None
         final['score'] = final['online_score']
+    final_path = os.path.join(run.run_dir, 'final.json')
     write_json(final_path, final)
     print(f'final score {final["score"]:.1f} → {final_path}')
     return final
 
 
 class _Loop:
-    """Training state and the two phases; everything in `state()` goes into the checkpoint."""
+    """Training state of a group of runs at the same step, and the two phases; each run's part of
+    `state()` goes into its own run directory's checkpoint."""
 
-    def __init__(self, args, task, run_dir, env, eval_env, buffer, agent, data_key, act_key, eval_key, checkpoint_path):
-        self.args, self.task, self.run_dir = args, task, run_dir
-        self.env, self.eval_env = env, eval_env
-        self.buffer, self.agent = buffer, agent
-        self.data_key, self.act_key, self.eval_key = data_key, act_key, eval_key
-        self.checkpoint_path = checkpoint_path
-        self.offline_rows = int(buffer.size)
+    def __init__(self, args, runs, buffer, agents, keys):
+        self.args, self.runs = args, runs
+        self.buffer, self.agents = buffer, agents
+        self.data_keys, self.act_keys, self.eval_keys = keys[:, 1], keys[:, 2], keys[:, 3]
         self.step = 0
-        self.logger_rows = None
+        self.logger_rows = [None] * len(runs)
         self.prior_elapsed, self.started = 0.0, time.time()
-        # Online interaction: episodes are reset with seeds from their index, and the actions of the
-        # episode in progress are kept so a resumed run can replay the env to the same state.
-        self.episode_index = 0
-        self.episode_actions = []
-        self.recent_episodes = []  # (success, return, length) of episodes since the last log row
-        self.observation = None
+        eval_envs = runs[0].settings['eval_envs']
+        self.eval_pool = make_env_pool([r.task for r in runs for _ in range(eval_envs)])
+        self.online_pool = None
+        # Online interaction, per run: episodes are reset with seeds from their index, and the actions
+        # of the episode in progress are kept so a resumed run can replay its env to the same state.
+        self.episode_index = [0] * len(runs)
+        self.episode_actions = [[] for _ in runs]
+        self.recent_episodes = [[] for _ in runs]  # (success, return, length) since the last log row
+        self.observations = None  # (R, obs) of the episodes in progress
+        self.next_actions = None  # (R, act): computed with the last update, for the next env step
 
     def elapsed(self):
         return self.prior_elapsed + time.time() - self.started
 
+    def close(self):
+        self.eval_pool.close()
+        if self.online_pool is not None:
+            self.online_pool.close()
+
     # -- checkpointing ------------------------------------------------------------------------------
 
-    def state(self):
-        size = int(self.buffer.size)
+    def run_state(self, r):
+        online = _select(self.buffer.online, r)
+        action_dim = self.buffer.shared['actions'].shape[-1]
         return dict(
-            agent=serialization.to_state_dict(self.agent),
+            agent=serialization.to_state_dict(_select(self.agents, r)),
             step=self.step,
             elapsed=self.elapsed(),
-            rows=self.logger.rows,
-            online_rows=self.buffer.rows(self.offline_rows, size),
-            episode_index=self.episode_index,
-            episode_actions=np.asarray(self.episode_actions, np.float32).reshape(
-                -1, self.buffer.data['actions'].shape[-1]
-            ),
-            recent_episodes=np.asarray(self.recent_episodes, np.float64).reshape(-1, 3),
+            rows=self.loggers[r].rows,
+            online_rows=online.rows(0, int(online.size)),
+            episode_index=self.episode_index[r],
+            episode_actions=np.asarray(self.episode_actions[r], np.float32).reshape(-1, action_dim),
+            recent_episodes=np.asarray(self.recent_episodes[r], np.float64).reshape(-1, 3),
+            next_action=np.zeros((0, action_dim), np.float32)
+            if self.next_actions is None
+            else self.next_actions[r : r + 1],
         )
 
-    def restore(self, state):
+    def restore(self, states):
+        template = _select(self.agents, 0)
+        agents, online = [], self.buffer.online
         try:
-            self.agent = serialization.from_state_dict(self.agent, state['agent'])
-            self.step = int(state['step'])
-            self.prior_elapsed = float(state['elapsed'])
-            self.logger_rows = {k: list(v) for k, v in state['rows'].items()}
-            if len(state['online_rows']['observations']):
-                self.buffer = self.buffer.write_rows(self.offline_rows, state['online_rows'])
-            self.episode_index = int(state['episode_index'])
-            self.episode_actions = list(state['episode_actions'])
-            self.recent_episodes = [tuple(r) for r in state['recent_episodes']]
+            for r, state in enumerate(states):
+                agents.append(serialization.from_state_dict(template, state['agent']))
+                rows = state['online_rows']
+                count = len(rows['observations'])
+                data = {k: v.at[r, :count].set(jnp.asarray(rows[k])) for k, v in online.data.items()}
+                online = online.replace(data=data, size=online.size.at[r].set(count))
+                self.episode_index[r] = int(state['episode_index'])
+                self.episode_actions[r] = list(state['episode_actions'])
+                self.recent_episodes[r] = [tuple(e) for e in state['recent_episodes']]
+                self.logger_rows[r] = {k: list(v) for k, v in state['rows'].items()}
+            self.step = int(states[0]['step'])
+            self.prior_elapsed = float(states[0]['elapsed'])
+            pending = [state['next_action'] for state in states]
+            if all(len(p) for p in pending):
+                self.next_actions = np.concatenate(pending)
         except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(
-                f'{self.checkpoint_path} does not match this run ({e}); delete it to restart'
-            ) from None
+            paths = ', '.join(r.checkpoint_path for r in self.runs)
+            raise CheckpointError(f'{paths} does not match this run ({e}); delete it to restart') from None
+        self.agents = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
+        self.buffer = self.buffer.replace(online=online)
 
     def save(self):
-        save_checkpoint(self.checkpoint_path, self.state())
+        for r, run in enumerate(self.runs):
+            save_checkpoint(run.checkpoint_path, self.run_state(r))
 
     # -- the phases ---------------------------------------------------------------------------------
 
@@ -353,108 +488,142 @@ class _Loop:
         args = self.args
         total = args.offline_steps + args.online_steps
         periods = (args.log_every, args.eval_every, args.save_every)
+        batch_size = self.agents.config.batch_size
         self.log_step, self.log_time = self.step, time.time()
+        name = self.runs[0].task.name if len(self.runs) == 1 else f'{len(self.runs)} runs'
         with tqdm(
-            total=total,
-            initial=self.step,
-            disable=not args.progress,
-            desc=self.task.name,
-            unit='step',
-            dynamic_ncols=True,
+            total=total, initial=self.step, disable=not args.progress, desc=name, unit='step', dynamic_ncols=True
         ) as bar:
             self.bar = bar
             while self.step < args.offline_steps:
                 end = _next_boundary(self.step, args.offline_steps, periods, args.updates_per_call)
-                agent, info, finite = offline_chunk(
-                    self.agent, self.buffer, self.data_key, self.step, end - self.step, self.agent.config.batch_size
+                agents, info, finite = offline_chunk(
+                    self.agents, self.buffer, self.data_keys, self.step, end - self.step, batch_size
                 )
-                self._after_chunk(agent, info, finite, end, 'offline')
+                self._after_chunk(agents, info, finite, end, 'offline')
             if self.step < total:
-                self._reset_online_env()
+                self.online_pool = make_env_pool([r.task for r in self.runs])
+                self._reset_online_envs(range(len(self.runs)))
             while self.step < total:
                 end = _next_boundary(self.step, total, periods, args.online_updates_per_call)
                 transitions = self._collect(end - self.step)
-                agent, self.buffer, info, finite = online_chunk(
-                    self.agent, self.buffer, transitions, self.data_key, self.step, self.agent.config.batch_size
+                agents, self.buffer, info, finite, next_actions = online_chunk(
+                    self.agents,
+                    self.buffer,
+                    transitions,
+                    self.data_keys,
+                    self.step,
+                    batch_size,
+                    jnp.asarray(self.observations),
+                    self.act_keys,
                 )
-                self._after_chunk(agent, info, finite, end, 'online')
+                self.next_actions = np.asarray(next_actions)  # the one device->host sync of an env step
+                self._after_chunk(agents, info, finite, end, 'online')
 
-    def _after_chunk(self, agent, info, finite, end, phase):
+    def _after_chunk(self, agents, info, finite, end, phase):
         start, args = self.step, self.args
-        if not bool(finite):
-            bad = sorted(k for k, v in info.items() if not np.all(np.isfinite(np.asarray(v))))
+        finite = np.asarray(finite)
+        if not finite.all():
+            bad_run = int(np.flatnonzero(~finite)[0])
+            bad = sorted(k for k, v in info.items() if not np.all(np.isfinite(np.asarray(v)[bad_run])))
             where = f'step {end}' if end - start == 1 else f'steps {start + 1}..{end}'
+            checkpoint = self.runs[bad_run].checkpoint_path
             raise NonFiniteError(
-                f'non-finite {", ".join(bad) or "metric"} at {where}; stopped, last good checkpoint kept at '
-                f'{self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet)"}'
+                f'non-finite {", ".join(bad) or "metric"} at {where} of {self.runs[bad_run].run_dir}; stopped, '
+                f'last good checkpoint kept at {checkpoint if os.path.exists(checkpoint) else "(none yet)"}'
             )
-        self.agent, self.step = agent, end
+        self.agents, self.step = agents, end
         self.bar.update(end - start)
         if end % args.log_every == 0 or end == args.offline_steps + args.online_steps:
-            row = dict(step=end, phase=phase, **{k: float(v) for k, v in info.items()})
-            if self.recent_episodes:
-                success, episode_return, length = np.mean(self.recent_episodes, axis=0)
-                row.update(
-                    online_success=success,
-                    online_return=episode_return,
-                    online_length=length,
-                    online_episodes=self.episode_index,
-                )
-                self.recent_episodes = []
+            info = {k: np.asarray(v) for k, v in info.items()}
             # Over the whole logging interval, evaluations and checkpoints included.
             now = time.time()
-            row['steps_per_s'] = (end - self.log_step) / max(now - self.log_time, 1e-9)
+            steps_per_s = (end - self.log_step) / max(now - self.log_time, 1e-9)
             self.log_step, self.log_time = end, now
-            self.logger.log('train', row)
+            for r, logger in enumerate(self.loggers):
+                row = dict(step=end, phase=phase, **{k: float(v[r]) for k, v in info.items()})
+                if self.recent_episodes[r]:
+                    success, episode_return, length = np.mean(self.recent_episodes[r], axis=0)
+                    row.update(
+                        online_success=success,
+                        online_return=episode_return,
+                        online_length=length,
+                        online_episodes=self.episode_index[r],
+                    )
+                    self.recent_episodes[r] = []
+                row['steps_per_s'] = steps_per_s
+                logger.log('train', row)
         if _is_eval_step(end, args):
             self._evaluate(phase)
         if end % args.save_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps):
             self.save()
 
     def _evaluate(self, phase):
-        def act(observations, t):
-            return np.asarray(policy_action(self.agent, observations, self.eval_key, self.step, t))
+        runs = len(self.runs)
 
-        result = evaluate(self.eval_env, act, self.args.eval_episodes, (self.args.seed, 1, self.step))
-        self.logger.log('eval', dict(step=self.step, phase=phase, **result))
-        self.bar.write(
-            f'[{phase}] step {self.step}: success {100 * result["success"]:.1f}% return {result["episode_return"]:.1f}'
-        )
+        def act(observations, t):
+            grouped = jnp.asarray(observations.reshape(runs, -1, observations.shape[-1]))
+            actions = policy_action(self.agents, grouped, self.eval_keys, self.step, t)
+            return np.asarray(actions).reshape(len(observations), -1)
+
+        results = evaluate(self.eval_pool, act, self.args.eval_episodes, [(r.seed, 1, self.step) for r in self.runs])
+        for run, logger, result in zip(self.runs, self.loggers, results, strict=True):
+            logger.log('eval', dict(step=self.step, phase=phase, **result))
+            prefix = '' if runs == 1 else f'{run.task.name} seed {run.seed} '
+            self.bar.write(
+                f'[{phase}] {prefix}step {self.step}: success {100 * result["success"]:.1f}% '
+                f'return {result["episode_return"]:.1f}'
+            )
 
     # -- online interaction -------------------------------------------------------------------------
 
-    def _reset_online_env(self):
-        """Puts the env where it was: reset with the episode's seed, then replay its actions so far."""
-        self.observation, _ = self.env.reset(seed=episode_seed(self.args.seed, 2, self.episode_index))
-        for action in self.episode_actions:
-            self.observation, *_ = self.env.step(action)
+    def _reset_online_envs(self, which):
+        """Puts each run's env where it was: reset with the episode's seed, then replay its actions so far."""
+        seeds = [episode_seed(self.runs[r].seed, 2, self.episode_index[r]) for r in which]
+        observations = self.online_pool.reset(list(which), seeds, [self.episode_actions[r] for r in which])
+        if self.observations is None:
+            self.observations = np.stack(observations).astype(np.float32)
+        for r, observation in zip(which, observations, strict=True):
+            self.observations[r] = observation
 
     def _collect(self, length):
-        """`length` env steps with the current policy; returns them stacked for `online_chunk`."""
-        out = {k: [] for k in TRANSITION_KEYS}
-        shift = self.task.family.reward_shift
+        """`length` env steps of every run with its current policy; → transitions (R, length, ...)."""
+        steps = []
+        shift = self.runs[0].task.family.reward_shift
         for i in range(length):
-            action = np.asarray(policy_action(self.agent, self.observation, self.act_key, self.step + i))
-            next_observation, reward, terminated, truncated, info = self.env.step(action)
-            transition = dict(
-                observations=self.observation,
-                actions=action,  # the buffer clips what it stores
-                next_observations=next_observation,
-                rewards=reward + shift,
-                masks=1.0 - float(terminated),
-                terminals=float(terminated or truncated),
+            if self.next_actions is None:
+                actions = np.asarray(
+                    policy_action(self.agents, jnp.asarray(self.observations), self.act_keys, self.step + i)
+                )
+            else:
+                actions, self.next_actions = self.next_actions, None
+            results = self.online_pool.step(actions)
+            next_observations = np.stack([res[0] for res in results]).astype(np.float32)
+            terminated = np.array([res[2] for res in results])
+            truncated = np.array([res[3] for res in results])
+            steps.append(
+                dict(
+                    observations=self.observations.copy(),
+                    actions=actions,  # the buffer clips what it stores
+                    next_observations=next_observations,
+                    rewards=np.array([res[1] for res in results], np.float32) + np.float32(shift),
+                    masks=1.0 - terminated.astype(np.float32),
+                    terminals=(terminated | truncated).astype(np.float32),
+                )
             )
-            for k, v in transition.items():
-                out[k].append(np.asarray(v, np.float32))
-            self.episode_actions.append(action)
-            self.observation = next_observation
-            if terminated or truncated:
-                episode = info['episode']
-                self.recent_episodes.append((episode['success'], float(episode['r']), float(episode['l'])))
-                self.episode_index += 1
-                self.episode_actions = []
-                self._reset_online_env()
-        return jax.device_put({k: np.stack(v) for k, v in out.items()})  # one transfer call for all
+            self.observations = next_observations
+            ended = []
+            for r, (_, _, _, _, success, episode_return, episode_length) in enumerate(results):
+                self.episode_actions[r].append(actions[r])
+                if terminated[r] or truncated[r]:
+                    self.recent_episodes[r].append((success, episode_return, episode_length))
+                    self.episode_index[r] += 1
+                    self.episode_actions[r] = []
+                    ended.append(r)
+            if ended:
+                self._reset_online_envs(ended)
+        # One transfer call for all; (length, R, ...) -> (R, length, ...).
+        return jax.device_put({k: np.stack([s[k] for s in steps], axis=1).astype(np.float32) for k in steps[0]})
 
 
 # ---------------------------------------------------------------------------------------------------

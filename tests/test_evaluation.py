@@ -8,6 +8,7 @@ import pytest
 
 from envs.evaluation import evaluate, final_score
 from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env
+from envs.pool import EnvPool
 from envs.registry import resolve_task
 
 
@@ -38,19 +39,25 @@ class _FixedOutcomeEnv(gymnasium.Env):
         )
 
 
-def _vector(outcomes):
-    fns = [functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes]
-    return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
+def _pool(outcomes):
+    return EnvPool([functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes])
 
 
 def test_each_copy_runs_its_quota_so_quick_successes_are_not_over_counted():
-    env = _vector([True, False])  # copy 0 succeeds in 1 step, copy 1 fails in 5
-    result = evaluate(env, lambda obs, t: np.zeros((2, 1), np.float32), 6, (0, 1))
+    env = _pool([True, False])  # copy 0 succeeds in 1 step, copy 1 fails in 5
+    result = evaluate(env, lambda obs, t: np.zeros((2, 1), np.float32), 6, [(0, 1)])[0]
     # 3 episodes each: half succeed. Counting the first 6 finished episodes would give 5/6.
     assert result['success'] == 0.5
     assert result['episode_length'] == 3.0 and result['episode_return'] == -2.5
-    uneven = evaluate(_vector([True, False]), lambda obs, t: np.zeros((2, 1), np.float32), 5, (0, 1))
+    uneven = evaluate(_pool([True, False]), lambda obs, t: np.zeros((2, 1), np.float32), 5, [(0, 1)])[0]
     assert uneven['success'] == 3 / 5  # 5 episodes: 3 on copy 0, 2 on copy 1
+
+
+def test_a_group_evaluates_each_run_on_its_own_copies():
+    """Two runs of two copies each: run 0's copies always succeed, run 1's always fail."""
+    results = evaluate(_pool([True, True, False, False]), lambda obs, t: np.zeros((4, 1), np.float32), 4, [(0,), (1,)])
+    assert [r['success'] for r in results] == [1.0, 0.0]
+    assert [r['episode_length'] for r in results] == [1.0, 5.0]
 
 
 def test_final_score_is_the_mean_of_the_last_three_evaluations():

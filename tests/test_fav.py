@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from agents.fav import FAVAgent, FAVConfig, get_config, kde_score, scott_bandwidth, svgd_direction
-from datasets.buffer import ReplayBuffer
+from datasets.buffer import GroupBuffer
 from envs.registry import FAMILIES
-from launch.compiled import offline_chunk
+from launch.compiled import as_group, offline_chunk
 
 
 def _reference_phi(x, y, grad_q, sigma, beta):
@@ -185,7 +185,7 @@ def test_agent_vmaps_over_seeds():
 def _bandit_buffer(n=4096, mu0=-0.3, s0=0.2, target=0.5):
     rng = np.random.default_rng(0)
     actions = np.clip(rng.normal(mu0, s0, (n, 1)), -0.99, 0.99).astype(np.float32)
-    return ReplayBuffer.create(
+    return GroupBuffer.of_one_task(
         dict(
             observations=np.ones((n, 1), np.float32),
             actions=actions,
@@ -200,9 +200,10 @@ def _bandit_buffer(n=4096, mu0=-0.3, s0=0.2, target=0.5):
 def _train_bandit(beta, steps=1500):
     buffer, actions = _bandit_buffer()
     config = FAVConfig(hidden_dims=(64, 64), batch_size=256, sigma=0.05, beta=beta, discount=0.0, lr=1e-3)
-    agent = FAVAgent.create(jax.random.PRNGKey(0), buffer.data['observations'][:1], buffer.data['actions'][:1], config)
-    agent, _, finite = offline_chunk(agent, buffer, jax.random.PRNGKey(1), 0, steps, 256)
-    assert bool(finite)
+    agent = FAVAgent.create(jax.random.PRNGKey(0), np.ones((1, 1), np.float32), actions[:1], config)
+    agents, _, finite = offline_chunk(as_group(agent), buffer, jax.random.PRNGKey(1)[None], 0, steps, 256)
+    assert bool(finite[0])
+    agent = jax.tree_util.tree_map(lambda x: x[0], agents)
     sampled = np.asarray(agent.sample_actions(jnp.ones((4000, 1)), jax.random.PRNGKey(2)))[:, 0]
     return sampled.mean(), sampled.std(), actions[:, 0]
 

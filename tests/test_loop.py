@@ -14,39 +14,42 @@ import numpy as np
 import pytest
 
 from agents.fav import FAVAgent, FAVConfig
-from datasets.buffer import ReplayBuffer
+from datasets.buffer import GroupBuffer
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from launch.compiled import offline_chunk, online_chunk
+from launch.compiled import as_group, offline_chunk, online_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--eval-episodes', '2', '--no-progress']
 
 
-def _synthetic_buffer(n=128):
+def _synthetic_data(n=128):
     rng = np.random.default_rng(0)
-    return ReplayBuffer.create(
-        dict(
-            observations=rng.normal(size=(n, 5)).astype(np.float32),
-            actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-            next_observations=rng.normal(size=(n, 5)).astype(np.float32),
-            rewards=rng.normal(size=n).astype(np.float32),
-            masks=np.ones(n, np.float32),
-            terminals=np.zeros(n, np.float32),
-        )
+    return dict(
+        observations=rng.normal(size=(n, 5)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        next_observations=rng.normal(size=(n, 5)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        masks=np.ones(n, np.float32),
+        terminals=np.zeros(n, np.float32),
     )
 
 
-def test_same_batches_and_numbers_whatever_k():
-    buffer = _synthetic_buffer()
+def _agent(data, seed=0):
     config = FAVConfig(hidden_dims=(32, 32), batch_size=16)
-    start = FAVAgent.create(jax.random.PRNGKey(0), buffer.data['observations'][:1], buffer.data['actions'][:1], config)
-    data_key = jax.random.PRNGKey(1)
+    return as_group(FAVAgent.create(jax.random.PRNGKey(seed), data['observations'][:1], data['actions'][:1], config))
+
+
+def test_same_batches_and_numbers_whatever_k():
+    data = _synthetic_data()
+    buffer = GroupBuffer.of_one_task(data)
+    start = _agent(data)
+    data_key = jax.random.PRNGKey(1)[None]
 
     def run(chunks):
         agent, step = start, 0
         for length in chunks:
             agent, _, finite = offline_chunk(agent, buffer, data_key, step, length, 16)
-            assert bool(finite)
+            assert bool(finite[0])
             step += length
         return agent
 
@@ -54,7 +57,7 @@ def test_same_batches_and_numbers_whatever_k():
     for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(chunked), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
     # A different data key gives different parameters (the comparison above is not vacuous).
-    agent_other, _, _ = offline_chunk(start, buffer, jax.random.PRNGKey(2), 0, 12, 16)
+    agent_other, _, _ = offline_chunk(start, buffer, jax.random.PRNGKey(2)[None], 0, 12, 16)
     diff = max(
         float(jnp.max(jnp.abs(a - b)))
         for a, b in zip(
@@ -68,30 +71,29 @@ def test_same_batches_and_numbers_whatever_k():
 
 def test_online_updates_see_each_transition_only_from_its_own_step_on():
     """A chunk of 3 online transitions gives the same agent as 3 chunks of 1 (append, update, ...)."""
-    data = _synthetic_buffer(n=8).rows(0, 8)
-    config = FAVConfig(hidden_dims=(32, 32), batch_size=16)
-    start = FAVAgent.create(jax.random.PRNGKey(0), data['observations'][:1], data['actions'][:1], config)
-    new = {k: np.full((3, *v.shape[1:]), 5.0, np.float32) for k, v in data.items()}
-    new['rewards'] = np.array([10.0, 20.0, 30.0], np.float32)
-    data_key = jax.random.PRNGKey(3)
+    data = _synthetic_data(n=8)
+    start = _agent(data)
+    new = {k: np.full((1, 3, *v.shape[1:]), 5.0, np.float32) for k, v in data.items()}  # (runs, steps, ...)
+    new['rewards'] = np.array([[10.0, 20.0, 30.0]], np.float32)
+    data_key = jax.random.PRNGKey(3)[None]
 
     def run(chunks):
-        agent, buffer, step = start, ReplayBuffer.create(data, capacity=11), 0
+        agent, buffer, step = start, GroupBuffer.of_one_task(data, online_capacity=3), 0
         for lo, hi in chunks:
-            agent, buffer, _, finite = online_chunk(
-                agent, buffer, {k: v[lo:hi] for k, v in new.items()}, data_key, step, 16
+            agent, buffer, _, finite, _ = online_chunk(
+                agent, buffer, {k: v[:, lo:hi] for k, v in new.items()}, data_key, step, 16
             )
-            assert bool(finite)
+            assert bool(finite[0])
             step += hi - lo
         return agent, buffer
 
     (one_by_one, buffer), (together, _) = run([(0, 1), (1, 2), (2, 3)]), run([(0, 3)])
-    assert int(buffer.size) == 11
-    np.testing.assert_array_equal(np.asarray(buffer.data['rewards'][8:]), [10.0, 20.0, 30.0])
+    assert int(buffer.online.size[0]) == 3
+    np.testing.assert_array_equal(np.asarray(buffer.online.data['rewards'][0]), [10.0, 20.0, 30.0])
     for a, b in zip(jax.tree_util.tree_leaves(one_by_one), jax.tree_util.tree_leaves(together), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
     # Had all three been visible to the first update, its batch (and so the agent) would differ.
-    all_rows = ReplayBuffer.create({k: np.concatenate([data[k], new[k]]) for k in data})
+    all_rows = GroupBuffer.of_one_task({k: np.concatenate([data[k], new[k][0]]) for k in data})
     agent, _, _ = offline_chunk(start, all_rows, data_key, 0, 3, 16)
     first = jax.tree_util.tree_leaves(agent.critic.params)[0]
     assert not np.allclose(np.asarray(first), np.asarray(jax.tree_util.tree_leaves(together.critic.params)[0]))
@@ -141,28 +143,29 @@ def _params(run_dir):
     return jax.tree_util.tree_leaves(load_checkpoint(os.path.join(run_dir, 'checkpoint.msgpack'))['agent'])
 
 
-def _run_killed_then_resumed(script, args, run_dir, kill_after_step):
-    """Starts a run, SIGKILLs it once a checkpoint past `kill_after_step` exists, then reruns it."""
+def _run_killed_then_resumed(script, args, run_dir, kill_after_step, run_dirs=1):
+    """Starts a run (or a group of `run_dirs` runs under `run_dir`), SIGKILLs it once every run has a
+    checkpoint of the same step past `kill_after_step`, then reruns it."""
     process = subprocess.Popen(
         [sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if os.path.exists(checkpoint):
-            try:
-                if load_checkpoint(checkpoint)['step'] >= kill_after_step:
-                    break
-            except CheckpointError:
-                pass
+        checkpoints = list(Path(run_dir).rglob('checkpoint.msgpack'))
+        try:
+            steps = {load_checkpoint(str(c))['step'] for c in checkpoints}
+        except (CheckpointError, OSError):
+            steps = set()
+        if len(checkpoints) == run_dirs and len(steps) == 1 and steps.pop() >= kill_after_step:
+            break
         time.sleep(0.05)
     assert process.poll() is None, f'the run ended before it could be killed: {process.stderr.read()}'
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not os.path.exists(os.path.join(run_dir, 'final.json'))
+    assert not list(Path(run_dir).rglob('final.json'))
     resumed = _launch(script, *args, '--run-dir', run_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming' in resumed.stdout
@@ -309,4 +312,84 @@ def test_dataset_of_the_wrong_size_fails_before_training(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert 'action' in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'r').exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Groups: several seeds and tasks in one program
+
+
+def _final(run_dir):
+    return {k: v for k, v in json.loads(Path(run_dir, 'final.json').read_text()).items() if k != 'wall_time_s'}
+
+
+def _assert_close_to_alone(group_dir, alone_dir):
+    """A run trained in a group matches it trained alone: same final.json (but the wall time) and
+    evaluations; parameters equal up to float rounding (vmap over runs changes the order of some
+    CPU reductions in the gradients by an ulp, which training carries along but does not amplify
+    at this size; a wrong key, task or data row would differ by orders of magnitude more)."""
+    assert _final(group_dir) == _final(alone_dir)
+    assert Path(group_dir, 'eval.csv').read_text() == Path(alone_dir, 'eval.csv').read_text()
+    for a, b in zip(_params(group_dir), _params(alone_dir), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_offline_group_of_tasks_and_seeds_matches_runs_alone(dataset, tmp_path):
+    args = ['--env', 'cube-single', '--dataset', dataset, '--offline-steps', '60', '--eval-every', '60']
+    args += ['--log-every', '30', '--eval-envs', '1', *SMALL]
+    group = _launch('offline', *args, '--task', 'all', '--seeds', '0-1', '--run-dir', str(tmp_path / 'g'))
+    assert group.returncode == 0, group.stderr
+    tasks = [f'cube-single-play-singletask-task{k}-v0' for k in range(1, 6)]
+    assert sorted(p.name for p in (tmp_path / 'g').iterdir()) == tasks
+    for task in tasks:
+        for seed in (0, 1):
+            config = json.loads(Path(tmp_path, 'g', task, f'seed{seed}', 'config.json').read_text())
+            assert config['task'] == task and config['seed'] == seed
+    alone = _launch('offline', *args, '--task', '3', '--seed', '1', '--run-dir', str(tmp_path / 'alone'))
+    assert alone.returncode == 0, alone.stderr
+    _assert_close_to_alone(tmp_path / 'g' / tasks[2] / 'seed1', tmp_path / 'alone')
+    # Another task's run is trained on its own rewards: its critic differs.
+    other = _params(tmp_path / 'g' / tasks[0] / 'seed1')
+    assert max(float(np.abs(a - b).max()) for a, b in zip(other, _params(tmp_path / 'alone'), strict=True)) > 1e-3
+
+
+@pytest.mark.slow
+def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '50']
+    args += '--online-steps 250 --eval-every 150 --save-every 50 --log-every 50 --eval-envs 1'.split() + SMALL
+    whole = str(tmp_path / 'whole')
+    result = _launch('o2o', *args, '--seeds', '0,1', '--run-dir', whole)
+    assert result.returncode == 0, result.stderr
+    run_dirs = [os.path.join(whole, 'cube-single-play-singletask-task1-v0', f'seed{s}') for s in (0, 1)]
+    assert _final(run_dirs[0])['steps'] == 300 and _final(run_dirs[0])['seed'] == 0
+    # Killed mid-episode in the online phase (step 250 is 50 steps into each run's second episode).
+    killed = str(tmp_path / 'killed')
+    _run_killed_then_resumed('o2o', [*args, '--seeds', '0,1'], killed, 250, run_dirs=2)
+    for run_dir in run_dirs:
+        _assert_same_result(run_dir, run_dir.replace(whole, killed))
+    alone = str(tmp_path / 'alone')
+    result = _launch('o2o', *args, '--seed', '1', '--run-dir', alone)
+    assert result.returncode == 0, result.stderr
+    _assert_close_to_alone(run_dirs[1], alone)
+
+
+@pytest.mark.parametrize(
+    'argv, words',
+    [
+        (['--env', 'cube-single', '--seeds', '3-1'], '--seeds 3-1'),
+        (['--env', 'cube-single', '--seeds', 'a'], '--seeds a'),
+        (['--env', 'cube-single', '--seeds', '0,0'], 'twice'),
+        (['--env', 'cube-single', '--seed', '1', '--seeds', '0-1'], '--seeds'),
+        (['--env', 'cube-single-play-singletask-task1-v0', '--task', 'all'], '--task all'),
+        (['--env', 'cube-single', '--task', 'al'], "'all'"),
+        (['--env', 'cube-single', '--task', '7'], '1..5'),
+    ],
+)
+def test_bad_seeds_or_task_fail_in_one_line_writing_nothing(argv, words, tmp_path, capsys):
+    from launch.loop import main
+
+    assert main('offline', [*argv, '--run-dir', str(tmp_path / 'r')]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'r').exists()

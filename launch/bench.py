@@ -1,0 +1,271 @@
+"""Training speed on this machine's default JAX device, for every agent: one table, one process.
+
+    python launch/bench.py                          # paper-sized networks (4×512, batch 256)
+    python launch/bench.py --hidden-dims 64,64 --stack 1,4,8
+
+Per agent: updates/s of the fused path (K updates per compiled call, batches sampled on the device)
+against a plain per-step loop (a batch sampled on the host, one jitted update per call: the pattern of
+the public reference code); aggregate updates/s of R stacked runs and the ratio to one run; GFLOP per
+update (XLA's cost analysis), the FLOP/s achieved and its fraction of a matmul probe. Then, for FAV,
+O2O env steps/s of 1 and 8 runs on cube-double envs (env included) with the share of time in env
+steps, the compiled call (append + update + next action) and the rest, and the device memory of one
+run for cube-double and humanoidmaze-large with the number of stacked runs that fit. Random data of
+the task's sizes: no dataset needed.
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from agents import AGENTS  # noqa: E402
+from datasets.buffer import LABEL_KEYS, SHARED_KEYS, GroupBuffer  # noqa: E402
+from envs.factory import make_env_pool  # noqa: E402
+from envs.registry import resolve_task  # noqa: E402
+from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
+
+# (observation size, action size, dataset rows) of each OGBench family (singletask envs, official data).
+SIZES = {
+    'cube-single-play': (28, 5, 1_000_000),
+    'cube-double-play': (37, 5, 1_000_000),
+    'scene-play': (40, 5, 1_000_000),
+    'puzzle-3x3-play': (55, 5, 1_000_000),
+    'puzzle-4x4-play': (83, 5, 1_000_000),
+    'antmaze-large-navigate': (29, 8, 1_000_000),
+    'antmaze-giant-navigate': (29, 8, 1_000_000),
+    'humanoidmaze-medium-navigate': (69, 21, 2_000_000),
+    'humanoidmaze-large-navigate': (69, 21, 2_000_000),
+    'antsoccer-arena-navigate': (42, 8, 1_000_000),
+}
+
+
+def random_data(obs_dim, act_dim, rows, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(
+        observations=rng.normal(size=(rows, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (rows, act_dim)).astype(np.float32),
+        next_observations=rng.normal(size=(rows, obs_dim)).astype(np.float32),
+        rewards=-rng.integers(0, 2, rows).astype(np.float32),
+        masks=np.ones(rows, np.float32),
+        terminals=np.zeros(rows, np.float32),
+    )
+
+
+def make_agents(module, config, data, runs):
+    keys = jax.random.split(jax.random.PRNGKey(0), runs)
+    example = (jnp.asarray(data['observations'][:1]), jnp.asarray(data['actions'][:1]))
+    return jax.vmap(lambda key: module.Agent.create(key, *example, config))(keys)
+
+
+def timed(fn, min_seconds):
+    """Calls `fn` (which blocks on its result) once to compile, then until `min_seconds` have passed;
+    → (calls per second, first call's seconds)."""
+    started = time.perf_counter()
+    fn()
+    compile_s = time.perf_counter() - started
+    calls, started = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - started < min_seconds:
+        fn()
+        calls += 1
+    return calls / (time.perf_counter() - started), compile_s
+
+
+def matmul_probe(min_seconds):
+    """FLOP/s of a large float32 matmul on the device: the ceiling the agents' updates are compared to."""
+    n = 2048 if jax.default_backend() == 'cpu' else 8192
+    a = jnp.ones((n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    rate, _ = timed(lambda: matmul(a).block_until_ready(), min_seconds)
+    return rate * 2 * n**3
+
+
+def bench_agent(name, module, args, family, data, probe):
+    config = module.get_config(family, dict(hidden_dims=args.hidden_dims), mode='offline')
+    batch_size, k = config.batch_size, args.updates_per_call
+    one = jax.tree_util.tree_map(lambda x: x[0], make_agents(module, config, data, 1))
+
+    # The plain loop: a batch drawn on the host each step, one jitted update per call.
+    update = jax.jit(lambda agent, batch: agent.update(batch))
+    rng = np.random.default_rng(0)
+    state = {'agent': one}
+
+    def plain_steps():
+        for _ in range(args.plain_steps):
+            idx = rng.integers(0, len(data['masks']), batch_size)
+            state['agent'], info = update(state['agent'], {key: v[idx] for key, v in data.items()})
+        jax.block_until_ready(info)
+
+    plain_rate, _ = timed(plain_steps, args.seconds)
+    batch = {key: jnp.asarray(v[:batch_size]) for key, v in data.items()}
+    cost = update.lower(one, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = float(cost.get('flops', float('nan')))
+
+    rows = []
+    for runs in args.stack:
+        buffer = GroupBuffer.of_one_task(data, runs=runs)
+        agents = make_agents(module, config, data, runs)
+        data_keys = jax.random.split(jax.random.PRNGKey(1), runs)
+        holder = {'agents': agents, 'step': 0}
+
+        def fused_chunk(holder=holder, buffer=buffer, keys=data_keys):
+            holder['agents'], info, _ = offline_chunk(holder['agents'], buffer, keys, holder['step'], k, batch_size)
+            holder['step'] += k
+            jax.block_until_ready(info)
+
+        rate, _ = timed(fused_chunk, args.seconds)
+        rows.append((runs, rate * k * runs))
+    single = rows[0][1] if rows[0][0] == 1 else float('nan')
+    print(f'\n## {name}: hidden {config.hidden_dims}, batch {batch_size}, K = {k} updates per call')
+    print(f'GFLOP per update (XLA cost analysis): {flops / 1e9:.4f}')
+    print(f'plain per-step loop: {plain_rate * args.plain_steps:,.0f} updates/s')
+    print('| runs stacked | updates/s (all runs) | ratio to one run | vs plain loop | GFLOP/s | of matmul probe |')
+    print('| --- | --- | --- | --- | --- | --- |')
+    for runs, rate in rows:
+        achieved = rate * flops
+        print(
+            f'| {runs} | {rate:,.0f} | {rate / single:.2f}× | {rate / (plain_rate * args.plain_steps):.2f}× | '
+            f'{achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
+        )
+
+
+def bench_o2o(args, family_name, runs_list):
+    """Env steps/s of R runs acting, appending and updating once per env step, as the O2O loop does."""
+    task = resolve_task(family_name)
+    obs_dim, act_dim, _ = SIZES[task.family.name]
+    module = AGENTS['fav']
+    config = module.get_config(task.family, dict(hidden_dims=args.hidden_dims), mode='o2o')
+    data = random_data(obs_dim, act_dim, args.rows)
+    print(f'\n## O2O on {task.name} envs (FAV, hidden {config.hidden_dims}): one update per env step')
+    print('| runs | env steps/s (all runs) | per run | env stepping | compiled call | other host work |')
+    print('| --- | --- | --- | --- | --- | --- |')
+    for runs in runs_list:
+        pool = make_env_pool([task] * runs)
+        buffer = GroupBuffer.of_one_task(data, runs=runs, online_capacity=args.online_steps + 1)
+        agents = make_agents(module, config, data, runs)
+        keys = jax.random.split(jax.random.PRNGKey(1), runs)
+        observations = np.stack(pool.reset(list(range(runs)), list(range(runs)))).astype(np.float32)
+        actions = np.asarray(policy_action(agents, jnp.asarray(observations), keys, 0))
+        spent = dict(env=0.0, call=0.0)
+        for step in range(args.online_steps + 1):
+            if step == 1:  # the first step compiles
+                started, spent = time.perf_counter(), dict(env=0.0, call=0.0)
+            t0 = time.perf_counter()
+            results = pool.step(actions)
+            t1 = time.perf_counter()
+            next_observations = np.stack([r[0] for r in results]).astype(np.float32)
+            done = [r for r, res in enumerate(results) if res[2] or res[3]]
+            transition = dict(
+                observations=observations,
+                actions=actions,
+                next_observations=next_observations,
+                rewards=np.array([res[1] for res in results], np.float32),
+                masks=np.ones(runs, np.float32),
+                terminals=np.array([res[3] for res in results], np.float32),
+            )
+            if done:
+                for r, obs in zip(done, pool.reset(done, [None] * len(done)), strict=True):
+                    next_observations[r] = obs
+            transition = jax.device_put({k: v[:, None].astype(np.float32) for k, v in transition.items()})
+            t2 = time.perf_counter()
+            agents, buffer, _, _, next_actions = online_chunk(
+                agents, buffer, transition, keys, step, config.batch_size, jnp.asarray(next_observations), keys
+            )
+            actions, observations = np.asarray(next_actions), next_observations
+            t3 = time.perf_counter()
+            spent['env'] += t1 - t0
+            spent['call'] += t3 - t2
+        total = time.perf_counter() - started
+        pool.close()
+        rate = args.online_steps * runs / total
+        env_share, call_share = spent['env'] / total, spent['call'] / total
+        print(
+            f'| {runs} | {rate:,.1f} | {rate / runs:,.1f} | {100 * env_share:.0f} % | {100 * call_share:.0f} % | '
+            f'{100 * (1 - env_share - call_share):.0f} % |'
+        )
+
+
+def device_memory():
+    """Bytes of memory on the default device, or None when it does not say (CPU: the host's RAM)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if 'bytes_limit' in stats:
+        return stats['bytes_limit']
+    if jax.default_backend() == 'cpu':
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    return None
+
+
+def bench_memory(args):
+    """Bytes of the group buffer and agent state, from array sizes (nothing allocated)."""
+    memory = device_memory()
+    print('\n## Device memory of an O2O run (dataset + 1M online rows + agent state, FAV)')
+    print('| family | shared dataset | per run (its rewards/masks, online rows, agent) | runs that fit |')
+    print('| --- | --- | --- | --- |')
+    module = AGENTS['fav']
+    for family_name in ('cube-double-play', 'humanoidmaze-large-navigate'):
+        task = resolve_task(family_name)
+        obs_dim, act_dim, rows = SIZES[family_name]
+        row_floats = {'observations': obs_dim, 'next_observations': obs_dim, 'actions': act_dim, 'terminals': 1}
+        shared = 4 * rows * sum(row_floats[k] for k in SHARED_KEYS)
+        labels = 4 * rows * len(LABEL_KEYS)
+        online = 4 * 1_000_000 * (sum(row_floats.values()) + len(LABEL_KEYS))
+        config = module.get_config(task.family, dict(hidden_dims=args.hidden_dims), mode='o2o')
+        example = (jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim)))
+        agent = jax.eval_shape(lambda key, c=config, e=example: module.Agent.create(key, *e, c), jax.random.PRNGKey(0))
+        state = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(agent))
+        per_run = labels + online + state
+        fits = 'unknown' if memory is None else f'{int((0.9 * memory - shared) // per_run)}'
+        print(f'| {family_name} | {shared / 2**30:.2f} GiB | {per_run / 2**30:.2f} GiB | {fits} |')
+    if memory is not None:
+        print(f'(device memory {memory / 2**30:.1f} GiB, 90 % of it usable)')
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--env', default='cube-double', help='family whose sizes the update benchmark uses')
+    p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, from {", ".join(AGENTS)}')
+    p.add_argument('--hidden-dims', default='512,512,512,512')
+    p.add_argument('--stack', default='1,4,8,40', help='numbers of stacked runs to time (1 first)')
+    p.add_argument('--o2o-runs', default='1,8', help='numbers of O2O runs to time (empty: skip)')
+    p.add_argument('--updates-per-call', type=int, default=100, help='K of the fused path')
+    p.add_argument('--plain-steps', type=int, default=20, help='updates per timed call of the plain loop')
+    p.add_argument('--online-steps', type=int, default=200, help='timed env steps per O2O measurement')
+    p.add_argument('--rows', type=int, default=100_000, help='dataset rows on the device (random data)')
+    p.add_argument('--seconds', type=float, default=3.0, help='time each measurement at least this long')
+    args = p.parse_args()
+    try:
+        args.hidden_dims = tuple(int(w) for w in args.hidden_dims.split(','))
+        args.stack = [int(r) for r in args.stack.split(',')]
+        o2o_runs = [int(r) for r in args.o2o_runs.split(',') if r.strip()]
+    except ValueError:
+        p.error('--hidden-dims, --stack and --o2o-runs take comma-separated integers, e.g. 1,4,8')
+    unknown = sorted(set(args.agents.split(',')) - set(AGENTS))
+    if unknown:
+        p.error(f'unknown agent {unknown[0]}; valid: {", ".join(AGENTS)}')
+
+    task = resolve_task(args.env)
+    obs_dim, act_dim, _ = SIZES[task.family.name]
+    data = random_data(obs_dim, act_dim, args.rows)
+    probe = matmul_probe(args.seconds)
+    device = jax.devices()[0]
+    print(
+        f'# device: {device.device_kind} ({jax.default_backend()}, {os.cpu_count()} CPU cores), jax {jax.__version__}; '
+        f'{task.family.name} sizes (obs {obs_dim}, act {act_dim}), {args.rows:,} random rows; '
+        f'matmul probe {probe / 1e9:,.1f} GFLOP/s'
+    )
+    for name in args.agents.split(','):
+        bench_agent(name, AGENTS[name], args, task.family, data, probe)
+    if o2o_runs:
+        bench_o2o(args, 'cube-double', o2o_runs)
+    bench_memory(args)
+
+
+if __name__ == '__main__':
+    main()
