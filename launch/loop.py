@@ -1,9 +1,11 @@
 """The one training loop behind `launch/offline.py` and `launch/o2o.py`.
 
-Command line → task (envs.registry) → data (datasets) → agent (agents) → this loop → run directory.
-Updates run K at a time inside one compiled `lax.scan`; the batch of update `i` is drawn with
-`fold_in(data_key, i)` and the agent carries its own key, so a seed gives the same run whatever K is.
-Logging, evaluation and checkpoints happen on chunk boundaries.
+Command line → tasks and seeds (envs.registry) → data (datasets) → agents (agents) → this loop → run
+directories. Every run trains in a group (a single run is a group of one): the group's agents are
+stacked and updated K at a time inside one compiled, `vmap`-ed `lax.scan`; the batch of update `i` of
+a run is drawn with `fold_in(data_key, i)` from its seed and each agent carries its own key, so a seed
+gives the same run whatever K is and whatever group it is in. Logging, evaluation and checkpoints
+happen on chunk boundaries, into each run's own directory.
 """
 
 import argparse
