@@ -288,6 +288,25 @@ def run(args, mode):
     return final
 
 
+def env_transition(env, observation, action, reward_shift):
+    """One online env step → (the transition to store, the episode's statistics if it just ended, else None).
+
+    `masks` is 0 only on termination: a truncated episode's last value still bootstraps. `terminals`
+    marks either end of an episode. Rewards get the family's shift, as the dataset's did.
+    """
+    next_observation, reward, terminated, truncated, info = env.step(action)
+    transition = dict(
+        observations=observation,
+        actions=action,  # the buffer clips what it stores
+        next_observations=next_observation,
+        rewards=reward + reward_shift,
+        masks=1.0 - float(terminated),
+        terminals=float(terminated or truncated),
+    )
+    episode = info['episode'] if terminated or truncated else None
+    return {k: np.asarray(v, np.float32) for k, v in transition.items()}, episode
+
+
 class _Loop:
     """Training state and the two phases; everything in `state()` goes into the checkpoint."""
 
@@ -432,24 +451,14 @@ class _Loop:
     def _collect(self, length):
         """`length` env steps with the current policy; returns them stacked for `online_chunk`."""
         out = {k: [] for k in TRANSITION_KEYS}
-        shift = self.task.family.reward_shift
         for i in range(length):
             action = np.asarray(policy_action(self.agent, self.observation, self.act_key, self.step + i))
-            next_observation, reward, terminated, truncated, info = self.env.step(action)
-            transition = dict(
-                observations=self.observation,
-                actions=action,  # the buffer clips what it stores
-                next_observations=next_observation,
-                rewards=reward + shift,
-                masks=1.0 - float(terminated),
-                terminals=float(terminated or truncated),
-            )
+            transition, episode = env_transition(self.env, self.observation, action, self.task.family.reward_shift)
             for k, v in transition.items():
-                out[k].append(np.asarray(v, np.float32))
+                out[k].append(v)
             self.episode_actions.append(action)
-            self.observation = next_observation
-            if terminated or truncated:
-                episode = info['episode']
+            self.observation = transition['next_observations']
+            if episode is not None:
                 self.recent_episodes.append((episode['success'], float(episode['r']), float(episode['l'])))
                 self.episode_index += 1
                 self.episode_actions = []
