@@ -293,15 +293,15 @@ def test_each_online_update_samples_a_buffer_that_holds_its_transition():
 
 class _SeedRecordingEnv(gymnasium.Env):
     """Records its reset seeds, the first observation of every episode (drawn from its own generator)
-    and its step count. Episode k lasts 2 + (k mod 3) steps; `success` is 1 at every step but the
-    last of even episodes, and only at the last step of odd ones, so only the last step's flag
-    gives the episode's outcome (odd: success)."""
+    and its step count. Episode k of copy c lasts 2 + 2c + (k mod 2) steps, so copies end episodes
+    at different times. `success` is 1 at every step but the last of even episodes, and only at the
+    last step of odd ones: only the last step's flag gives the episode's outcome (odd: success)."""
 
     observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)
     action_space = gymnasium.spaces.Box(-1, 1, (1,), np.float32)
 
-    def __init__(self):
-        self.seeds, self.starts, self.steps, self.episode, self.t = [], [], 0, -1, 0
+    def __init__(self, copy):
+        self.copy, self.seeds, self.starts, self.steps, self.episode, self.t = copy, [], [], 0, -1, 0
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
@@ -313,7 +313,7 @@ class _SeedRecordingEnv(gymnasium.Env):
     def step(self, action):
         self.steps += 1
         self.t += 1
-        last = self.t == 2 + self.episode % 3
+        last = self.t == 2 + 2 * self.copy + self.episode % 2
         success = float(last) if self.episode % 2 else float(not last)
         return np.array([self.t], np.float32), 1.0, False, last, {'success': success}
 
@@ -321,7 +321,8 @@ class _SeedRecordingEnv(gymnasium.Env):
 def test_evaluation_seeds_each_copy_and_reads_success_at_the_last_step():
     n, episodes, seed_keys = 3, 7, (4, 1, 200)  # quotas 3, 2, 2
     vector_env = gymnasium.vector.SyncVectorEnv(
-        [lambda: EpisodeMonitor(_SeedRecordingEnv())] * n, autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP
+        [lambda c=c: EpisodeMonitor(_SeedRecordingEnv(c)) for c in range(n)],
+        autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP,
     )
     result = evaluate(vector_env, lambda obs, t: np.zeros((n, 1), np.float32), episodes, seed_keys)
     envs = [e.unwrapped for e in vector_env.envs]
@@ -332,11 +333,11 @@ def test_evaluation_seeds_each_copy_and_reads_success_at_the_last_step():
     # No episode is repeated: every episode of every copy starts from a different state.
     starts = [s for e in envs for s in e.starts]
     assert len(set(starts)) == len(starts)
-    # Counted episodes: copy 0 runs 3 (lengths 2, 3, 4), copies 1 and 2 run 2 (lengths 2, 3).
-    lengths = [2, 3, 4, 2, 3, 2, 3]
+    # Counted: copy 0's first 3 episodes (lengths 2, 3, 2), copy 1's first 2 (4, 5), copy 2's (6, 7).
+    lengths = [2, 3, 2, 4, 5, 6, 7]
     assert result['episode_length'] == pytest.approx(np.mean(lengths))
     assert result['episode_return'] == pytest.approx(np.mean(lengths))
     # Success at the last step: episode 1 of every copy (odd) succeeds; even episodes fail.
     assert result['success'] == pytest.approx(3 / 7)
-    # The loop stops once the longest quota is done (copy 0: 2 + 3 + 4 steps, plus 2 autoreset steps).
-    assert envs[0].steps == 9 and all(e.steps <= 9 for e in envs)
+    # It stops once the last quota is done: copy 2's two episodes, 6 + 7 steps (its reset step between).
+    assert envs[2].steps == 13
