@@ -145,13 +145,15 @@ def _design_phi(x, y, grad_q, sigma, beta, form):
 
 
 def test_actor_loss_and_gradient_follow_the_designs_formula():
-    sigma, beta, num_samples = 0.5, 2.0, 4
+    sigma, beta, num_samples = 0.1, 2.0, 4
     config = FAVConfig(hidden_dims=(16, 16), batch_size=2, sigma=sigma, beta=beta, num_samples=num_samples)
     form = getattr(config, 'prior_score', 'softmax')  # the config's reference-score form
     agent = _agent(config)
     centers = np.array([[0.6, -0.4], [0.2, 0.8]], np.float32)  # mean center c̄ = (0.4, 0.2)
     agent = agent.replace(critic=agent.critic.replace(apply_fn=_quadratic_critic, params={'centers': centers}))
-    batch = _batch(n=2)  # two states, each with its own dataset action as the reference particle
+    batch = _batch(n=2)  # two states, each with its own dataset action as the reference particle:
+    # near the actor's samples for state 0, far from them (beyond the clipped form's 1e-6) for state 1.
+    batch['actions'] = np.array([[-0.2, 0.3], [-0.9, -0.9]], np.float32)
     rng = jax.random.PRNGKey(3)
 
     # The actor's samples, with the noise the loss draws from `rng`.
@@ -172,8 +174,10 @@ def test_actor_loss_and_gradient_follow_the_designs_formula():
         ]
     )
     assert np.linalg.norm(phi, axis=-1).min() > 0.1  # a real move, so the comparison is not vacuous
+    far = x[1], batch['actions'][1:].astype(np.float64)  # and the two reference-score forms differ there
+    assert not np.allclose(_prior_score(*far, sigma, 'softmax'), _prior_score(*far, sigma, 'clipped'), rtol=0.1)
 
-    loss, info = agent._actor_loss(agent.actor.params, batch, rng)
+    loss, _ = agent._actor_loss(agent.actor.params, batch, rng)
     # L = mean_j ||sg(x_j + φ_j) - x_j||² = mean_j ||φ_j||².
     np.testing.assert_allclose(float(loss), np.mean((phi**2).sum(-1)), rtol=1e-4)
     # The gradient flows through x_j only: dL/dθ = mean_j -2 φ_j · dx_j/dθ, which moves x_j along φ_j.
