@@ -46,7 +46,8 @@ class FAVConfig:
     # toward the origin far from the data; the published σ, β were tuned with it), 'softmax' = exact everywhere.
     prior_score: str = 'clipped'
     repulsive: bool = True  # keep SVGD's repulsive term (False only for ablations)
-    svgd_steps: int = 1  # SVGD steps applied to the samples before the regression (the paper: 1)
+    # SVGD sub-steps before the regression: n steps of φ/n (the paper's one move, n = 1, integrated more finely)
+    svgd_steps: int = 1
     train_critic: bool = True  # False: the critic stays as given (a fixed known Q, launch/diagnose.py)
 
     def validate(self):
@@ -261,7 +262,7 @@ class FAVAgent(flax.struct.PyTreeNode):
             phi, step_info = self._svgd_direction(obs, moved, reference, bandwidth)
             if step == 0:
                 phi_norms, svgd_info = jnp.linalg.norm(phi, axis=-1), step_info
-            moved = moved + phi
+            moved = moved + phi / config.svgd_steps
         loss = jnp.mean(jnp.sum((jax.lax.stop_gradient(moved) - samples) ** 2, -1))
         info = {k: v.mean() for k, v in svgd_info.items()}
         info.update(actor_loss=loss, bandwidth=bandwidth, sample_std=samples.std(1).mean())
