@@ -46,6 +46,24 @@ def test_svgd_direction_matches_the_formula(num_reference):
         assert np.isclose(float(info['reward_score_norm']), np.linalg.norm(beta * grad_q, axis=-1).mean(), rtol=1e-5)
 
 
+def test_svgd_diagnostics_and_the_repulsion_switch_on_a_hand_computed_case():
+    # Two 1-D samples 0.2 apart, σ = 0.1: k = exp(-0.04/0.1); reference particle at 0, ∇Q = 1, β = 2.
+    x = jnp.array([[0.1], [-0.1]])
+    y = jnp.array([[0.0]])
+    grad_q = jnp.ones((2, 1))
+    k = np.exp(-0.4)
+    phi, info = svgd_direction(x, y, grad_q, 0.1, 2.0)
+    assert np.isclose(float(info['kernel_offdiag_mean']), k, rtol=1e-5)
+    prior = np.array([-2.0, 2.0])  # 2(0 - x)/σ
+    share = np.abs(prior) / (np.abs(prior) + 2.0)
+    assert np.isclose(float(info['prior_score_share']), share.mean(), rtol=1e-5)
+    phi_driving, _ = svgd_direction(x, y, grad_q, 0.1, 2.0, repulsive=False)
+    # Repulsion on sample 0: ½ ∇_{x_1} k(x_1, x_0) = ½ · (-2/σ)(x_1 - x_0) k = +2k (pushes it up).
+    np.testing.assert_allclose(np.asarray(phi - phi_driving)[:, 0], [2 * k, -2 * k], rtol=1e-5)
+    driving_0 = 0.5 * ((prior[0] + 2.0) + k * (prior[1] + 2.0))
+    assert np.isclose(float(phi_driving[0, 0]), driving_0, rtol=1e-5)
+
+
 def test_kde_score_is_exact_far_from_the_data():
     # 40 bandwidths away, exp(-d²/σ) underflows; the score must still point at the particle.
     x = jnp.array([[0.9, -0.9]])
