@@ -18,7 +18,8 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8', 'matplotlib>=3.8', 'scipy>=1.11'],
+        'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
         'wandb': ['wandb>=0.18'],
     },
 )

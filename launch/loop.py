@@ -406,6 +406,29 @@ def _write_final(run, mode, evals, steps, elapsed):
     return final
 
 
+def env_transition(env, observation, action, reward_shift):
+    """One online env step → (the transition to store, the episode's statistics if it just ended, else None)."""
+    next_observation, reward, terminated, truncated, info = env.step(action)
+    transition = make_transition(observation, action, next_observation, reward, terminated, truncated, reward_shift)
+    return transition, info['episode'] if terminated or truncated else None
+
+
+def make_transition(observation, action, next_observation, reward, terminated, truncated, reward_shift):
+    """The stored transition of an env step (arrays, or arrays over runs). `masks` is 0 only on
+    termination: a truncated episode's last value still bootstraps. `terminals` marks either end of an
+    episode. Rewards get the family's shift, as the dataset's did."""
+    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+    transition = dict(
+        observations=observation,
+        actions=action,  # the buffer clips what it stores
+        next_observations=next_observation,
+        rewards=np.asarray(reward, np.float32) + np.float32(reward_shift),
+        masks=1.0 - terminated,
+        terminals=terminated | truncated,
+    )
+    return {k: np.asarray(v, np.float32) for k, v in transition.items()}
+
+
 class _Loop:
     """Training state of a group of runs at the same step, and the two phases; each run's part of
     `state()` goes into its own run directory's checkpoint."""
@@ -603,15 +626,9 @@ class _Loop:
             next_observations = np.stack([res[0] for res in results]).astype(np.float32)
             terminated = np.array([res[2] for res in results])
             truncated = np.array([res[3] for res in results])
+            rewards = [res[1] for res in results]
             steps.append(
-                dict(
-                    observations=self.observations.copy(),
-                    actions=actions,  # the buffer clips what it stores
-                    next_observations=next_observations,
-                    rewards=np.array([res[1] for res in results], np.float32) + np.float32(shift),
-                    masks=1.0 - terminated.astype(np.float32),
-                    terminals=(terminated | truncated).astype(np.float32),
-                )
+                make_transition(self.observations, actions, next_observations, rewards, terminated, truncated, shift)
             )
             self.observations = next_observations
             ended = []

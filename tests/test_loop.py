@@ -184,6 +184,7 @@ def _assert_same_result(whole, killed):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset]
     args += '--offline-steps 300 --eval-every 150 --save-every 50 --log-every 50 --updates-per-call 25'.split() + SMALL
@@ -211,6 +212,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     assert other.returncode == 2 and 'seed' in other.stderr and len(other.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset]
     args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 50'.split()
@@ -231,6 +233,7 @@ def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     _assert_same_result(whole, killed)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
     run_dir = str(tmp_path / 'nan')
     result = _launch(
