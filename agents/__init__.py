@@ -1,6 +1,6 @@
 """Agents by name. Each module exposes `Agent` (with create / update / sample_actions), `Config` and
-`get_config(family, overrides)`."""
+`get_config(family, overrides, mode)`."""
 
-from agents import fav
+from agents import fav, fql, ifql
 
-AGENTS = {'fav': fav}
+AGENTS = {'fav': fav, 'fql': fql, 'ifql': ifql}

@@ -1,5 +1,7 @@
-"""Pieces every agent shares: the critic's TD target, setting checks and optimizer states."""
+"""Pieces every agent shares: the critic's TD target, setting checks, optimizer states, and the BC flow
+policy's loss and sampler (FAV's reference, FQL, IFQL)."""
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
@@ -50,3 +52,29 @@ def train_state(module, params, lr):
 def polyak(new_params, target_params, tau):
     """τ · new + (1 − τ) · target, leaf by leaf."""
     return optax.incremental_update(new_params, target_params, tau)
+
+
+def flow_matching_loss(velocity_fn, observations, actions, rng):
+    """BC flow matching: E ||v(s, x_t, t) − (x_1 − x_0)||² with x_1 the data action, x_0 ~ N(0, I),
+    t ~ U(0, 1) and x_t = (1 − t)·x_0 + t·x_1."""
+    noise_key, time_key = jax.random.split(rng)
+    x0 = jax.random.normal(noise_key, actions.shape)
+    t = jax.random.uniform(time_key, actions.shape[:-1] + (1,))
+    xt = (1 - t) * x0 + t * actions
+    return jnp.mean((velocity_fn(observations, xt, t) - (actions - x0)) ** 2)
+
+
+def flow_actions(velocity_fn, observations, noises, steps):
+    """Actions from noises by `steps` Euler steps of the flow dx/dt = v(s, x, t), clipped to [-1, 1]."""
+
+    def euler_step(i, x):
+        return x + velocity_fn(observations, x, jnp.full(x.shape[:-1] + (1,), i / steps)) / steps
+
+    return jnp.clip(jax.lax.fori_loop(0, steps, euler_step, noises), -1.0, 1.0)
+
+
+def expectile_loss(diff, expectile):
+    """Asymmetric squared loss |τ − 1(u < 0)|·u² of u = target − prediction; its minimizer is the
+    τ-expectile of the target."""
+    weight = jnp.where(diff >= 0, expectile, 1 - expectile)
+    return weight * diff**2

@@ -1,4 +1,5 @@
-"""Networks shared by the agents: MLPs, the critic ensemble, the one-step generator, a flow velocity field."""
+"""Networks shared by the agents: MLPs, the critic ensemble, a state value, the one-step generator, a flow
+velocity field."""
 
 from collections.abc import Sequence
 
@@ -40,6 +41,17 @@ class CriticEnsemble(nn.Module):
         )
         q = ensemble(self.hidden_dims, 1, self.layer_norm)(jnp.concatenate([observations, actions], -1))
         return q[..., 0]
+
+
+class ValueNet(nn.Module):
+    """V(s): an MLP (optionally with LayerNorm) from observations to one scalar per state."""
+
+    hidden_dims: Sequence[int]
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, observations):
+        return MLP(self.hidden_dims, 1, self.layer_norm)(observations)[..., 0]
 
 
 class OneStepGenerator(nn.Module):
