@@ -1,5 +1,6 @@
-"""Pieces every agent shares: the critic's TD target, setting checks and optimizer states."""
+"""Pieces every agent shares: the critic's TD target, setting checks, optimizer states and policy densities."""
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
@@ -50,3 +51,22 @@ def train_state(module, params, lr):
 def polyak(new_params, target_params, tau):
     """τ · new + (1 − τ) · target, leaf by leaf."""
     return optax.incremental_update(new_params, target_params, tau)
+
+
+def expectile_loss(diff, expectile):
+    """Asymmetric squared loss |τ − 1(u < 0)|·u² of u = target − prediction; its minimizer is the
+    τ-expectile of the target."""
+    weight = jnp.where(diff >= 0, expectile, 1 - expectile)
+    return weight * diff**2
+
+
+def gaussian_log_prob(x, mean, log_std):
+    """log N(x; mean, diag(exp(log_std))²), summed over the last (action) axis."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def tanh_log_det(u):
+    """Σ log(1 − tanh(u)²) over the last axis, in the form 2(log 2 − u − softplus(−2u)) that stays finite
+    where tanh saturates: the change-of-variables term of a = tanh(u)."""
+    return jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
