@@ -1,5 +1,5 @@
-"""Pieces every agent shares: the critic's TD target, setting checks, optimizer states, and the BC flow
-policy's loss and sampler (FAV's reference, FQL, IFQL)."""
+"""Pieces every agent shares: the critic's TD target, setting checks, optimizer states, the BC flow
+policy's loss and sampler (FAV's reference, FQL, IFQL) and policy densities."""
 
 import jax
 import jax.numpy as jnp
@@ -78,3 +78,15 @@ def expectile_loss(diff, expectile):
     τ-expectile of the target."""
     weight = jnp.where(diff >= 0, expectile, 1 - expectile)
     return weight * diff**2
+
+
+def gaussian_log_prob(x, mean, log_std):
+    """log N(x; mean, diag(exp(log_std))²), summed over the last (action) axis."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def tanh_log_det(u):
+    """Σ log(1 − tanh(u)²) over the last axis, in the form 2(log 2 − u − softplus(−2u)) that stays finite
+    where tanh saturates: the change-of-variables term of a = tanh(u)."""
+    return jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)

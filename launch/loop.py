@@ -31,6 +31,8 @@ from launch.run_logs import RunLogger, read_json, write_json
 
 # Settings that may change between a run and its resumption without changing the result.
 RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers')
+# RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
+RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
 
 
 class UserError(Exception):
@@ -54,11 +56,18 @@ def build_parser(mode):
     p.add_argument('--list-tasks', choices=['offline', 'o2o'], help='print the tasks of a suite and exit')
     p.add_argument('--env', help="task name or family, e.g. 'cube-double' or 'cube-double-play-singletask-task2-v0'")
     p.add_argument('--task', type=int, help="task id 1..5 when --env names a family (default: OGBench's default)")
-    p.add_argument('--agent', default='fav', choices=sorted(AGENTS))
+    agents = sorted(AGENTS) + (['rlpd'] if mode == 'o2o' else [])
+    rlpd_help = '; rlpd = sac + --balanced-sampling + --offline-steps 0' if mode == 'o2o' else ''
+    p.add_argument('--agent', default='fav', choices=agents, help=f'default: fav{rlpd_help}')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--offline-steps', type=int, default=1_000_000)
+    p.add_argument('--offline-steps', type=int, help='default: 1000000 (0 with --agent rlpd)')
     if mode == 'o2o':
         p.add_argument('--online-steps', type=int, default=1_000_000)
+        p.add_argument(
+            '--balanced-sampling',
+            action='store_true',
+            help='online batches half from the offline data, half from the online transitions (as RLPD)',
+        )
         p.add_argument(
             '--online-updates-per-call',
             type=int,
@@ -110,15 +119,26 @@ def parse_args(argv, mode):
             raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
         key, value = item[len('--agent.') :].split('=', 1)
         raw[key] = value
-    config_cls = AGENTS[args.agent].Config
+    if args.agent == 'rlpd':
+        if args.offline_steps not in (None, 0):
+            raise UserError(f'--agent rlpd trains online from scratch: drop --offline-steps {args.offline_steps}')
+        args.offline_steps, args.balanced_sampling = RLPD['offline_steps'], RLPD['balanced_sampling']
+    if args.offline_steps is None:
+        args.offline_steps = 1_000_000
+    config_cls = agent_module(args.agent).Config
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
         raise UserError(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
-        args.online_steps, args.online_updates_per_call = 0, 1
+        args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
     return args
+
+
+def agent_module(name):
+    """The module of agent `name` ('rlpd' is the SAC agent)."""
+    return AGENTS[RLPD['agent'] if name == 'rlpd' else name]
 
 
 def _validate_args(args):
@@ -159,6 +179,7 @@ def _settings(args, task, config, mode):
         save_every=args.save_every,
         updates_per_call=args.updates_per_call,
         online_updates_per_call=args.online_updates_per_call,
+        balanced_sampling=args.balanced_sampling,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes,
@@ -214,7 +235,7 @@ def run(args, mode):
             f'{task.name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
         )
     _validate_args(args)
-    module = AGENTS[args.agent]
+    module = agent_module(args.agent)
     try:
         config = module.get_config(task.family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
@@ -394,7 +415,13 @@ class _Loop:
                 end = _next_boundary(self.step, total, periods, args.online_updates_per_call)
                 transitions = self._collect(end - self.step)
                 agent, self.buffer, info, finite = online_chunk(
-                    self.agent, self.buffer, transitions, self.data_key, self.step, self.agent.config.batch_size
+                    self.agent,
+                    self.buffer,
+                    transitions,
+                    self.data_key,
+                    self.step,
+                    self.agent.config.batch_size,
+                    balanced_rows=self.offline_rows if args.balanced_sampling else None,
                 )
                 self._after_chunk(agent, info, finite, end, 'online')
 
@@ -432,7 +459,7 @@ class _Loop:
 
     def _evaluate(self, phase):
         def act(observations, t):
-            return np.asarray(policy_action(self.agent, observations, self.eval_key, self.step, t))
+            return np.asarray(policy_action(self.agent, observations, self.eval_key, self.step, t, evaluation=True))
 
         result = evaluate(self.eval_env, act, self.args.eval_episodes, (self.args.seed, 1, self.step))
         self.logger.log('eval', dict(step=self.step, phase=phase, **result))
