@@ -19,16 +19,17 @@ def _chunk_result(infos):
     return jax.tree_util.tree_map(lambda v: v.mean(1), infos), finite
 
 
-def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing):
+def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing, balanced=False):
     """`length` updates of every run; update i draws its batch with fold_in(data_key, start_step + i).
     When `growing`, the last `length` online rows of each run are its new transitions and update i
-    sees only the first i + 1 of them, as if each were appended just before its update."""
+    sees only the first i + 1 of them, as if each were appended just before its update. With `balanced`,
+    batches are half offline, half online (`GroupBuffer.sample_run`)."""
 
     def one_run(agent, online, label, data_key):
         def one_update(agent, i):
             rows = online.size - length + i + 1 if growing else online.size
             key = jax.random.fold_in(data_key, start_step + i)
-            return agent.update(buffer.sample_run(online, label, key, batch_size, rows))
+            return agent.update(buffer.sample_run(online, label, key, batch_size, rows, balanced))
 
         return jax.lax.scan(one_update, agent, jnp.arange(length))
 
@@ -42,20 +43,22 @@ def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size):
     return _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing=False)
 
 
-def _policy(agents, observations, keys, indices):
+def _policy(agents, observations, keys, indices, evaluation=False):
     def one_run(agent, observation, key):
         for index in indices:
             key = jax.random.fold_in(key, index)
-        return agent.sample_actions(observation, key)
+        act = getattr(agent, 'eval_actions', agent.sample_actions) if evaluation else agent.sample_actions
+        return act(observation, key)
 
     return jax.vmap(one_run)(agents, observations, keys)
 
 
-@jax.jit
-def policy_action(agents, observations, keys, *indices):
+@functools.partial(jax.jit, static_argnames=('evaluation',))
+def policy_action(agents, observations, keys, *indices, evaluation=False):
     """One batched policy call for all runs: observations (R, ..., obs) -> actions (R, ..., act);
-    run r's noise comes from fold_in(keys[r], *indices)."""
-    return _policy(agents, observations, keys, indices)
+    run r's noise comes from fold_in(keys[r], *indices). Exploring, or with `evaluation` each agent's
+    evaluation action where it has one."""
+    return _policy(agents, observations, keys, indices, evaluation)
 
 
 @functools.partial(jax.jit, donate_argnames=('online',))
@@ -63,7 +66,9 @@ def _append(online, transitions):
     return jax.vmap(lambda b, t: b.append(t))(online, transitions)
 
 
-def online_chunk(agents, buffer, transitions, data_keys, start_step, batch_size, observations=None, act_keys=None):
+def online_chunk(
+    agents, buffer, transitions, data_keys, start_step, batch_size, observations=None, act_keys=None, balanced=False
+):
     """Appends each run's new transitions (R, L, ...), then one update per transition (the paper's one
     update per env step); with `observations` and `act_keys`, also the next actions for them, drawn
     with fold_in(act_key, start_step + L) by the updated agents, so one call serves an env step.
@@ -72,14 +77,14 @@ def online_chunk(agents, buffer, transitions, data_keys, start_step, batch_size,
     buffer = buffer.replace(online=_append(buffer.online, transitions))  # only the online rows are donated
     length = transitions['observations'].shape[1]
     agents, info, finite, actions = _updates_then_act(
-        agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys
+        agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys, balanced
     )
     return agents, buffer, info, finite, actions
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size'))
-def _updates_then_act(agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys):
-    agents, info, finite = _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing=True)
+@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced'))
+def _updates_then_act(agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys, balanced):
+    agents, info, finite = _run_updates(agents, buffer, data_keys, start_step, length, batch_size, True, balanced)
     actions = None if observations is None else _policy(agents, observations, act_keys, (start_step + length,))
     return agents, info, finite, actions
 

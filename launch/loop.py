@@ -36,6 +36,8 @@ from launch.run_logs import RunLogger, read_json, write_json
 
 # Settings that may change between a run and its resumption without changing the result.
 RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers')
+# RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
+RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
 
 
 class UserError(Exception):
@@ -62,12 +64,19 @@ def build_parser(mode):
         '--task',
         help="task id 1..5 when --env names a family (default: OGBench's default), or 'all': its 5 tasks as one group",
     )
-    p.add_argument('--agent', default='fav', choices=sorted(AGENTS))
+    agents = sorted(AGENTS) + (['rlpd'] if mode == 'o2o' else [])
+    rlpd_help = '; rlpd = sac + --balanced-sampling + --offline-steps 0' if mode == 'o2o' else ''
+    p.add_argument('--agent', default='fav', choices=agents, help=f'default: fav{rlpd_help}')
     p.add_argument('--seed', type=int, help='one seed (default 0)')
     p.add_argument('--seeds', help='several seeds trained as one group, e.g. 0-7 or 0,3,5')
-    p.add_argument('--offline-steps', type=int, default=1_000_000)
+    p.add_argument('--offline-steps', type=int, help='default: 1000000 (0 with --agent rlpd)')
     if mode == 'o2o':
         p.add_argument('--online-steps', type=int, default=1_000_000)
+        p.add_argument(
+            '--balanced-sampling',
+            action='store_true',
+            help='online batches half from the offline data, half from the online transitions (as RLPD)',
+        )
         p.add_argument(
             '--online-updates-per-call',
             type=int,
@@ -123,15 +132,26 @@ def parse_args(argv, mode):
             raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
         key, value = item[len('--agent.') :].split('=', 1)
         raw[key] = value
-    config_cls = AGENTS[args.agent].Config
+    if args.agent == 'rlpd':
+        if args.offline_steps not in (None, 0):
+            raise UserError(f'--agent rlpd trains online from scratch: drop --offline-steps {args.offline_steps}')
+        args.offline_steps, args.balanced_sampling = RLPD['offline_steps'], RLPD['balanced_sampling']
+    if args.offline_steps is None:
+        args.offline_steps = 1_000_000
+    config_cls = agent_module(args.agent).Config
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
         raise UserError(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
-        args.online_steps, args.online_updates_per_call = 0, 1
+        args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
     return args
+
+
+def agent_module(name):
+    """The module of agent `name` ('rlpd' is the SAC agent)."""
+    return AGENTS[RLPD['agent'] if name == 'rlpd' else name]
 
 
 def _validate_args(args):
@@ -203,6 +223,7 @@ def _settings(args, task, seed, config, mode):
         save_every=args.save_every,
         updates_per_call=args.updates_per_call,
         online_updates_per_call=args.online_updates_per_call,
+        balanced_sampling=args.balanced_sampling,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes,
@@ -330,7 +351,7 @@ def run(args, mode):
             f'{tasks[0].name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
         )
     _validate_args(args)
-    module = AGENTS[args.agent]
+    module = agent_module(args.agent)
     try:
         config = module.get_config(tasks[0].family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
@@ -541,6 +562,7 @@ class _Loop:
                     batch_size,
                     jnp.asarray(self.observations),
                     self.act_keys,
+                    balanced=args.balanced_sampling,
                 )
                 self.next_actions = np.asarray(next_actions)  # the one device->host sync of an env step
                 self._after_chunk(agents, info, finite, end, 'online')
@@ -588,7 +610,7 @@ class _Loop:
 
         def act(observations, t):
             grouped = jnp.asarray(observations.reshape(runs, -1, observations.shape[-1]))
-            actions = policy_action(self.agents, grouped, self.eval_keys, self.step, t)
+            actions = policy_action(self.agents, grouped, self.eval_keys, self.step, t, evaluation=True)
             return np.asarray(actions).reshape(len(observations), -1)
 
         results = evaluate(self.eval_pool, act, self.args.eval_episodes, [(r.seed, 1, self.step) for r in self.runs])
