@@ -108,16 +108,15 @@ def antmaze_large_file(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('script', ['offline', 'o2o'])
-def test_navigate_runs_end_to_end(script, antmaze_large_file, tmp_path):
+def test_navigate_o2o_runs_end_to_end(antmaze_large_file, tmp_path):
+    """Offline steps, then online steps in the env, on a file in the official format."""
     args = ['--env', 'antmaze-large-navigate', '--task', '1', '--dataset', antmaze_large_file]
-    args += ['--offline-steps', '100', '--eval-every', '100', '--eval-episodes', '1', '--eval-envs', '1']
-    args += ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--updates-per-call', '50', '--no-progress']
-    if script == 'o2o':
-        args += ['--online-steps', '50', '--buffer-capacity', '1000']
+    args += ['--offline-steps', '100', '--online-steps', '50', '--buffer-capacity', '1000', '--eval-every', '100']
+    args += ['--eval-episodes', '1', '--eval-envs', '1', '--updates-per-call', '50', '--no-progress']
+    args += ['--agent.hidden_dims=32,32', '--agent.batch_size=32']
     run_dir = tmp_path / 'run'
     result = subprocess.run(
-        [sys.executable, f'launch/{script}.py', *args, '--run-dir', str(run_dir)],
+        [sys.executable, 'launch/o2o.py', *args, '--run-dir', str(run_dir)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -125,6 +124,7 @@ def test_navigate_runs_end_to_end(script, antmaze_large_file, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     final = json.loads((run_dir / 'final.json').read_text())
-    assert final['steps'] == (150 if script == 'o2o' else 100) and 0 <= final['score'] <= 100
+    assert final['steps'] == 150 and 0 <= final['offline_score'] <= 100 and 0 <= final['online_score'] <= 100
     config = json.loads((run_dir / 'config.json').read_text())
     assert config['agent_config']['q_agg'] == 'min' and config['agent_config']['beta'] == 2.0  # registry settings
+    assert config['buffer_capacity'] == 1000
