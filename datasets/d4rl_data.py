@@ -12,10 +12,12 @@ mask is 1 - (the dataset's goal-reaching terminal), and rewards get the task's s
 import http.client
 import os
 import socket
+import urllib.request
 
 import numpy as np
 
 from datasets.buffer import ACTION_CLIP
+from datasets.files import atomic_write
 from datasets.ogbench_data import DOWNLOAD_TIMEOUT_S, DatasetError
 
 BACKENDS = ('d4rl', 'minari')
@@ -29,10 +31,6 @@ D4RL_FILES = {
     'antmaze-large-diverse-v2': 'Ant_maze_hardest-maze_noisy_multistart_True_multigoal_True_sparse_fixed.hdf5',
 }
 _D4RL_KEYS = ('observations', 'actions', 'rewards', 'terminals', 'timeouts')
-LEGACY_INSTALL = (
-    'legacy D4RL needs Python 3.10 with `pip install -e ".[d4rl]"` (mujoco-py, MuJoCo 2.1; see the README), '
-    'or use --backend minari'
-)
 
 
 def minari_id(task):
@@ -95,10 +93,6 @@ def _read_hdf5(path):
 
 def _download_d4rl(url, path):
     """Returns None once `path` is downloaded, else why not."""
-    import urllib.request
-
-    from datasets.files import atomic_write
-
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_write(path) as f:
             while chunk := response.read(1 << 20):
