@@ -18,8 +18,18 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8', 'matplotlib>=3.8', 'scipy>=1.11'],
+        'test': [
+            'pytest>=8',
+            'matplotlib>=3.8',
+            'scipy>=1.11',
+            'minari[hdf5,create]==0.5.4',
+            'gymnasium-robotics==1.4.2',
+        ],
         'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
         'wandb': ['wandb>=0.18'],
+        # D4RL AntMaze, maintained path: Minari's re-collected datasets on gymnasium-robotics' AntMaze.
+        'minari': ['minari[hdf5,create]==0.5.4', 'gymnasium-robotics==1.4.2'],
+        # D4RL AntMaze as the paper ran it: Python 3.10, MuJoCo 2.1 + OSMesa headers (see the README).
+        'd4rl': ['d4rl==1.1', 'gym==0.23.1', 'free-mujoco-py==2.1.6', 'Cython<3', 'numpy==1.26.*', 'h5py'],
     },
 )

@@ -16,29 +16,29 @@ def _chunk_result(infos):
     return jax.tree_util.tree_map(lambda v: v.mean(0), infos), finite
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'growing', 'balanced_rows'))
-def _update_chunk(agent, buffer, data_key, start_step, length, batch_size, growing, balanced_rows):
-    """`length` updates; update i draws its batch with fold_in(data_key, start_step + i). When
-    `growing`, the last `length` rows are the new online transitions and update i sees only the
-    first i + 1 of them, as if each were appended just before its update. With `balanced_rows` (the
-    number of offline rows), batches are half offline, half online (`ReplayBuffer.sample_balanced`)."""
+@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced'))
+def _update_chunk(agent, buffer, data_key, start_step, length, batch_size, appended=None, balanced=False):
+    """`length` updates; update i draws its batch with fold_in(data_key, start_step + i). With
+    `appended` (the `before` of the append of the last `length` online transitions), update i sees
+    the buffer as it was after only the first i + 1 of them, as if each were appended just before
+    its update (rows they overwrote in a full ring included). `balanced`: half offline, half online
+    rows (`ReplayBuffer.sample`)."""
 
     def one_update(agent, i):
-        rows = buffer.size - length + i + 1 if growing else buffer.size
-        visible, key = buffer.replace(size=rows), jax.random.fold_in(data_key, start_step + i)
-        if balanced_rows is None:
-            batch = visible.sample(key, batch_size)
+        rng = jax.random.fold_in(data_key, start_step + i)
+        if appended is None:
+            batch = buffer.sample(rng, batch_size, balanced)
         else:
-            batch = visible.sample_balanced(key, batch_size, balanced_rows)
+            batch = buffer.sample_during_append(rng, batch_size, appended, i + 1, balanced)
         return agent.update(batch)
 
     agent, infos = jax.lax.scan(one_update, agent, jnp.arange(length))
     return (agent, *_chunk_result(infos))
 
 
-def offline_chunk(agent, buffer, data_key, start_step, length, batch_size, balanced_rows=None):
+def offline_chunk(agent, buffer, data_key, start_step, length, batch_size, balanced=False):
     """`length` updates on batches sampled on the device from the whole buffer."""
-    return _update_chunk(agent, buffer, data_key, start_step, length, batch_size, False, balanced_rows)
+    return _update_chunk(agent, buffer, data_key, start_step, length, batch_size, balanced=balanced)
 
 
 @functools.partial(jax.jit, donate_argnames=('buffer',))
@@ -46,13 +46,19 @@ def _append(buffer, transitions):
     return buffer.append(transitions)
 
 
-def online_chunk(agent, buffer, transitions, data_key, start_step, batch_size, balanced_rows=None):
+@functools.partial(jax.jit, static_argnames=('count',))
+def _before_append(buffer, count):
+    return buffer.before_append(count)
+
+
+def online_chunk(agent, buffer, transitions, data_key, start_step, batch_size, balanced=False):
     """Appends the new transitions, then one update per transition (the paper's one update per
     env step). Two compiled calls: the append is in place on the donated buffer, the updates only
     read it; inside one call XLA copied the whole buffer every time (60 ms a step at 1M rows, CPU)."""
-    buffer = _append(buffer, transitions)
     length = len(transitions['observations'])
-    agent, info, finite = _update_chunk(agent, buffer, data_key, start_step, length, batch_size, True, balanced_rows)
+    before = _before_append(buffer, length)  # separate: a read inside the append made XLA copy the buffer
+    buffer = _append(buffer, transitions)
+    agent, info, finite = _update_chunk(agent, buffer, data_key, start_step, length, batch_size, before, balanced)
     return agent, buffer, info, finite
 
 

@@ -19,11 +19,12 @@ from flax import serialization
 from tqdm import tqdm
 
 from agents import AGENTS
-from datasets.buffer import TRANSITION_KEYS, ReplayBuffer
+from datasets.buffer import TRANSITION_KEYS, ReplayBuffer, default_capacity
+from datasets.d4rl_data import BACKENDS, load_d4rl_data
 from datasets.generate import DEFAULT_DATASET_DIR
 from datasets.ogbench_data import DatasetError, load_task_data
 from envs.evaluation import episode_seed, evaluate, final_score
-from envs.factory import SUCCESS_TIMING, make_env, make_vector_env
+from envs.factory import SUCCESS_TIMING, make_env, make_vector_env, with_backend
 from envs.registry import UnknownTaskError, resolve_task, suite_tasks
 from launch.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk, policy_action
@@ -74,6 +75,12 @@ def build_parser(mode):
             default=1,
             help='env steps collected (policy held fixed) per compiled call of as many updates',
         )
+        p.add_argument(
+            '--buffer-capacity',
+            type=int,
+            help='rows of the O2O replay ring; once full, online transitions overwrite the oldest rows '
+            '(default, as the reference: max(2000000, dataset rows + 1))',
+        )
     p.add_argument('--eval-every', type=int, default=100_000)
     p.add_argument('--eval-episodes', type=int, default=50)
     p.add_argument(
@@ -86,7 +93,16 @@ def build_parser(mode):
     p.add_argument('--save-every', type=int, default=100_000)
     p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
     p.add_argument('--dataset', help='path of a dataset .npz (its -val.npz beside it)')
-    p.add_argument('--dataset-dir', default=DEFAULT_DATASET_DIR, help='where official/generated datasets live')
+    p.add_argument(
+        '--dataset-dir',
+        help=f'where official/generated datasets live (default: {DEFAULT_DATASET_DIR}; for D4RL AntMaze, '
+        "the backend's own: $D4RL_DATASET_DIR or ~/.d4rl/datasets, $MINARI_DATASETS_PATH or ~/.minari/datasets)",
+    )
+    p.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        help='D4RL AntMaze data and envs: legacy d4rl (the paper) or minari (default: d4rl if it imports)',
+    )
     p.add_argument('--dataset-episodes', type=int, help='generate (or reuse) a smaller dataset of N episodes')
     p.add_argument('--workers', type=int, help='processes for dataset generation (default: all cores)')
     p.add_argument('--run-dir', help=f'default: runs/{mode}/<task>/<agent>/seed<seed>')
@@ -133,6 +149,7 @@ def parse_args(argv, mode):
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
         args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
+        args.buffer_capacity = None
     return args
 
 
@@ -180,6 +197,8 @@ def _settings(args, task, config, mode):
         updates_per_call=args.updates_per_call,
         online_updates_per_call=args.online_updates_per_call,
         balanced_sampling=args.balanced_sampling,
+        buffer_capacity=args.buffer_capacity,  # replaced by the rows it resolves to once the data is loaded
+        backend=task.backend,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes,
@@ -196,8 +215,8 @@ def _settings(args, task, config, mode):
 def _check_same_run(run_dir, settings):
     saved = read_json(os.path.join(run_dir, 'config.json'))
     for key in sorted(set(saved) | set(settings)):
-        if key in RESUMABLE_DIFFERENCES:
-            continue
+        if key in RESUMABLE_DIFFERENCES or (key == 'buffer_capacity' and settings[key] is None):
+            continue  # a default capacity resolves to the same rows for the same data
         if saved.get(key) != _jsonable(settings.get(key)):
             raise UserError(
                 f'{run_dir} holds a run with {key}={saved.get(key)!r}, not {settings.get(key)!r}; '
@@ -229,12 +248,15 @@ def _is_eval_step(step, args):
 
 
 def run(args, mode):
-    task = resolve_task(args.env, args.task)
-    if task.family.source != 'ogbench':
-        raise UserError(
-            f'{task.name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
-        )
     _validate_args(args)
+    try:
+        task = with_backend(resolve_task(args.env, args.task), args.backend)
+    except ValueError as e:
+        if isinstance(e, UnknownTaskError):
+            raise
+        raise UserError(str(e)) from None
+    if task.family.source == 'd4rl' and args.dataset_episodes is not None:
+        raise UserError('--dataset-episodes generates OGBench manipulation data; D4RL AntMaze reads its datasets')
     module = agent_module(args.agent)
     try:
         config = module.get_config(task.family, args.agent_overrides, mode=mode)
@@ -254,20 +276,32 @@ def run(args, mode):
     checkpoint = load_checkpoint(checkpoint_path) if os.path.exists(checkpoint_path) else None
 
     env = make_env(task)  # relabels the dataset; the O2O phase acts in it
-    train_data, _ = load_task_data(
-        task,
-        env,
-        dataset_path=args.dataset,
-        dataset_dir=args.dataset_dir,
-        dataset_episodes=args.dataset_episodes,
-        seed=0,
-        workers=args.workers,
-    )
+    if task.family.source == 'd4rl':
+        train_data = load_d4rl_data(task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir)
+    else:
+        train_data, _ = load_task_data(
+            task,
+            env,
+            dataset_path=args.dataset,
+            dataset_dir=args.dataset_dir,
+            dataset_episodes=args.dataset_episodes,
+            seed=0,
+            workers=args.workers,
+        )
+    offline_rows = len(train_data['observations'])
+    if mode == 'offline':
+        settings['buffer_capacity'] = offline_rows  # nothing is appended offline
+    elif args.buffer_capacity is None:
+        settings['buffer_capacity'] = default_capacity(offline_rows)
+    elif args.buffer_capacity < max(offline_rows, args.online_updates_per_call):
+        raise UserError(
+            f'--buffer-capacity {args.buffer_capacity} is smaller than the dataset ({offline_rows} rows) '
+            'or --online-updates-per-call; omit it for the default max(2000000, rows + 1)'
+        )
     # The run directory appears only once the data is good, so a bad --dataset leaves nothing behind.
     os.makedirs(run_dir, exist_ok=True)
     write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
-    offline_rows = len(train_data['observations'])
-    buffer = ReplayBuffer.create(train_data, capacity=offline_rows + args.online_steps)
+    buffer = ReplayBuffer.create(train_data, capacity=settings['buffer_capacity'])
     del train_data
 
     root = jax.random.PRNGKey(args.seed)
@@ -337,7 +371,6 @@ class _Loop:
         self.buffer, self.agent = buffer, agent
         self.data_key, self.act_key, self.eval_key = data_key, act_key, eval_key
         self.checkpoint_path = checkpoint_path
-        self.offline_rows = int(buffer.size)
         self.step = 0
         self.logger_rows = None
         self.prior_elapsed, self.started = 0.0, time.time()
@@ -354,13 +387,13 @@ class _Loop:
     # -- checkpointing ------------------------------------------------------------------------------
 
     def state(self):
-        size = int(self.buffer.size)
         return dict(
             agent=serialization.to_state_dict(self.agent),
             step=self.step,
             elapsed=self.elapsed(),
             rows=self.logger.rows,
-            online_rows=self.buffer.rows(self.offline_rows, size),
+            online_rows=self.buffer.online_rows(),
+            online_count=int(self.buffer.online_count),
             episode_index=self.episode_index,
             episode_actions=np.asarray(self.episode_actions, np.float32).reshape(
                 -1, self.buffer.data['actions'].shape[-1]
@@ -374,8 +407,7 @@ class _Loop:
             self.step = int(state['step'])
             self.prior_elapsed = float(state['elapsed'])
             self.logger_rows = {k: list(v) for k, v in state['rows'].items()}
-            if len(state['online_rows']['observations']):
-                self.buffer = self.buffer.write_rows(self.offline_rows, state['online_rows'])
+            self.buffer = self.buffer.restore_online_rows(state['online_rows'], int(state['online_count']))
             self.episode_index = int(state['episode_index'])
             self.episode_actions = list(state['episode_actions'])
             self.recent_episodes = [tuple(r) for r in state['recent_episodes']]
@@ -421,7 +453,7 @@ class _Loop:
                     self.data_key,
                     self.step,
                     self.agent.config.batch_size,
-                    balanced_rows=self.offline_rows if args.balanced_sampling else None,
+                    balanced=args.balanced_sampling,
                 )
                 self._after_chunk(agent, info, finite, end, 'online')
 

@@ -16,18 +16,20 @@ from launch.compiled import offline_chunk, online_chunk
 from tests.cli_helpers import SMALL, assert_same_result, launch, run_killed_then_resumed
 
 
-def _synthetic_buffer(n=128):
+def _synthetic_data(n):
     rng = np.random.default_rng(0)
-    return ReplayBuffer.create(
-        dict(
-            observations=rng.normal(size=(n, 5)).astype(np.float32),
-            actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-            next_observations=rng.normal(size=(n, 5)).astype(np.float32),
-            rewards=rng.normal(size=n).astype(np.float32),
-            masks=np.ones(n, np.float32),
-            terminals=np.zeros(n, np.float32),
-        )
+    return dict(
+        observations=rng.normal(size=(n, 5)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        next_observations=rng.normal(size=(n, 5)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        masks=np.ones(n, np.float32),
+        terminals=np.zeros(n, np.float32),
     )
+
+
+def _synthetic_buffer(n=128):
+    return ReplayBuffer.create(_synthetic_data(n))
 
 
 def test_same_batches_and_numbers_whatever_k():
@@ -61,8 +63,9 @@ def test_same_batches_and_numbers_whatever_k():
 
 
 def test_online_updates_see_each_transition_only_from_its_own_step_on():
-    """A chunk of 3 online transitions gives the same agent as 3 chunks of 1 (append, update, ...)."""
-    data = _synthetic_buffer(n=8).rows(0, 8)
+    """A chunk of 3 online transitions gives the same agent as 3 chunks of 1 (append, update, ...),
+    also when the chunk fills the ring and overwrites its oldest rows (capacity 9: the last two wrap)."""
+    data = _synthetic_data(8)
     config = FAVConfig(hidden_dims=(32, 32), batch_size=16)
     start = FAVAgent.create(jax.random.PRNGKey(0), data['observations'][:1], data['actions'][:1], config)
     new = {k: np.full((3, *v.shape[1:]), 5.0, np.float32) for k, v in data.items()}
@@ -70,7 +73,7 @@ def test_online_updates_see_each_transition_only_from_its_own_step_on():
     data_key = jax.random.PRNGKey(3)
 
     def run(chunks):
-        agent, buffer, step = start, ReplayBuffer.create(data, capacity=11), 0
+        agent, buffer, step = start, ReplayBuffer.create(data, capacity=9), 0
         for lo, hi in chunks:
             agent, buffer, _, finite = online_chunk(
                 agent, buffer, {k: v[lo:hi] for k, v in new.items()}, data_key, step, 16
@@ -80,13 +83,12 @@ def test_online_updates_see_each_transition_only_from_its_own_step_on():
         return agent, buffer
 
     (one_by_one, buffer), (together, _) = run([(0, 1), (1, 2), (2, 3)]), run([(0, 3)])
-    assert int(buffer.size) == 11
-    np.testing.assert_array_equal(np.asarray(buffer.data['rewards'][8:]), [10.0, 20.0, 30.0])
+    expected = np.float32([20, 30, *data['rewards'][2:8], 10])
+    np.testing.assert_array_equal(np.asarray(buffer.data['rewards']), expected)
     for a, b in zip(jax.tree_util.tree_leaves(one_by_one), jax.tree_util.tree_leaves(together), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
-    # Had all three been visible to the first update, its batch (and so the agent) would differ.
-    all_rows = ReplayBuffer.create({k: np.concatenate([data[k], new[k]]) for k in data})
-    agent, _, _ = offline_chunk(start, all_rows, data_key, 0, 3, 16)
+    # Had the final buffer been visible to the first update, its batch (and so the agent) would differ.
+    agent, _, _ = offline_chunk(start, ReplayBuffer.create(jax.device_get(buffer.data)), data_key, 0, 3, 16)
     first = jax.tree_util.tree_leaves(agent.critic.params)[0]
     assert not np.allclose(np.asarray(first), np.asarray(jax.tree_util.tree_leaves(together.critic.params)[0]))
 
@@ -126,6 +128,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     config = json.loads(Path(whole, 'config.json').read_text())
     assert config['success_timing'] == 'post' and config['agent_config']['hidden_dims'] == [32, 32]
     assert config['agent_config']['sigma'] == 0.05  # cube-single's σ from the registry
+    assert config['buffer_capacity'] == 400  # offline: just the dataset (2 episodes of 200 transitions)
     evals = Path(whole, 'eval.csv').read_text().splitlines()
     assert [line.split(',')[0] for line in evals[1:]] == ['1', '150', '300']
     train_rows = Path(whole, 'train.csv').read_text().splitlines()
@@ -146,7 +149,8 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
 def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset]
     args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 50'.split()
-    args += ['--updates-per-call', '50', *SMALL]
+    # 400 dataset rows in a ring of 500: online steps from the 101st on overwrite the oldest rows.
+    args += ['--updates-per-call', '50', '--buffer-capacity', '500', *SMALL]
     whole = str(tmp_path / 'whole')
     result = launch('o2o', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
@@ -156,8 +160,10 @@ def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     assert len(online_rows) == 6
     header = Path(whole, 'train.csv').read_text().splitlines()[0]
     assert 'online_success' in header  # 200-step episodes: at least one finished in the online phase
+    assert json.loads(Path(whole, 'config.json').read_text())['buffer_capacity'] == 500
 
-    # Killed mid-episode in the online phase (step 250 is 50 steps into the second online episode).
+    # Killed mid-episode in the online phase (step 250 is 50 steps into the second online episode),
+    # with the ring wrapped: resume rebuilds it exactly or the parameters differ.
     killed = str(tmp_path / 'killed')
     run_killed_then_resumed('o2o', args, killed, kill_after_step=250)
     assert_same_result(whole, killed)
