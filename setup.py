@@ -8,6 +8,11 @@ requirements = [
     if line.strip() and not line.startswith('#')
 ]
 
+# Benchmark tables (launch/tables.py). rliable 1.2.0 passes `random_state` to arch's bootstrap, which
+# arch 8 no longer accepts, and arch 7 breaks on pandas 3: hence the two upper bounds.
+TABLES = ['rliable==1.2.0', 'arch>=7,<8', 'pandas<3', 'matplotlib>=3.8']
+SWEEP = ['ray>=2.9']  # launch/sweep.py; without it, jobs run one after another
+
 setup(
     name='fav-rl',
     version='0.1.0',
@@ -18,7 +23,9 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8', *TABLES, *SWEEP],
         'wandb': ['wandb>=0.18'],
+        'tables': TABLES,
+        'sweep': SWEEP,
     },
 )
