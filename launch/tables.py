@@ -70,7 +70,7 @@ def _score_text(score, latex):
 
 def _cell_text(cell, latex, bold):
     if isinstance(cell, str):
-        return cell.replace('_', r'\_') if latex else cell
+        return _latex_text(cell) if latex else cell
     arrow = r' \rightarrow ' if latex else ' → '
     text = arrow.join(_score_text(s, latex) for s in cell)
     main = cell[-1]
@@ -179,12 +179,13 @@ def to_latex(tables):
             best = _best(row)
             out.append(' & '.join(_cell_text(c, True, i == best) for i, c in enumerate(row)) + r' \\')
         out += [r'\bottomrule', r'\end{tabular}', '']
-        out += [_latex_note(n) + r'\par' for n in table.notes] + ['']
+        out += [_latex_text(n) + r'\par' for n in table.notes] + ['']
     return '\n'.join(out)
 
 
-def _latex_note(text):
-    return text.replace('±', r'$\pm$').replace('→', r'$\rightarrow$').replace('—', '--').replace('*', r'$^*$')
+def _latex_text(text):
+    text = text.replace('%', r'\%').replace('>', '$>$').replace('_', r'\_').replace('±', r'$\pm$')
+    return text.replace('→', r'$\rightarrow$').replace('—', '--').replace('*', r'$^*$')
 
 
 def aggregate_table(aggregates):
