@@ -63,7 +63,9 @@ def find_run_dirs(root):
         raise ResultsError(f'{root} is not a directory; pass the folder that holds the run directories')
     found = sorted(dirpath for dirpath, _, files in os.walk(root) if 'config.json' in files)
     if not found:
-        raise ResultsError(f'{root} holds no run directories (no config.json below it); pass a --runs-dir of a sweep')
+        raise ResultsError(
+            f'{root} holds no run directories (no config.json below it); pass the folder a sweep wrote (its --runs-dir)'
+        )
     return found
 
 
