@@ -62,17 +62,29 @@ def test_bad_settings_one_line(argv, words, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def _locks_free(runs_dir):
-    """True once no process holds a run lock under `runs_dir` (a killed cluster has wound down)."""
+def _kill_lock_holders(runs_dir):
+    """SIGKILLs the runs still training under `runs_dir` (the pids their run.lock names), as a crash of
+    their node would; returns once no run lock is held."""
     from launch.run_lock import RunLockedError, run_lock
 
-    for lock in runs_dir.rglob('run.lock'):
-        try:
-            with run_lock(str(lock.parent)):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        held = []
+        for lock in runs_dir.rglob('run.lock'):
+            try:
+                with run_lock(str(lock.parent)):
+                    pass
+            except RunLockedError:
+                held.append(json.loads(lock.read_text())['pid'])
+        if not held:
+            return
+        for pid in held:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
-        except RunLockedError:
-            return False
-    return True
+        time.sleep(0.5)
+    raise AssertionError('run locks still held a minute after the kill')
 
 
 @pytest.mark.slow
@@ -98,13 +110,11 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(tmp_path):
     while time.time() < deadline and first.poll() is None and not any(f.exists() for f in finals):
         time.sleep(0.2)
     assert first.poll() is None, first.stdout.read().decode()
-    os.killpg(first.pid, signal.SIGKILL)  # the sweep and every process it started in its session
+    os.killpg(first.pid, signal.SIGKILL)  # the sweep and the processes of its session
     first.wait()
+    _kill_lock_holders(runs_dir)  # and the runs Ray's workers had started (other sessions)
     done_before = {f: f.stat().st_mtime_ns for f in finals if f.exists()}
     assert 1 <= len(done_before) < 4
-    deadline = time.time() + 60
-    while not _locks_free(runs_dir) and time.time() < deadline:
-        time.sleep(0.5)
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
