@@ -160,8 +160,8 @@ def data_preparations(runs, cli):
 
 
 def _die_with_parent():
-    """The child gets SIGKILL when its parent (the sweep, or a Ray worker) dies, so a killed sweep
-    leaves no run training unseen (Linux; elsewhere the run lock still refuses a second trainer)."""
+    """The run gets SIGKILL when its parent (the sweep, or a Ray worker) dies instead of training on
+    unseen (Linux). Until then, its run lock refuses a second trainer of the same run."""
     if sys.platform.startswith('linux'):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
