@@ -23,7 +23,8 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8', *TABLES, *SWEEP],
+        'test': ['pytest>=8', 'scipy>=1.11', *TABLES, *SWEEP],
+        'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
         'wandb': ['wandb>=0.18'],
         'tables': TABLES,
         'sweep': SWEEP,
