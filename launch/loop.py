@@ -28,6 +28,7 @@ from envs.factory import SUCCESS_TIMING, make_env, make_vector_env, with_backend
 from envs.registry import UnknownTaskError, resolve_task, suite_tasks
 from launch.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk, policy_action
+from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import RunLogger, read_json, write_json
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -273,7 +274,6 @@ def run(args, mode):
             return read_json(final_path)
     elif args.resume:
         raise UserError(f'--resume: {run_dir} holds no run to resume')
-    checkpoint = load_checkpoint(checkpoint_path) if os.path.exists(checkpoint_path) else None
 
     env = make_env(task)  # relabels the dataset; the O2O phase acts in it
     if task.family.source == 'd4rl':
@@ -300,47 +300,51 @@ def run(args, mode):
         )
     # The run directory appears only once the data is good, so a bad --dataset leaves nothing behind.
     os.makedirs(run_dir, exist_ok=True)
-    write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
-    buffer = ReplayBuffer.create(train_data, capacity=settings['buffer_capacity'])
-    del train_data
+    with run_lock(run_dir):  # one process at a time; another one is refused naming this one
+        if os.path.exists(final_path):  # finished by another process while this one loaded the data
+            return read_json(final_path)
+        checkpoint = load_checkpoint(checkpoint_path) if os.path.exists(checkpoint_path) else None
+        write_json(os.path.join(run_dir, 'config.json'), _jsonable(settings))
+        buffer = ReplayBuffer.create(train_data, capacity=settings['buffer_capacity'])
+        del train_data
 
-    root = jax.random.PRNGKey(args.seed)
-    agent_key, data_key, act_key, eval_key = (jax.random.fold_in(root, i) for i in range(4))
-    example_obs = buffer.data['observations'][:1]
-    agent = module.Agent.create(agent_key, example_obs, buffer.data['actions'][:1], config)
+        root = jax.random.PRNGKey(args.seed)
+        agent_key, data_key, act_key, eval_key = (jax.random.fold_in(root, i) for i in range(4))
+        example_obs = buffer.data['observations'][:1]
+        agent = module.Agent.create(agent_key, example_obs, buffer.data['actions'][:1], config)
 
-    eval_env = make_vector_env(task, settings['eval_envs'])
-    loop = _Loop(args, task, run_dir, env, eval_env, buffer, agent, data_key, act_key, eval_key, checkpoint_path)
-    if checkpoint is not None:
-        loop.restore(checkpoint)
-        print(f'resuming {run_dir} from step {loop.step}')
-    loop.logger = RunLogger(run_dir, args.wandb, _jsonable(settings), rows=loop.logger_rows)
-    try:
-        loop.train()
-    finally:
-        loop.logger.finish()
-        eval_env.close()
+        eval_env = make_vector_env(task, settings['eval_envs'])
+        loop = _Loop(args, task, run_dir, env, eval_env, buffer, agent, data_key, act_key, eval_key, checkpoint_path)
+        if checkpoint is not None:
+            loop.restore(checkpoint)
+            print(f'resuming {run_dir} from step {loop.step}')
+        loop.logger = RunLogger(run_dir, args.wandb, _jsonable(settings), rows=loop.logger_rows)
+        try:
+            loop.train()
+        finally:
+            loop.logger.finish()
+            eval_env.close()
 
-    evals = loop.logger.rows['eval']
-    final = dict(
-        task=task.name,
-        agent=args.agent,
-        seed=args.seed,
-        mode=mode,
-        steps=loop.step,
-        wall_time_s=round(loop.elapsed(), 1),
-    )
-    offline_evals = [r['success'] for r in evals if r['phase'] == 'offline']
-    online_evals = [r['success'] for r in evals if r['phase'] == 'online']
-    if mode == 'offline':
-        final['score'] = final_score(offline_evals)
-    else:
-        final['offline_score'] = final_score(offline_evals) if offline_evals else None
-        final['online_score'] = final_score(online_evals) if online_evals else None
-        final['score'] = final['online_score']
-    write_json(final_path, final)
-    print(f'final score {final["score"]:.1f} → {final_path}')
-    return final
+        evals = loop.logger.rows['eval']
+        final = dict(
+            task=task.name,
+            agent=args.agent,
+            seed=args.seed,
+            mode=mode,
+            steps=loop.step,
+            wall_time_s=round(loop.elapsed(), 1),
+        )
+        offline_evals = [r['success'] for r in evals if r['phase'] == 'offline']
+        online_evals = [r['success'] for r in evals if r['phase'] == 'online']
+        if mode == 'offline':
+            final['score'] = final_score(offline_evals)
+        else:
+            final['offline_score'] = final_score(offline_evals) if offline_evals else None
+            final['online_score'] = final_score(online_evals) if online_evals else None
+            final['score'] = final['online_score']
+        write_json(final_path, final)
+        print(f'final score {final["score"]:.1f} → {final_path}')
+        return final
 
 
 def env_transition(env, observation, action, reward_shift):
@@ -538,7 +542,7 @@ def main(mode, argv=None):
         if not args.env:
             raise UserError(f'--env is required, e.g. --env cube-double (list: launch/{mode}.py --list-tasks offline)')
         run(args, mode)
-    except (UserError, UnknownTaskError, DatasetError, CheckpointError) as e:
+    except (UserError, UnknownTaskError, DatasetError, CheckpointError, RunLockedError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     except NonFiniteError as e:
