@@ -18,7 +18,14 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8', 'minari[hdf5,create]==0.5.4', 'gymnasium-robotics==1.4.2'],
+        'test': [
+            'pytest>=8',
+            'matplotlib>=3.8',
+            'scipy>=1.11',
+            'minari[hdf5,create]==0.5.4',
+            'gymnasium-robotics==1.4.2',
+        ],
+        'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
         'wandb': ['wandb>=0.18'],
         # D4RL AntMaze, maintained path: Minari's re-collected datasets on gymnasium-robotics' AntMaze.
         'minari': ['minari[hdf5,create]==0.5.4', 'gymnasium-robotics==1.4.2'],

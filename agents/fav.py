@@ -7,6 +7,7 @@ The critic is a 2-network LayerNorm ensemble trained by TD with a Polyak-average
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -18,6 +19,9 @@ from agents.common import aggregate_q, check_settings, common_checks, polyak, td
 from agents.networks import CriticEnsemble, FlowVelocity, OneStepGenerator
 
 ACTION_LIMIT = 1.0
+PRIOR_SCORES = ('softmax', 'clipped')
+CLIPPED_KERNEL_SUM = 1e-6  # the reference code's floor on Σ_i k(x, y_i)
+RESIDUAL_STATES = 32  # states of the batch on which the after-update fixed-point residual is measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,13 @@ class FAVConfig:
     reference: str = 'dataset'  # 'dataset' (the transition's action) or 'bc_flow' (K BC-flow samples)
     num_reference: int = 8  # K, reference samples per state with reference='bc_flow'
     flow_steps: int = 10  # Euler steps of the BC flow sampler
+    # KDE prior score: 'clipped' = the public reference code's form (sum of kernels clipped at 1e-6, a pull
+    # toward the origin far from the data; the published σ, β were tuned with it), 'softmax' = exact everywhere.
+    prior_score: str = 'clipped'
+    repulsive: bool = True  # keep SVGD's repulsive term (False only for ablations)
+    # SVGD sub-steps before the regression: n steps of φ/n (the paper's one move, n = 1, integrated more finely)
+    svgd_steps: int = 1
+    train_critic: bool = True  # False: the critic stays as given (a fixed known Q, launch/diagnose.py)
 
     def validate(self):
         """Raises ValueError with a one-line message on the first invalid setting."""
@@ -48,6 +59,11 @@ class FAVConfig:
                 (self.num_samples >= 1, f'agent.num_samples must be >= 1, got {self.num_samples}'),
                 (self.num_reference >= 1, f'agent.num_reference must be >= 1, got {self.num_reference}'),
                 (self.flow_steps >= 1, f'agent.flow_steps must be >= 1, got {self.flow_steps}'),
+                (self.svgd_steps >= 1, f'agent.svgd_steps must be >= 1, got {self.svgd_steps}'),
+                (
+                    self.prior_score in PRIOR_SCORES,
+                    f"agent.prior_score must be 'softmax' or 'clipped', got '{self.prior_score}'",
+                ),
                 *common_checks(self),
                 (
                     self.bandwidth_method in ('fixed', 'scott'),
@@ -88,24 +104,31 @@ def scott_bandwidth(actions):
     return 2.0 * h**2
 
 
-def kde_score(samples, reference, bandwidth):
-    """∇_x log Σ_i k(x, y_i) for k(x, y) = exp(-||x-y||²/σ), in the softmax form 2(Σ_i w_i y_i - x)/σ.
+def kde_score(samples, reference, bandwidth, form='softmax'):
+    """∇_x log Σ_i k(x, y_i) for k(x, y) = exp(-||x-y||²/σ), samples (M, d), reference (K, d).
 
-    The softmax keeps it exact far from every reference particle (no clipped denominator).
+    'softmax': 2(Σ_i w_i y_i - x)/σ with w = softmax_i(-||x-y_i||²/σ), exact even far from every particle.
+    'clipped': the public reference code's 2(Σ_i k_i y_i - S·x)/(σ·S) with S = max(Σ_i k_i, 1e-6); far from
+    the data (Σk < 1e-6) it becomes a pull toward the origin, -2x/σ.
     """
     sq_dists = jnp.sum((samples[:, None, :] - reference[None, :, :]) ** 2, -1)  # (M, K)
+    if form == 'clipped':
+        kernel = jnp.exp(-sq_dists / bandwidth)
+        total = jnp.maximum(kernel.sum(1, keepdims=True), CLIPPED_KERNEL_SUM)
+        return 2.0 * (kernel @ reference - total * samples) / (bandwidth * total)
     weights = jax.nn.softmax(-sq_dists / bandwidth, axis=1)
     return 2.0 * (weights @ reference - samples) / bandwidth
 
 
-def svgd_direction(samples, reference, reward_grad, bandwidth, beta):
+def svgd_direction(samples, reference, reward_grad, bandwidth, beta, prior_score='softmax', repulsive=True):
     """SVGD direction φ (M, d) for M samples of one state toward p̂_ref·exp(βQ).
 
     φ(x_j) = 1/M Σ_l k(x_l, x_j)[∇log p̂_ref(x_l) + β∇Q(x_l)] + 1/M Σ_l ∇_{x_l} k(x_l, x_j).
+    `prior_score` picks the KDE score's form (see kde_score); `repulsive=False` drops the last term (ablation).
     Returns (φ, diagnostics).
     """
     m = samples.shape[0]
-    reference_score = kde_score(samples, reference, bandwidth)
+    reference_score = kde_score(samples, reference, bandwidth, prior_score)
     reward_score = beta * reward_grad
     target_score = reference_score + reward_score  # (M, d)
 
@@ -113,13 +136,19 @@ def svgd_direction(samples, reference, reward_grad, bandwidth, beta):
     kernel = jnp.exp(-jnp.sum(diffs**2, -1) / bandwidth)  # kernel[l, j] = k(x_l, x_j)
     driving = kernel.T @ target_score / m
     # ∇_{x_l} k(x_l, x_j) = -2 (x_l - x_j)/σ · k(x_l, x_j)
-    repulsive = jnp.sum(-2.0 / bandwidth * diffs * kernel[..., None], axis=0) / m
-    phi = driving + repulsive
+    repulsive_term = jnp.sum(-2.0 / bandwidth * diffs * kernel[..., None], axis=0) / m
+    phi = driving + repulsive_term if repulsive else driving
+    reference_norm = jnp.linalg.norm(reference_score, axis=-1)
+    reward_norm = jnp.linalg.norm(reward_score, axis=-1)
     info = dict(
-        reference_score_norm=jnp.linalg.norm(reference_score, axis=-1).mean(),
-        reward_score_norm=jnp.linalg.norm(reward_score, axis=-1).mean(),
-        repulsive_norm=jnp.linalg.norm(repulsive, axis=-1).mean(),
+        reference_score_norm=reference_norm.mean(),
+        reward_score_norm=reward_norm.mean(),
+        # Share of the prior in the driving score: near 1, Q barely moves the samples; near 0, the data is ignored.
+        prior_score_share=(reference_norm / (reference_norm + reward_norm + 1e-12)).mean(),
+        repulsive_norm=jnp.linalg.norm(repulsive_term, axis=-1).mean(),
         phi_norm=jnp.linalg.norm(phi, axis=-1).mean(),
+        # Mean k(x_l, x_j) over l != j: near 0, σ is too small for the M samples to interact (0 when M = 1).
+        kernel_offdiag_mean=(kernel.sum() - m) / max(m * (m - 1), 1),
     )
     return phi, info
 
@@ -200,6 +229,18 @@ class FAVAgent(flax.struct.PyTreeNode):
         loss = jnp.mean((velocity - (x1 - x0)) ** 2)
         return loss, dict(bc_flow_loss=loss)
 
+    def _svgd_direction(self, obs, samples, reference, bandwidth):
+        """φ for samples (B, M, d) of the states `obs` (B, M, obs_dim), with ∇Q from the current critic."""
+
+        def mean_q(actions):
+            return self.critic.apply_fn(self.critic.params, obs, actions).mean(0).sum()
+
+        config = self.config
+        direction = functools.partial(svgd_direction, prior_score=config.prior_score, repulsive=config.repulsive)
+        return jax.vmap(direction, in_axes=(0, 0, 0, None, None))(
+            samples, reference, jax.grad(mean_q)(samples), bandwidth, config.beta
+        )
+
     def _actor_loss(self, actor_params, batch, rng):
         config = self.config
         noise_key, reference_key = jax.random.split(rng)
@@ -207,12 +248,6 @@ class FAVAgent(flax.struct.PyTreeNode):
         obs = jnp.repeat(batch['observations'][:, None, :], config.num_samples, axis=1)  # (B, M, obs)
         noises = jax.random.normal(noise_key, (batch_size, config.num_samples, self.action_dim))
         samples = self.actor.apply_fn(actor_params, obs, noises)  # (B, M, d), clipped to [-1, 1]
-        frozen = jax.lax.stop_gradient(samples)
-
-        def mean_q(actions):
-            return self.critic.apply_fn(self.critic.params, obs, actions).mean(0).sum()
-
-        reward_grad = jax.grad(mean_q)(frozen)
         if config.reference == 'bc_flow':
             reference = self._bc_flow_samples(batch['observations'], reference_key)
         else:
@@ -222,25 +257,42 @@ class FAVAgent(flax.struct.PyTreeNode):
         else:
             bandwidth = jnp.asarray(config.sigma, jnp.float32)
 
-        phi, svgd_info = jax.vmap(svgd_direction, in_axes=(0, 0, 0, None, None))(
-            frozen, reference, reward_grad, bandwidth, config.beta
-        )
-        moved = jax.lax.stop_gradient(samples + phi)
-        loss = jnp.mean(jnp.sum((moved - samples) ** 2, -1))
+        moved = jax.lax.stop_gradient(samples)
+        for step in range(config.svgd_steps):
+            phi, step_info = self._svgd_direction(obs, moved, reference, bandwidth)
+            if step == 0:
+                phi_norms, svgd_info = jnp.linalg.norm(phi, axis=-1), step_info
+            moved = moved + phi / config.svgd_steps
+        loss = jnp.mean(jnp.sum((jax.lax.stop_gradient(moved) - samples) ** 2, -1))
         info = {k: v.mean() for k, v in svgd_info.items()}
         info.update(actor_loss=loss, bandwidth=bandwidth, sample_std=samples.std(1).mean())
-        return loss, info
+        n = min(batch_size, RESIDUAL_STATES)
+        info['residual_before'] = phi_norms[:n].mean()
+        return loss, (info, (obs[:n], noises[:n], reference[:n], bandwidth))
+
+    def _residual_after(self, actor_params, obs, noises, reference, bandwidth):
+        """Mean ||φ|| at the updated actor's samples for the same states, noises and reference particles."""
+        samples = self.actor.apply_fn(actor_params, obs, noises)
+        phi, _ = self._svgd_direction(obs, samples, reference, bandwidth)
+        return jnp.linalg.norm(phi, axis=-1).mean()
 
     @jax.jit
     def update(self, batch):
         """One step on the critic, the actor (and the BC flow): returns (new agent, metrics)."""
         rng, critic_key, actor_key, flow_key = jax.random.split(self.rng, 4)
-        critic_grads, critic_info = jax.grad(self._critic_loss, has_aux=True)(self.critic.params, batch, critic_key)
-        actor_grads, actor_info = jax.grad(self._actor_loss, has_aux=True)(self.actor.params, batch, actor_key)
-        critic = self.critic.apply_gradients(grads=critic_grads)
+        actor_grads, (info, residual_inputs) = jax.grad(self._actor_loss, has_aux=True)(
+            self.actor.params, batch, actor_key
+        )
         actor = self.actor.apply_gradients(grads=actor_grads)
-        target = polyak(critic.params, self.target_critic_params, self.config.tau)
-        info = {**critic_info, **actor_info}
+        # Fixed-point residual after the step (old critic, so it measures the actor's move only); on
+        # RESIDUAL_STATES states to keep its cost (one actor forward + one ∇Q) a small part of the update.
+        info['residual_after'] = self._residual_after(actor.params, *residual_inputs)
+        critic, target = self.critic, self.target_critic_params
+        if self.config.train_critic:
+            critic_grads, critic_info = jax.grad(self._critic_loss, has_aux=True)(critic.params, batch, critic_key)
+            critic = critic.apply_gradients(grads=critic_grads)
+            target = polyak(critic.params, target, self.config.tau)
+            info.update(critic_info)
         bc_flow = self.bc_flow
         if bc_flow is not None:
             flow_grads, flow_info = jax.grad(self._bc_flow_loss, has_aux=True)(bc_flow.params, batch, flow_key)

@@ -65,8 +65,29 @@ class ReplayBuffer(flax.struct.PyTreeNode):
 
     def sample(self, rng, batch_size):
         """A uniform batch over the filled rows (traceable: use inside jit / scan)."""
-        idx = jax.random.randint(rng, (batch_size,), 0, self.size)
-        return jax.tree_util.tree_map(lambda x: x[idx], self.data)
+        return self._gather(jax.random.randint(rng, (batch_size,), 0, self.size))
+
+    def sample_balanced(self, rng, batch_size, offline_rows):
+        """Half the batch (the first ⌈B/2⌉ rows) uniform over the offline rows [0, offline_rows), half uniform
+        over the online rows [offline_rows, size): RLPD's 50/50 sampling. While no online row exists (the
+        offline phase) it is `sample`. Traceable."""
+        offline_key, online_key, uniform_key = jax.random.split(rng, 3)
+        num_online = batch_size // 2
+        offline_idx = jax.random.randint(offline_key, (batch_size - num_online,), 0, offline_rows)
+        online_idx = jax.random.randint(
+            online_key, (num_online,), offline_rows, jnp.maximum(self.size, offline_rows + 1)
+        )
+        balanced = jnp.concatenate([offline_idx, online_idx])
+        uniform = jax.random.randint(uniform_key, (batch_size,), 0, self.size)
+        return self._gather(jnp.where(self.size > offline_rows, balanced, uniform))
+
+    def _gather(self, idx):
+        """The rows `idx`, plus `next_actions`: the action of the row after each (the last filled row
+        repeats its own), ReBRAC's next dataset action a'. As in FQL's code, at an episode's last row
+        this is the next episode's first action (the critic's BC term there is off by one transition)."""
+        batch = jax.tree_util.tree_map(lambda x: x[idx], self.data)
+        batch['next_actions'] = self.data['actions'][jnp.minimum(idx + 1, self.size - 1)]
+        return batch
 
     def _write_rows(self, count):
         return (self.pointer + jnp.arange(count)) % self.capacity
@@ -101,18 +122,24 @@ class ReplayBuffer(flax.struct.PyTreeNode):
 
     def sample_during_append(self, rng, batch_size, before, visible):
         """A uniform batch from the buffer as it was when only the first `visible` rows of its last
-        append (whose `before` is given) had been written: a row that a later row of that append
-        overwrote is read from `before['rows']`. Draws the same indices as `sample` would then."""
-        count = len(jax.tree_util.tree_leaves(before['rows'])[0])
+        append (`before` = `before_append` of it) had been written: a row that a later row of that
+        append overwrote is read from `before['rows']`. Draws the same indices as `sample` would then."""
+        count = len(before['rows']['observations'])
         size = jnp.minimum(before['size'] + visible, self.capacity)
+
+        def rows_then(idx):
+            writer = (idx - before['pointer']) % self.capacity  # which row of the append wrote idx, if < count
+            not_yet = (writer >= visible) & (writer < count)
+            old = jnp.minimum(writer, count - 1)
+            return {
+                k: jnp.where(not_yet.reshape((-1,) + (1,) * (v.ndim - 1)), before['rows'][k][old], v[idx])
+                for k, v in self.data.items()
+            }
+
         idx = jax.random.randint(rng, (batch_size,), 0, size)
-        writer = (idx - before['pointer']) % self.capacity  # which row of the append wrote idx, if < count
-        not_yet = (writer >= visible) & (writer < count)
-        old = jnp.minimum(writer, count - 1)
-        return {
-            k: jnp.where(not_yet.reshape((-1,) + (1,) * (v.ndim - 1)), before['rows'][k][old], v[idx])
-            for k, v in self.data.items()
-        }
+        batch = rows_then(idx)
+        batch['next_actions'] = rows_then(jnp.minimum(idx + 1, size - 1))['actions']  # as `_gather` does
+        return batch
 
     def online_rows(self):
         """Host copy of the rows online appends have written, from row `offline_size` on (wrapping; at

@@ -16,16 +16,21 @@ def _chunk_result(infos):
     return jax.tree_util.tree_map(lambda v: v.mean(0), infos), finite
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size'))
-def _update_chunk(agent, buffer, data_key, start_step, length, batch_size, appended=None):
+@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced_rows'))
+def _update_chunk(agent, buffer, data_key, start_step, length, batch_size, appended=None, balanced_rows=None):
     """`length` updates; update i draws its batch with fold_in(data_key, start_step + i). With
     `appended` (the `before` of the append of the last `length` online transitions), update i sees
     the buffer as it was after only the first i + 1 of them, as if each were appended just before
-    its update (rows they overwrote in a full ring included)."""
+    its update (rows they overwrote in a full ring included). With `balanced_rows` (the number of
+    offline rows), batches are half offline, half online (`ReplayBuffer.sample_balanced`; the loop
+    sizes the ring so that it never wraps then)."""
 
     def one_update(agent, i):
         rng = jax.random.fold_in(data_key, start_step + i)
-        if appended is None:
+        if balanced_rows is not None:
+            view = buffer if appended is None else buffer.replace(size=appended['size'] + i + 1)
+            batch = view.sample_balanced(rng, batch_size, balanced_rows)
+        elif appended is None:
             batch = buffer.sample(rng, batch_size)
         else:
             batch = buffer.sample_during_append(rng, batch_size, appended, i + 1)
@@ -35,9 +40,9 @@ def _update_chunk(agent, buffer, data_key, start_step, length, batch_size, appen
     return (agent, *_chunk_result(infos))
 
 
-def offline_chunk(agent, buffer, data_key, start_step, length, batch_size):
+def offline_chunk(agent, buffer, data_key, start_step, length, batch_size, balanced_rows=None):
     """`length` updates on batches sampled on the device from the whole buffer."""
-    return _update_chunk(agent, buffer, data_key, start_step, length, batch_size)
+    return _update_chunk(agent, buffer, data_key, start_step, length, batch_size, None, balanced_rows)
 
 
 @functools.partial(jax.jit, donate_argnames=('buffer',))
@@ -50,19 +55,21 @@ def _before_append(buffer, count):
     return buffer.before_append(count)
 
 
-def online_chunk(agent, buffer, transitions, data_key, start_step, batch_size):
+def online_chunk(agent, buffer, transitions, data_key, start_step, batch_size, balanced_rows=None):
     """Appends the new transitions, then one update per transition (the paper's one update per
     env step). Two compiled calls: the append is in place on the donated buffer, the updates only
     read it; inside one call XLA copied the whole buffer every time (60 ms a step at 1M rows, CPU)."""
     length = len(transitions['observations'])
     before = _before_append(buffer, length)  # separate: a read inside the append made XLA copy the buffer
     buffer = _append(buffer, transitions)
-    agent, info, finite = _update_chunk(agent, buffer, data_key, start_step, length, batch_size, before)
+    agent, info, finite = _update_chunk(agent, buffer, data_key, start_step, length, batch_size, before, balanced_rows)
     return agent, buffer, info, finite
 
 
-@jax.jit
-def policy_action(agent, observation, key, *indices):
+@functools.partial(jax.jit, static_argnames=('evaluation',))
+def policy_action(agent, observation, key, *indices, evaluation=False):
+    """The agent's action (exploring), or with `evaluation` its evaluation action where it has one."""
     for index in indices:
         key = jax.random.fold_in(key, index)
-    return agent.sample_actions(observation, key)
+    act = getattr(agent, 'eval_actions', agent.sample_actions) if evaluation else agent.sample_actions
+    return act(observation, key)

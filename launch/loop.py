@@ -32,6 +32,8 @@ from launch.run_logs import RunLogger, read_json, write_json
 
 # Settings that may change between a run and its resumption without changing the result.
 RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers')
+# RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
+RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
 
 
 class UserError(Exception):
@@ -55,11 +57,18 @@ def build_parser(mode):
     p.add_argument('--list-tasks', choices=['offline', 'o2o'], help='print the tasks of a suite and exit')
     p.add_argument('--env', help="task name or family, e.g. 'cube-double' or 'cube-double-play-singletask-task2-v0'")
     p.add_argument('--task', type=int, help="task id 1..5 when --env names a family (default: OGBench's default)")
-    p.add_argument('--agent', default='fav', choices=sorted(AGENTS))
+    agents = sorted(AGENTS) + (['rlpd'] if mode == 'o2o' else [])
+    rlpd_help = '; rlpd = sac + --balanced-sampling + --offline-steps 0' if mode == 'o2o' else ''
+    p.add_argument('--agent', default='fav', choices=agents, help=f'default: fav{rlpd_help}')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--offline-steps', type=int, default=1_000_000)
+    p.add_argument('--offline-steps', type=int, help='default: 1000000 (0 with --agent rlpd)')
     if mode == 'o2o':
         p.add_argument('--online-steps', type=int, default=1_000_000)
+        p.add_argument(
+            '--balanced-sampling',
+            action='store_true',
+            help='online batches half from the offline data, half from the online transitions (as RLPD)',
+        )
         p.add_argument(
             '--online-updates-per-call',
             type=int,
@@ -126,15 +135,27 @@ def parse_args(argv, mode):
             raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
         key, value = item[len('--agent.') :].split('=', 1)
         raw[key] = value
-    config_cls = AGENTS[args.agent].Config
+    if args.agent == 'rlpd':
+        if args.offline_steps not in (None, 0):
+            raise UserError(f'--agent rlpd trains online from scratch: drop --offline-steps {args.offline_steps}')
+        args.offline_steps, args.balanced_sampling = RLPD['offline_steps'], RLPD['balanced_sampling']
+    if args.offline_steps is None:
+        args.offline_steps = 1_000_000
+    config_cls = agent_module(args.agent).Config
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
         raise UserError(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
-        args.online_steps, args.online_updates_per_call, args.buffer_capacity = 0, 1, None
+        args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
+        args.buffer_capacity = None
     return args
+
+
+def agent_module(name):
+    """The module of agent `name` ('rlpd' is the SAC agent)."""
+    return AGENTS[RLPD['agent'] if name == 'rlpd' else name]
 
 
 def _validate_args(args):
@@ -177,6 +198,7 @@ def _settings(args, task, config, mode):
         online_updates_per_call=args.online_updates_per_call,
         buffer_capacity=args.buffer_capacity,  # replaced by the rows it resolves to once the data is loaded
         backend=task.backend,
+        balanced_sampling=args.balanced_sampling,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes,
@@ -235,7 +257,7 @@ def run(args, mode):
         raise UserError(str(e)) from None
     if task.family.source == 'd4rl' and args.dataset_episodes is not None:
         raise UserError('--dataset-episodes generates OGBench manipulation data; D4RL AntMaze reads its datasets')
-    module = AGENTS[args.agent]
+    module = agent_module(args.agent)
     try:
         config = module.get_config(task.family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
@@ -270,11 +292,18 @@ def run(args, mode):
     if mode == 'offline':
         settings['buffer_capacity'] = offline_rows  # nothing is appended offline
     elif args.buffer_capacity is None:
-        settings['buffer_capacity'] = default_capacity(offline_rows)
+        # Balanced (RLPD) sampling keeps the dataset whole, as RLPD keeps it apart from its online buffer.
+        balanced = offline_rows + args.online_steps
+        settings['buffer_capacity'] = balanced if args.balanced_sampling else default_capacity(offline_rows)
     elif args.buffer_capacity < max(offline_rows, args.online_updates_per_call):
         raise UserError(
             f'--buffer-capacity {args.buffer_capacity} is smaller than the dataset ({offline_rows} rows) '
             'or --online-updates-per-call; omit it for the default max(2000000, rows + 1)'
+        )
+    elif args.balanced_sampling and args.buffer_capacity < offline_rows + args.online_steps:
+        raise UserError(
+            f'--balanced-sampling needs a buffer that does not wrap: --buffer-capacity >= '
+            f'{offline_rows + args.online_steps} (dataset + online steps), or omit it'
         )
     # The run directory appears only once the data is good, so a bad --dataset leaves nothing behind.
     os.makedirs(run_dir, exist_ok=True)
@@ -321,6 +350,25 @@ def run(args, mode):
     return final
 
 
+def env_transition(env, observation, action, reward_shift):
+    """One online env step → (the transition to store, the episode's statistics if it just ended, else None).
+
+    `masks` is 0 only on termination: a truncated episode's last value still bootstraps. `terminals`
+    marks either end of an episode. Rewards get the family's shift, as the dataset's did.
+    """
+    next_observation, reward, terminated, truncated, info = env.step(action)
+    transition = dict(
+        observations=observation,
+        actions=action,  # the buffer clips what it stores
+        next_observations=next_observation,
+        rewards=reward + reward_shift,
+        masks=1.0 - float(terminated),
+        terminals=float(terminated or truncated),
+    )
+    episode = info['episode'] if terminated or truncated else None
+    return {k: np.asarray(v, np.float32) for k, v in transition.items()}, episode
+
+
 class _Loop:
     """Training state and the two phases; everything in `state()` goes into the checkpoint."""
 
@@ -330,6 +378,7 @@ class _Loop:
         self.buffer, self.agent = buffer, agent
         self.data_key, self.act_key, self.eval_key = data_key, act_key, eval_key
         self.checkpoint_path = checkpoint_path
+        self.offline_rows = int(buffer.offline_size)
         self.step = 0
         self.logger_rows = None
         self.prior_elapsed, self.started = 0.0, time.time()
@@ -406,7 +455,13 @@ class _Loop:
                 end = _next_boundary(self.step, total, periods, args.online_updates_per_call)
                 transitions = self._collect(end - self.step)
                 agent, self.buffer, info, finite = online_chunk(
-                    self.agent, self.buffer, transitions, self.data_key, self.step, self.agent.config.batch_size
+                    self.agent,
+                    self.buffer,
+                    transitions,
+                    self.data_key,
+                    self.step,
+                    self.agent.config.batch_size,
+                    balanced_rows=self.offline_rows if args.balanced_sampling else None,
                 )
                 self._after_chunk(agent, info, finite, end, 'online')
 
@@ -444,7 +499,7 @@ class _Loop:
 
     def _evaluate(self, phase):
         def act(observations, t):
-            return np.asarray(policy_action(self.agent, observations, self.eval_key, self.step, t))
+            return np.asarray(policy_action(self.agent, observations, self.eval_key, self.step, t, evaluation=True))
 
         result = evaluate(self.eval_env, act, self.args.eval_episodes, (self.args.seed, 1, self.step))
         self.logger.log('eval', dict(step=self.step, phase=phase, **result))
@@ -463,24 +518,14 @@ class _Loop:
     def _collect(self, length):
         """`length` env steps with the current policy; returns them stacked for `online_chunk`."""
         out = {k: [] for k in TRANSITION_KEYS}
-        shift = self.task.family.reward_shift
         for i in range(length):
             action = np.asarray(policy_action(self.agent, self.observation, self.act_key, self.step + i))
-            next_observation, reward, terminated, truncated, info = self.env.step(action)
-            transition = dict(
-                observations=self.observation,
-                actions=action,  # the buffer clips what it stores
-                next_observations=next_observation,
-                rewards=reward + shift,
-                masks=1.0 - float(terminated),
-                terminals=float(terminated or truncated),
-            )
+            transition, episode = env_transition(self.env, self.observation, action, self.task.family.reward_shift)
             for k, v in transition.items():
-                out[k].append(np.asarray(v, np.float32))
+                out[k].append(v)
             self.episode_actions.append(action)
-            self.observation = next_observation
-            if terminated or truncated:
-                episode = info['episode']
+            self.observation = transition['next_observations']
+            if episode is not None:
                 self.recent_episodes.append((episode['success'], float(episode['r']), float(episode['l'])))
                 self.episode_index += 1
                 self.episode_actions = []

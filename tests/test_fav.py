@@ -46,6 +46,24 @@ def test_svgd_direction_matches_the_formula(num_reference):
         assert np.isclose(float(info['reward_score_norm']), np.linalg.norm(beta * grad_q, axis=-1).mean(), rtol=1e-5)
 
 
+def test_svgd_diagnostics_and_the_repulsion_switch_on_a_hand_computed_case():
+    # Two 1-D samples 0.2 apart, σ = 0.1: k = exp(-0.04/0.1); reference particle at 0, ∇Q = 1, β = 2.
+    x = jnp.array([[0.1], [-0.1]])
+    y = jnp.array([[0.0]])
+    grad_q = jnp.ones((2, 1))
+    k = np.exp(-0.4)
+    phi, info = svgd_direction(x, y, grad_q, 0.1, 2.0)
+    assert np.isclose(float(info['kernel_offdiag_mean']), k, rtol=1e-5)
+    prior = np.array([-2.0, 2.0])  # 2(0 - x)/σ
+    share = np.abs(prior) / (np.abs(prior) + 2.0)
+    assert np.isclose(float(info['prior_score_share']), share.mean(), rtol=1e-5)
+    phi_driving, _ = svgd_direction(x, y, grad_q, 0.1, 2.0, repulsive=False)
+    # Repulsion on sample 0: ½ ∇_{x_1} k(x_1, x_0) = ½ · (-2/σ)(x_1 - x_0) k = +2k (pushes it up).
+    np.testing.assert_allclose(np.asarray(phi - phi_driving)[:, 0], [2 * k, -2 * k], rtol=1e-5)
+    driving_0 = 0.5 * ((prior[0] + 2.0) + k * (prior[1] + 2.0))
+    assert np.isclose(float(phi_driving[0, 0]), driving_0, rtol=1e-5)
+
+
 def test_kde_score_is_exact_far_from_the_data():
     # 40 bandwidths away, exp(-d²/σ) underflows; the score must still point at the particle.
     x = jnp.array([[0.9, -0.9]])
@@ -59,6 +77,39 @@ def test_kde_score_is_exact_far_from_the_data():
     np.testing.assert_allclose(
         np.asarray(kde_score(x, y2, sigma)), 2 * (np.array([[0.8, -0.8]]) - np.asarray(x)) / sigma, rtol=1e-5
     )
+
+
+def _clipped_reference_score(x, y, sigma):
+    """The public reference code's formula written out: 2(Σ_i k_i y_i - S·x)/(σ·S), S = max(Σ_i k_i, 1e-6)."""
+    out = np.zeros_like(x)
+    for p in range(len(x)):
+        k = np.exp(-np.sum((x[p] - y) ** 2, -1) / sigma)
+        s = max(k.sum(), 1e-6)
+        out[p] = 2 * ((k[:, None] * y).sum(0) - s * x[p]) / (sigma * s)
+    return out
+
+
+def test_clipped_kde_score_is_the_reference_formula():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (7, 3))
+    y = rng.uniform(-1, 1, (4, 3))
+    # σ = 0.05 puts many pairs past the clip (||x-y||² > 13.8σ), σ = 0.5 none: both branches are checked.
+    for sigma in (0.05, 0.5):
+        expected = _clipped_reference_score(x, y, sigma)
+        got = np.asarray(kde_score(jnp.asarray(x), jnp.asarray(y), sigma, 'clipped'))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # Near the data both forms agree; far from it the clipped form is -2x/σ, a pull toward the origin.
+    near, far = jnp.array([[0.1, 0.2]]), jnp.array([[0.9, -0.9]])
+    y = jnp.array([[0.12, 0.25]])
+    np.testing.assert_allclose(kde_score(near, y, 0.1, 'clipped'), kde_score(near, y, 0.1), rtol=1e-5)
+    far_y = jnp.array([[-0.9, 0.9]])
+    np.testing.assert_allclose(kde_score(far, far_y, 0.01, 'clipped'), -2 * far / 0.01, rtol=1e-6)
+    # svgd_direction's default is the softmax form; the keyword selects the clipped one.
+    grad_q = jnp.zeros((1, 2))
+    phi_default, _ = svgd_direction(far, far_y, grad_q, 0.01, 1.0)
+    phi_clipped, _ = svgd_direction(far, far_y, grad_q, 0.01, 1.0, prior_score='clipped')
+    np.testing.assert_allclose(phi_default, 2 * (far_y - far) / 0.01, rtol=1e-5)
+    np.testing.assert_allclose(phi_clipped, -2 * far / 0.01, rtol=1e-5)
 
 
 def test_scott_bandwidth_on_a_known_sample():
@@ -78,6 +129,8 @@ def test_scott_bandwidth_on_a_known_sample():
         (dict(num_samples=0), 'num_samples'),
         (dict(bandwidth_method='silverman'), 'bandwidth_method'),
         (dict(reference='replay'), 'reference'),
+        (dict(prior_score='clip'), 'prior_score'),
+        (dict(svgd_steps=0), 'svgd_steps'),
     ],
 )
 def test_invalid_settings_fail_with_a_message(override, message):
@@ -153,6 +206,10 @@ def test_agent_update_reduces_its_fixed_point_loss_and_reports_metrics():
         'reference_score_norm',
         'reward_score_norm',
         'bandwidth',
+        'prior_score_share',
+        'kernel_offdiag_mean',
+        'residual_before',
+        'residual_after',
     ):
         assert np.isfinite(float(info[key])), key
     assert float(info['bandwidth']) == 0.5
@@ -199,7 +256,10 @@ def _bandit_buffer(n=4096, mu0=-0.3, s0=0.2, target=0.5):
 
 def _train_bandit(beta, steps=1500):
     buffer, actions = _bandit_buffer()
-    config = FAVConfig(hidden_dims=(64, 64), batch_size=256, sigma=0.05, beta=beta, discount=0.0, lr=1e-3)
+    # The closed form below is the softmax prior's (the clipped one pulls toward the origin far from the data).
+    config = FAVConfig(
+        hidden_dims=(64, 64), batch_size=256, sigma=0.05, beta=beta, discount=0.0, lr=1e-3, prior_score='softmax'
+    )
     agent = FAVAgent.create(jax.random.PRNGKey(0), buffer.data['observations'][:1], buffer.data['actions'][:1], config)
     agent, _, finite = offline_chunk(agent, buffer, jax.random.PRNGKey(1), 0, steps, 256)
     assert bool(finite)
@@ -217,6 +277,7 @@ def _tilted_mean(behavior_mean, sigma, beta, target):
     return (prior_precision * behavior_mean + 2 * beta * target) / (prior_precision + 2 * beta)
 
 
+@pytest.mark.slow
 def test_bandit_mean_moves_toward_the_q_optimum_as_beta_grows():
     means = []
     for beta in (0.0, 2.0, 8.0):
