@@ -1,5 +1,7 @@
-"""Pieces every agent shares: the critic's TD target, setting checks and optimizer states."""
+"""Pieces every agent shares: the critic's TD target, setting checks, optimizer states, the BC flow
+policy's loss and sampler (FAV's reference, FQL, IFQL) and policy densities."""
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
@@ -50,3 +52,41 @@ def train_state(module, params, lr):
 def polyak(new_params, target_params, tau):
     """τ · new + (1 − τ) · target, leaf by leaf."""
     return optax.incremental_update(new_params, target_params, tau)
+
+
+def flow_matching_loss(velocity_fn, observations, actions, rng):
+    """BC flow matching: E ||v(s, x_t, t) − (x_1 − x_0)||² with x_1 the data action, x_0 ~ N(0, I),
+    t ~ U(0, 1) and x_t = (1 − t)·x_0 + t·x_1."""
+    noise_key, time_key = jax.random.split(rng)
+    x0 = jax.random.normal(noise_key, actions.shape)
+    t = jax.random.uniform(time_key, actions.shape[:-1] + (1,))
+    xt = (1 - t) * x0 + t * actions
+    return jnp.mean((velocity_fn(observations, xt, t) - (actions - x0)) ** 2)
+
+
+def flow_actions(velocity_fn, observations, noises, steps):
+    """Actions from noises by `steps` Euler steps of the flow dx/dt = v(s, x, t), clipped to [-1, 1]."""
+
+    def euler_step(i, x):
+        return x + velocity_fn(observations, x, jnp.full(x.shape[:-1] + (1,), i / steps)) / steps
+
+    return jnp.clip(jax.lax.fori_loop(0, steps, euler_step, noises), -1.0, 1.0)
+
+
+def expectile_loss(diff, expectile):
+    """Asymmetric squared loss |τ − 1(u < 0)|·u² of u = target − prediction; its minimizer is the
+    τ-expectile of the target."""
+    weight = jnp.where(diff >= 0, expectile, 1 - expectile)
+    return weight * diff**2
+
+
+def gaussian_log_prob(x, mean, log_std):
+    """log N(x; mean, diag(exp(log_std))²), summed over the last (action) axis."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def tanh_log_det(u):
+    """Σ log(1 − tanh(u)²) over the last axis, in the form 2(log 2 − u − softplus(−2u)) that stays finite
+    where tanh saturates: the change-of-variables term of a = tanh(u)."""
+    return jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)

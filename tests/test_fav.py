@@ -277,6 +277,7 @@ def _tilted_mean(behavior_mean, sigma, beta, target):
     return (prior_precision * behavior_mean + 2 * beta * target) / (prior_precision + 2 * beta)
 
 
+@pytest.mark.slow
 def test_bandit_mean_moves_toward_the_q_optimum_as_beta_grows():
     means = []
     for beta in (0.0, 2.0, 8.0):

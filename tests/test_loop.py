@@ -2,10 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -17,23 +13,23 @@ from agents.fav import FAVAgent, FAVConfig
 from datasets.buffer import ReplayBuffer
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk
+from tests.cli_helpers import SMALL, assert_same_result, launch, run_killed_then_resumed
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--eval-episodes', '2', '--no-progress']
+
+def _synthetic_data(n):
+    rng = np.random.default_rng(0)
+    return dict(
+        observations=rng.normal(size=(n, 5)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        next_observations=rng.normal(size=(n, 5)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        masks=np.ones(n, np.float32),
+        terminals=np.zeros(n, np.float32),
+    )
 
 
 def _synthetic_buffer(n=128):
-    rng = np.random.default_rng(0)
-    return ReplayBuffer.create(
-        dict(
-            observations=rng.normal(size=(n, 5)).astype(np.float32),
-            actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-            next_observations=rng.normal(size=(n, 5)).astype(np.float32),
-            rewards=rng.normal(size=n).astype(np.float32),
-            masks=np.ones(n, np.float32),
-            terminals=np.zeros(n, np.float32),
-        )
-    )
+    return ReplayBuffer.create(_synthetic_data(n))
 
 
 def test_same_batches_and_numbers_whatever_k():
@@ -67,8 +63,9 @@ def test_same_batches_and_numbers_whatever_k():
 
 
 def test_online_updates_see_each_transition_only_from_its_own_step_on():
-    """A chunk of 3 online transitions gives the same agent as 3 chunks of 1 (append, update, ...)."""
-    data = _synthetic_buffer(n=8).rows(0, 8)
+    """A chunk of 3 online transitions gives the same agent as 3 chunks of 1 (append, update, ...),
+    also when the chunk fills the ring and overwrites its oldest rows (capacity 9: the last two wrap)."""
+    data = _synthetic_data(8)
     config = FAVConfig(hidden_dims=(32, 32), batch_size=16)
     start = FAVAgent.create(jax.random.PRNGKey(0), data['observations'][:1], data['actions'][:1], config)
     new = {k: np.full((3, *v.shape[1:]), 5.0, np.float32) for k, v in data.items()}
@@ -76,7 +73,7 @@ def test_online_updates_see_each_transition_only_from_its_own_step_on():
     data_key = jax.random.PRNGKey(3)
 
     def run(chunks):
-        agent, buffer, step = start, ReplayBuffer.create(data, capacity=11), 0
+        agent, buffer, step = start, ReplayBuffer.create(data, capacity=9), 0
         for lo, hi in chunks:
             agent, buffer, _, finite = online_chunk(
                 agent, buffer, {k: v[lo:hi] for k, v in new.items()}, data_key, step, 16
@@ -86,13 +83,12 @@ def test_online_updates_see_each_transition_only_from_its_own_step_on():
         return agent, buffer
 
     (one_by_one, buffer), (together, _) = run([(0, 1), (1, 2), (2, 3)]), run([(0, 3)])
-    assert int(buffer.size) == 11
-    np.testing.assert_array_equal(np.asarray(buffer.data['rewards'][8:]), [10.0, 20.0, 30.0])
+    expected = np.float32([20, 30, *data['rewards'][2:8], 10])
+    np.testing.assert_array_equal(np.asarray(buffer.data['rewards']), expected)
     for a, b in zip(jax.tree_util.tree_leaves(one_by_one), jax.tree_util.tree_leaves(together), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-6)
-    # Had all three been visible to the first update, its batch (and so the agent) would differ.
-    all_rows = ReplayBuffer.create({k: np.concatenate([data[k], new[k]]) for k in data})
-    agent, _, _ = offline_chunk(start, all_rows, data_key, 0, 3, 16)
+    # Had the final buffer been visible to the first update, its batch (and so the agent) would differ.
+    agent, _, _ = offline_chunk(start, ReplayBuffer.create(jax.device_get(buffer.data)), data_key, 0, 3, 16)
     first = jax.tree_util.tree_leaves(agent.critic.params)[0]
     assert not np.allclose(np.asarray(first), np.asarray(jax.tree_util.tree_leaves(together.critic.params)[0]))
 
@@ -120,100 +116,43 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
 # Whole runs on a tiny generated dataset
 
 
-@pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
-    from datasets.generate import generate_dataset
-
-    out = tmp_path_factory.mktemp('data')
-    train_path, _ = generate_dataset(
-        'cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=201, progress=False
-    )
-    return train_path
-
-
-def _launch(script, *args, timeout=600):
-    return subprocess.run(
-        [sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _params(run_dir):
-    return jax.tree_util.tree_leaves(load_checkpoint(os.path.join(run_dir, 'checkpoint.msgpack'))['agent'])
-
-
-def _run_killed_then_resumed(script, args, run_dir, kill_after_step):
-    """Starts a run, SIGKILLs it once a checkpoint past `kill_after_step` exists, then reruns it."""
-    process = subprocess.Popen(
-        [sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if os.path.exists(checkpoint):
-            try:
-                if load_checkpoint(checkpoint)['step'] >= kill_after_step:
-                    break
-            except CheckpointError:
-                pass
-        time.sleep(0.05)
-    assert process.poll() is None, f'the run ended before it could be killed: {process.stderr.read()}'
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not os.path.exists(os.path.join(run_dir, 'final.json'))
-    resumed = _launch(script, *args, '--run-dir', run_dir)
-    assert resumed.returncode == 0, resumed.stderr
-    assert 'resuming' in resumed.stdout
-    return resumed
-
-
-def _assert_same_result(whole, killed):
-    """Same final.json (but the wall time), evaluations and parameters, exactly."""
-
-    def final(run_dir):
-        return {k: v for k, v in json.loads(Path(run_dir, 'final.json').read_text()).items() if k != 'wall_time_s'}
-
-    assert final(killed) == final(whole)
-    assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()
-    for a, b in zip(_params(whole), _params(killed), strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
+@pytest.mark.slow
 def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset]
     args += '--offline-steps 300 --eval-every 150 --save-every 50 --log-every 50 --updates-per-call 25'.split() + SMALL
     whole = str(tmp_path / 'whole')
-    result = _launch('offline', *args, '--run-dir', whole)
+    result = launch('offline', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
     final = json.loads(Path(whole, 'final.json').read_text())
     assert 0 <= final['score'] <= 100 and final['steps'] == 300 and final['task'].endswith('task1-v0')
     config = json.loads(Path(whole, 'config.json').read_text())
     assert config['success_timing'] == 'post' and config['agent_config']['hidden_dims'] == [32, 32]
     assert config['agent_config']['sigma'] == 0.05  # cube-single's σ from the registry
+    assert config['buffer_capacity'] == 400  # offline: just the dataset (2 episodes of 200 transitions)
     evals = Path(whole, 'eval.csv').read_text().splitlines()
     assert [line.split(',')[0] for line in evals[1:]] == ['1', '150', '300']
     train_rows = Path(whole, 'train.csv').read_text().splitlines()
     assert len(train_rows) == 1 + 6 and 'actor_loss' in train_rows[0] and 'phi_norm' in train_rows[0]
 
     killed = str(tmp_path / 'killed')
-    _run_killed_then_resumed('offline', args, killed, kill_after_step=100)
-    _assert_same_result(whole, killed)
+    run_killed_then_resumed('offline', args, killed, kill_after_step=100)
+    assert_same_result(whole, killed)
 
     # Rerunning a finished run changes nothing; other settings into the same directory are refused.
-    again = _launch('offline', *args, '--run-dir', whole)
+    again = launch('offline', *args, '--run-dir', whole)
     assert again.returncode == 0 and 'complete' in again.stdout
-    other = _launch('offline', *args, '--seed', '1', '--run-dir', whole)
+    other = launch('offline', *args, '--seed', '1', '--run-dir', whole)
     assert other.returncode == 2 and 'seed' in other.stderr and len(other.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset]
     args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 50'.split()
-    args += ['--updates-per-call', '50', *SMALL]
+    # 400 dataset rows in a ring of 500: online steps from the 101st on overwrite the oldest rows.
+    args += ['--updates-per-call', '50', '--buffer-capacity', '500', *SMALL]
     whole = str(tmp_path / 'whole')
-    result = _launch('o2o', *args, '--run-dir', whole)
+    result = launch('o2o', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
     final = json.loads(Path(whole, 'final.json').read_text())
     assert 0 <= final['offline_score'] <= 100 and 0 <= final['online_score'] <= 100 and final['steps'] == 400
@@ -221,16 +160,19 @@ def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     assert len(online_rows) == 6
     header = Path(whole, 'train.csv').read_text().splitlines()[0]
     assert 'online_success' in header  # 200-step episodes: at least one finished in the online phase
+    assert json.loads(Path(whole, 'config.json').read_text())['buffer_capacity'] == 500
 
-    # Killed mid-episode in the online phase (step 250 is 50 steps into the second online episode).
+    # Killed mid-episode in the online phase (step 250 is 50 steps into the second online episode),
+    # with the ring wrapped: resume rebuilds it exactly or the parameters differ.
     killed = str(tmp_path / 'killed')
-    _run_killed_then_resumed('o2o', args, killed, kill_after_step=250)
-    _assert_same_result(whole, killed)
+    run_killed_then_resumed('o2o', args, killed, kill_after_step=250)
+    assert_same_result(whole, killed)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
     run_dir = str(tmp_path / 'nan')
-    result = _launch(
+    result = launch(
         'offline',
         '--env',
         'cube-single',
@@ -275,7 +217,7 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
     ],
 )
 def test_invalid_settings_fail_before_training(setting, words, tmp_path):
-    result = _launch('offline', '--env', 'cube-single', setting, '--run-dir', str(tmp_path / 'r'), timeout=120)
+    result = launch('offline', '--env', 'cube-single', setting, '--run-dir', str(tmp_path / 'r'), timeout=120)
     assert result.returncode == 2
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'r').exists()
@@ -295,7 +237,7 @@ def test_dataset_of_the_wrong_size_fails_before_training(tmp_path):
     )
     np.savez(path, **arrays)
     np.savez(tmp_path / 'bad-val.npz', **arrays)
-    result = _launch(
+    result = launch(
         'offline',
         '--env',
         'cube-single',

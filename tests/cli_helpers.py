@@ -1,0 +1,68 @@
+"""Helpers for tests that run the command-line programs: launch a run, kill and resume one, compare results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from launch.checkpoint import CheckpointError, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ['--agent.hidden_dims=32,32', '--agent.batch_size=32', '--eval-episodes', '2', '--no-progress']
+
+
+def launch(script, *args, timeout=600):
+    return subprocess.run(
+        [sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def checkpoint_leaves(run_dir):
+    """Every array of the run's checkpointed agent (any agent), in a fixed order."""
+    return jax.tree_util.tree_leaves(load_checkpoint(os.path.join(run_dir, 'checkpoint.msgpack'))['agent'])
+
+
+def run_killed_then_resumed(script, args, run_dir, kill_after_step):
+    """Starts a run, SIGKILLs it once a checkpoint past `kill_after_step` exists, then reruns it."""
+    process = subprocess.Popen(
+        [sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(checkpoint):
+            try:
+                if load_checkpoint(checkpoint)['step'] >= kill_after_step:
+                    break
+            except CheckpointError:
+                pass
+        time.sleep(0.05)
+    assert process.poll() is None, f'the run ended before it could be killed: {process.stderr.read()}'
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(os.path.join(run_dir, 'final.json'))
+    resumed = launch(script, *args, '--run-dir', run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resuming' in resumed.stdout
+    return resumed
+
+
+def assert_same_result(whole, killed):
+    """Same final.json (but the wall time), evaluations and parameters, exactly."""
+
+    def final(run_dir):
+        return {k: v for k, v in json.loads(Path(run_dir, 'final.json').read_text()).items() if k != 'wall_time_s'}
+
+    assert final(killed) == final(whole)
+    assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()
+    for a, b in zip(checkpoint_leaves(whole), checkpoint_leaves(killed), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,23 @@
+"""Test order: the fast known-answer tests first, the slow end-to-end runs last (`-m "not slow"` skips them)."""
+
+import pytest
+
+
+def pytest_collection_modifyitems(items):
+    def order(item):
+        slow = item.get_closest_marker('slow') is not None
+        return (slow, item.module.__name__.rpartition('.')[2] != 'test_known_answers')
+
+    items.sort(key=order)  # stable: files and tests keep their order within each group
+
+
+@pytest.fixture(scope='session')
+def dataset(tmp_path_factory):
+    """A tiny generated cube-single dataset (2 episodes of 200 steps), shared by the end-to-end tests."""
+    from datasets.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp('data')
+    train_path, _ = generate_dataset(
+        'cube-single', str(out), episodes=2, seed=0, workers=1, episode_length=201, progress=False
+    )
+    return train_path

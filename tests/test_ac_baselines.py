@@ -1,0 +1,391 @@
+"""IQL, ReBRAC and SAC/RLPD against hand-computed answers, and balanced (RLPD) sampling."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import iql, rebrac, sac
+from agents.common import expectile_loss
+from datasets.buffer import ReplayBuffer
+from envs.registry import FAMILIES
+from launch.compiled import online_chunk
+from tests.cli_helpers import SMALL, assert_same_result, launch, run_killed_then_resumed
+
+MODULES = {'iql': iql, 'rebrac': rebrac, 'sac': sac}
+SMALL_NETS = dict(hidden_dims=(16,), batch_size=16)  # one hidden layer: quick to compile
+
+
+def _batch(seed=0, n=16, obs_dim=4, act_dim=2):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+    actions = jnp.clip(0.4 * jax.random.normal(keys[1], (n, act_dim)), -0.99, 0.99)
+    return dict(
+        observations=jax.random.normal(keys[0], (n, obs_dim)),
+        actions=actions,
+        next_observations=jax.random.normal(keys[2], (n, obs_dim)),
+        rewards=jax.random.normal(keys[3], (n,)),
+        masks=(jnp.arange(n) % 2).astype(jnp.float32),  # half terminal (0), half not (1)
+        terminals=jnp.zeros((n,)),
+        next_actions=jnp.roll(actions, -1, axis=0),
+    )
+
+
+def _agent(name, seed=0, **overrides):
+    config = MODULES[name].Config(**{**SMALL_NETS, **overrides})
+    batch = _batch()
+    return MODULES[name].Agent.create(seed, batch['observations'][:1], batch['actions'][:1], config)
+
+
+def _leaves(tree):
+    return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _scaled(params, factor):
+    return jax.tree_util.tree_map(lambda x: x * factor, params)
+
+
+# ------------------------------------------------------------------------------------------------
+# Behavior every agent shares
+
+
+def _actor_loss(agent, actor_params, batch):
+    if isinstance(agent, sac.Agent):  # a sampled loss: its mean over many noise draws
+        keys = jax.random.split(jax.random.PRNGKey(5), 256)
+        return float(jax.vmap(lambda key: agent._actor_loss(actor_params, batch, key)[0])(keys).mean())
+    return float(agent._actor_loss(actor_params, batch)[0])
+
+
+@pytest.mark.parametrize(
+    'name, critic_losses',
+    [('iql', ['value_loss', 'critic_loss']), ('rebrac', ['critic_loss']), ('sac', ['critic_loss'])],
+)
+def test_repeated_updates_on_a_fixed_batch_lower_each_loss(name, critic_losses):
+    start, batch = _agent(name, lr=1e-3, discount=0.5), _batch()
+    trained, infos = jax.jit(lambda a: jax.lax.scan(lambda a, _: a.update(batch), a, None, length=150))(start)
+    for key in critic_losses:
+        first, last = float(infos[key][:10].mean()), float(infos[key][-10:].mean())
+        assert last < first, (key, first, last)
+    # The actor's objective moves with the critic, so compare actors under the trained critic.
+    assert _actor_loss(trained, trained.actor.params, batch) < _actor_loss(trained, start.actor.params, batch)
+
+
+@pytest.mark.parametrize('name', sorted(MODULES))
+def test_actions_have_the_right_shape_and_lie_in_the_box(name):
+    agent = _agent(name)
+    observations = 50.0 * _batch()['observations']  # far out: the raw policy outputs leave [-1, 1]
+    key = jax.random.PRNGKey(3)
+    for act in (agent.sample_actions, agent.eval_actions):
+        batched, single = act(observations, key), act(observations[0], key)
+        assert batched.shape == (16, 2) and single.shape == (2,)
+        assert float(jnp.abs(batched).max()) <= 1.0 and float(jnp.abs(single).max()) <= 1.0
+    # Evaluation is deterministic; online data collection explores.
+    other = jax.random.PRNGKey(4)
+    np.testing.assert_array_equal(agent.eval_actions(observations, key), agent.eval_actions(observations, other))
+    assert not np.allclose(agent.sample_actions(observations, key), agent.sample_actions(observations, other))
+
+
+@pytest.mark.parametrize('name', sorted(MODULES))
+def test_vmapped_two_seed_update_equals_two_single_seed_updates(name):
+    config = MODULES[name].Config(**SMALL_NETS)
+    batch = _batch()
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+
+    def create_and_update(key):
+        agent = MODULES[name].Agent.create(key, batch['observations'][:1], batch['actions'][:1], config)
+        if name == 'rebrac':
+            agent = agent.replace(updates=agent.updates + 1)  # so that this update moves the actor too
+        return agent.update(batch)
+
+    vmapped, vmapped_info = jax.jit(jax.vmap(create_and_update))(keys)
+    single_run = jax.jit(create_and_update)
+    for i, key in enumerate(keys):
+        single, single_info = single_run(key)
+        column = jax.tree_util.tree_map(lambda x, i=i: x[i], vmapped)
+        for a, b in zip(_leaves(single), _leaves(column), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert np.isclose(float(single_info['critic_loss']), float(vmapped_info['critic_loss'][i]), rtol=1e-5)
+    assert not np.isclose(float(vmapped_info['critic_loss'][0]), float(vmapped_info['critic_loss'][1]))
+
+
+@pytest.mark.parametrize(
+    'name, target_field, setting, value',
+    [
+        ('iql', 'expectile', 'expectile', 1.0),
+        ('iql', 'alpha', 'alpha', -1.0),
+        ('iql', 'tau', 'tau', 0.0),
+        ('rebrac', 'alpha_actor', 'alpha_actor', -1.0),
+        ('rebrac', 'alpha_critic', 'alpha_critic', -0.1),
+        ('rebrac', 'actor_freq', 'actor_freq', 0),
+        ('rebrac', 'actor_noise_clip', 'actor_noise_clip', -1.0),
+        ('sac', 'q_agg', 'q_agg', 'max'),
+        ('sac', 'initial_temperature', 'initial_temperature', 0.0),
+        ('sac', 'target_entropy_multiplier', 'target_entropy_multiplier', -1.0),
+        ('sac', 'num_qs', 'num_qs', 0),
+    ],
+)
+def test_invalid_settings_raise_naming_the_field(name, target_field, setting, value):
+    with pytest.raises(ValueError, match=f'agent.{target_field} '):
+        MODULES[name].get_config(FAMILIES['cube-single-play'], {setting: value})
+
+
+def test_per_environment_settings_cover_every_family_and_reach_the_config():
+    for table in (iql.AWR_ALPHA, rebrac.BC_COEFFICIENTS):
+        assert set(table) == set(FAMILIES)
+    humanoid = FAMILIES['humanoidmaze-medium-navigate']  # FQL's public commands for this environment
+    assert (iql.get_config(humanoid).alpha, iql.get_config(humanoid).discount) == (10.0, 0.995)
+    config = rebrac.get_config(humanoid, mode='o2o')
+    assert (config.alpha_actor, config.alpha_critic, config.discount) == (0.01, 0.01, 0.995)
+    assert sac.get_config(humanoid).discount == 0.995 and sac.get_config(humanoid).q_agg == 'min'
+    assert iql.get_config(FAMILIES['cube-single-play'], {'alpha': 3.0}).alpha == 3.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Critic targets and target networks, by hand
+
+
+def test_iql_losses_match_the_formulas():
+    config = iql.get_config(FAMILIES['humanoidmaze-medium-navigate'], SMALL_NETS)  # γ = 0.995 from the registry
+    agent, batch = _agent('iql', **dataclasses.asdict(config)), _batch()
+    agent = agent.replace(target_critic_params=_scaled(agent.critic.params, 1.5))  # target ≠ online critic
+    s, a, s2 = batch['observations'], batch['actions'], batch['next_observations']
+    v_next = agent.value.apply_fn(agent.value.params, s2)
+    y = batch['rewards'] + 0.995 * batch['masks'] * v_next
+    q = agent.critic.apply_fn(agent.critic.params, s, a)
+    expected = np.mean(np.sum((np.asarray(q) - np.asarray(y)) ** 2, axis=0))
+    assert np.isclose(float(agent._critic_loss(agent.critic.params, batch)[0]), expected, rtol=1e-5)
+    # Terminal transitions (mask 0) back up the reward alone.
+    terminal = {**batch, 'masks': jnp.zeros(16)}
+    expected = np.mean(np.sum((np.asarray(q) - np.asarray(batch['rewards'])) ** 2, axis=0))
+    assert np.isclose(float(agent._critic_loss(agent.critic.params, terminal)[0]), expected, rtol=1e-5)
+    # Value: the expectile loss of min over the *target* critic minus V.
+    q_target = np.asarray(agent.critic.apply_fn(agent.target_critic_params, s, a)).min(0)
+    u = q_target - np.asarray(agent.value.apply_fn(agent.value.params, s))
+    expected = np.mean(np.where(u >= 0, config.expectile, 1 - config.expectile) * u**2)
+    assert np.isclose(float(agent._value_loss(agent.value.params, batch)[0]), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('q_agg', ['min', 'mean'])
+def test_sac_critic_target_by_hand(q_agg):
+    config = sac.get_config(FAMILIES['antsoccer-arena-navigate'], {**SMALL_NETS, 'q_agg': q_agg})  # γ = 0.995
+    agent, batch, key = _agent('sac', **dataclasses.asdict(config)), _batch(), jax.random.PRNGKey(7)
+    agent = agent.replace(target_critic_params=_scaled(agent.critic.params, 1.5))
+    mean, log_std = agent.actor.apply_fn(agent.actor.params, batch['next_observations'])
+    next_actions = np.tanh(mean + np.exp(log_std) * jax.random.normal(key, mean.shape))
+    next_qs = np.asarray(agent.critic.apply_fn(agent.target_critic_params, batch['next_observations'], next_actions))
+    assert np.abs(next_qs[0] - next_qs[1]).min() > 1e-4  # the members differ, so min ≠ mean
+    next_q = next_qs.min(0) if q_agg == 'min' else next_qs.mean(0)
+    y = np.asarray(batch['rewards']) + 0.995 * np.asarray(batch['masks']) * next_q
+    q = np.asarray(agent.critic.apply_fn(agent.critic.params, batch['observations'], batch['actions']))
+    loss = float(agent._critic_loss(agent.critic.params, batch, key)[0])
+    assert np.isclose(loss, np.mean((q - y) ** 2), rtol=1e-5)
+
+
+def test_rebrac_critic_target_by_hand():
+    config = rebrac.get_config(FAMILIES['puzzle-3x3-play'], {**SMALL_NETS, 'alpha_critic': 0.7})
+    agent, batch, key = _agent('rebrac', **dataclasses.asdict(config)), _batch(), jax.random.PRNGKey(7)
+    agent = agent.replace(
+        target_actor_params=_scaled(agent.actor.params, 30.0), target_critic_params=_scaled(agent.critic.params, 1.5)
+    )
+    s2 = batch['next_observations']
+    target_policy = np.tanh(np.asarray(agent.actor.apply_fn(agent.target_actor_params, s2)[0]))
+    noise = np.clip(0.2 * np.asarray(jax.random.normal(key, target_policy.shape)), -0.5, 0.5)
+    next_actions = np.clip(target_policy + noise, -1, 1)
+    next_q = np.asarray(agent.critic.apply_fn(agent.target_critic_params, s2, next_actions)).min(0)
+    next_q -= 0.7 * np.sum((next_actions - np.asarray(batch['next_actions'])) ** 2, -1)
+    y = np.asarray(batch['rewards']) + 0.99 * np.asarray(batch['masks']) * next_q
+    q = np.asarray(agent.critic.apply_fn(agent.critic.params, batch['observations'], batch['actions']))
+    loss = float(agent._critic_loss(agent.critic.params, batch, key)[0])
+    assert np.isclose(loss, np.mean((q - y) ** 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['iql', 'sac'])
+def test_target_critic_is_polyak_average_after_one_update(name):
+    agent = _agent(name, tau=0.3)
+    agent = agent.replace(target_critic_params=_scaled(agent.critic.params, -1.0))  # old target ≠ critic
+    new, _ = agent.update(_batch())
+    for target, online, old in zip(
+        _leaves(new.target_critic_params), _leaves(new.critic.params), _leaves(agent.target_critic_params), strict=True
+    ):
+        np.testing.assert_allclose(target, 0.3 * online + 0.7 * old, rtol=1e-5, atol=1e-7)
+
+
+def test_rebrac_actor_and_targets_move_every_second_update():
+    agent, batch = _agent('rebrac', tau=0.3), _batch()
+    first, info = agent.update(batch)
+    assert float(info['actor_updated']) == 0.0
+    for a, b in zip(_leaves(first.actor.params), _leaves(agent.actor.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(_leaves(first.target_critic_params), _leaves(agent.target_critic_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    second, info = first.update(batch)
+    assert float(info['actor_updated']) == 1.0 and int(second.updates) == 2
+    moved = zip(_leaves(second.actor.params), _leaves(first.actor.params), strict=True)
+    assert max(np.abs(a - b).max() for a, b in moved) > 0
+    pairs = [
+        (second.target_actor_params, second.actor.params, first.target_actor_params),
+        (second.target_critic_params, second.critic.params, first.target_critic_params),
+    ]
+    for target, online, old in pairs:
+        for t, n, o in zip(_leaves(target), _leaves(online), _leaves(old), strict=True):
+            np.testing.assert_allclose(t, 0.3 * n + 0.7 * o, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# Known answers of the algorithms' pieces
+
+
+def test_expectile_loss_recovers_the_expectile_of_a_known_sample():
+    grid = jnp.linspace(-1, 2, 30001)
+
+    def minimizer(sample, expectile):
+        losses = expectile_loss(jnp.asarray(sample)[None, :] - grid[:, None], expectile).mean(1)
+        return float(grid[jnp.argmin(losses)])
+
+    # For the sample {0, 1} the τ-expectile e solves τ(1 − e) = (1 − τ)e, so e = τ.
+    for expectile in (0.5, 0.7, 0.9):
+        assert abs(minimizer([0.0, 1.0], expectile) - expectile) < 1e-3
+    # {0, 0, 1} at τ = 0.9: 0.9(1 − e) = 0.1·2e, e = 0.9/1.1; τ = 0.5 gives the mean.
+    assert abs(minimizer([0.0, 0.0, 1.0], 0.9) - 0.9 / 1.1) < 1e-3
+    assert abs(minimizer([0.0, 0.0, 1.0], 0.5) - 1 / 3) < 1e-3
+
+
+def test_rebrac_regularizers_vanish_when_the_actor_outputs_the_data_actions():
+    agent, batch = _agent('rebrac', alpha_actor=5.0, alpha_critic=5.0, actor_noise=0.0), _batch()
+    own = {
+        **batch,
+        'actions': jnp.tanh(agent.actor.apply_fn(agent.actor.params, batch['observations'])[0]),
+        'next_actions': jnp.tanh(agent.actor.apply_fn(agent.target_actor_params, batch['next_observations'])[0]),
+    }
+    _, info = agent._actor_loss(agent.actor.params, own)
+    assert float(info['bc_loss']) < 1e-12  # zero up to float rounding
+    key = jax.random.PRNGKey(0)
+    without = agent.replace(config=dataclasses.replace(agent.config, alpha_critic=0.0))
+    loss = float(agent._critic_loss(agent.critic.params, own, key)[0])
+    assert loss == pytest.approx(float(without._critic_loss(agent.critic.params, own, key)[0]), rel=1e-6)
+    # With the dataset's own actions (not the actor's) both penalties are on.
+    assert float(agent._actor_loss(agent.actor.params, batch)[1]['bc_loss']) > 0
+    assert float(agent._critic_loss(agent.critic.params, batch, key)[0]) != pytest.approx(
+        float(without._critic_loss(agent.critic.params, batch, key)[0]), rel=1e-3
+    )
+
+
+def test_sac_temperature_moves_toward_the_target_entropy():
+    agent = _agent('sac', target_entropy_multiplier=1.0)  # H_target = −2
+    alpha = float(agent.temperature.apply_fn(agent.temperature.params))
+    for entropy, direction in ((-5.0, 1), (3.0, -1)):  # below the target: α grows; above: α shrinks
+        grads, _ = jax.grad(agent._temperature_loss, has_aux=True)(agent.temperature.params, jnp.float32(entropy))
+        stepped = agent.temperature.apply_gradients(grads=grads)
+        assert np.sign(float(stepped.apply_fn(stepped.params)) - alpha) == direction
+    # Through a whole update: a fresh policy's entropy is far above −100 · |A|, so α falls.
+    new, _ = _agent('sac', target_entropy_multiplier=100.0).update(_batch())
+    assert float(new.temperature.apply_fn(new.temperature.params)) < alpha
+
+
+# ------------------------------------------------------------------------------------------------
+# Balanced sampling
+
+
+def _marked_buffer(offline=10, online=3, capacity=20):
+    """Offline rows have reward 0, online rows (appended after them) reward 1; observation = row index."""
+    n = offline + online
+    data = dict(
+        observations=np.arange(n, dtype=np.float32)[:, None],
+        actions=np.linspace(-0.9, 0.9, n, dtype=np.float32)[:, None],
+        next_observations=np.zeros((n, 1), np.float32),
+        rewards=(np.arange(n) >= offline).astype(np.float32),
+        masks=np.ones(n, np.float32),
+        terminals=np.zeros(n, np.float32),
+    )
+    buffer = ReplayBuffer.create({k: v[:offline] for k, v in data.items()}, capacity=capacity)
+    return buffer.append({k: v[offline:] for k, v in data.items()}) if online else buffer
+
+
+def test_a_balanced_batch_holds_exactly_half_offline_rows():
+    buffer, sample = _marked_buffer(), jax.jit(lambda b, k: b.sample(k, 64, balanced=True))
+    for seed in range(5):
+        batch = sample(buffer, jax.random.PRNGKey(seed))
+        rows = np.asarray(batch['observations'][:, 0]).astype(int)
+        assert (rows < 10).sum() == 32 and (rows >= 10).sum() == 32
+        assert rows.max() < 13  # never the empty rows beyond `size`
+        # next_actions is the action of the following row (the last filled row repeats its own).
+        expected = np.asarray(buffer.data['actions'])[np.minimum(rows + 1, 12)]
+        np.testing.assert_array_equal(np.asarray(batch['next_actions']), expected)
+    # Before any online row exists, every row is an offline one, drawn uniformly.
+    offline_only = _marked_buffer(online=0)
+    rows = np.asarray(offline_only.sample(jax.random.PRNGKey(0), 400, balanced=True)['observations'][:, 0])
+    assert rows.max() < 10 and len(np.unique(rows)) == 10
+
+
+def test_balanced_sampling_after_the_ring_wraps():
+    """Capacity 12, 10 dataset rows, 4 online rows: the last two overwrote rows 0 and 1, no longer offline."""
+    buffer = _marked_buffer(offline=10, online=0, capacity=12)
+    online = {k: np.full((4, *v.shape[1:]), 1.0, np.float32) for k, v in buffer.data.items()}
+    online['observations'] = np.arange(100, 104, dtype=np.float32)[:, None]
+    buffer = buffer.append(online)
+    rows = np.asarray(buffer.sample(jax.random.PRNGKey(3), 400, balanced=True)['observations'][:, 0]).astype(int)
+    assert sorted(set(rows[:200])) == list(range(2, 10))  # the surviving dataset rows
+    assert sorted(set(rows[200:])) == [100, 101, 102, 103]  # every online row, the wrapped one included
+
+
+class _BatchProbe(flax.struct.PyTreeNode):
+    """A stand-in agent whose update reports the share of online rows (reward 1) in its batch."""
+
+    config: object = flax.struct.field(pytree_node=False, default=None)
+
+    def update(self, batch):
+        return self, dict(online_fraction=batch['rewards'].mean())
+
+
+def test_online_chunk_passes_balanced_sampling_through():
+    new = {k: np.ones((4, 1), np.float32) for k in ('observations', 'actions')}
+    new.update(next_observations=np.zeros((4, 1), np.float32), rewards=np.ones(4, np.float32))
+    new.update(masks=np.ones(4, np.float32), terminals=np.zeros(4, np.float32))
+    key = jax.random.PRNGKey(0)
+    # (online_chunk donates the buffer it is given: each call gets a fresh one.)
+    _, _, info, _ = online_chunk(_BatchProbe(), _marked_buffer(online=0), new, key, 0, 64, balanced=True)
+    assert float(info['online_fraction']) == 0.5
+    _, _, info, _ = online_chunk(_BatchProbe(), _marked_buffer(online=0), new, key, 0, 64)  # uniform: mostly offline
+    assert float(info['online_fraction']) < 0.4
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole runs through the CLI: O2O, SIGKILL + resume gives the same result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'agent, steps',
+    [('iql', ['--offline-steps', '50']), ('rebrac', ['--offline-steps', '50']), ('rlpd', [])],
+)
+def test_o2o_run_resumes_to_the_same_result(agent, steps, dataset, tmp_path):
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--agent', agent, *steps]
+    args += '--online-steps 250 --eval-every 100 --save-every 50 --log-every 50 --updates-per-call 50'.split()
+    args += SMALL
+    whole = str(tmp_path / 'whole')
+    result = launch('o2o', *args, '--run-dir', whole)
+    assert result.returncode == 0, result.stderr
+    final = json.loads(Path(whole, 'final.json').read_text())
+    assert final['agent'] == agent and 0 <= final['online_score'] <= 100
+    config = json.loads(Path(whole, 'config.json').read_text())
+    assert config['balanced_sampling'] == (agent == 'rlpd')
+    assert config['offline_steps'] == (0 if agent == 'rlpd' else 50) and final['steps'] == config['offline_steps'] + 250
+    kill_at = config['offline_steps'] + 150  # mid-episode in the online phase
+    run_killed_then_resumed('o2o', args, str(tmp_path / 'killed'), kill_after_step=kill_at)
+    assert_same_result(whole, str(tmp_path / 'killed'))
+
+
+def test_rlpd_refuses_an_offline_phase_and_the_offline_cli(tmp_path):
+    run_dir = tmp_path / 'r'
+    args = ['--env', 'cube-single', '--agent', 'rlpd', '--offline-steps', '10', '--run-dir', str(run_dir)]
+    result = launch('o2o', *args)
+    assert result.returncode == 2 and 'offline-steps' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not run_dir.exists()
+    result = launch('offline', '--env', 'cube-single', '--agent', 'rlpd', '--run-dir', str(run_dir))
+    assert result.returncode == 2 and 'rlpd' in result.stderr and not run_dir.exists()
+    help_text = launch('o2o', '--help').stdout
+    assert 'rlpd = sac + --balanced-sampling + --offline-steps 0' in ' '.join(help_text.split())
