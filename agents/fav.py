@@ -22,6 +22,7 @@ from agents.common import (
     flow_actions,
     flow_matching_loss,
     polyak,
+    static_field,
     td_target,
     train_state,
 )
@@ -161,18 +162,14 @@ def svgd_direction(samples, reference, reward_grad, bandwidth, beta, prior_score
     return phi, info
 
 
-def _nonpytree(**kwargs):
-    return flax.struct.field(pytree_node=False, **kwargs)
-
-
 class FAVAgent(flax.struct.PyTreeNode):
     rng: Any
     actor: TrainState
     critic: TrainState
     target_critic_params: Any
     bc_flow: Any  # TrainState of the BC flow policy, or None with reference='dataset'
-    config: FAVConfig = _nonpytree()
-    action_dim: int = _nonpytree()
+    config: FAVConfig = static_field()
+    action_dim: int = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: FAVConfig):
