@@ -8,6 +8,12 @@ requirements = [
     if line.strip() and not line.startswith('#')
 ]
 
+# Benchmark tables (launch/tables.py). rliable 1.2.0 passes `random_state` to arch's bootstrap, which
+# arch 8 no longer accepts, and arch 7 breaks on pandas 3: hence the two upper bounds.
+TABLES = ['rliable==1.2.0', 'arch>=7,<8', 'pandas<3', 'matplotlib>=3.8']
+SWEEP = ['ray>=2.9']  # launch/sweep.py; without it, jobs run one after another
+MINARI = ['minari[hdf5,create]==0.5.4', 'gymnasium-robotics==1.4.2']
+
 setup(
     name='fav-rl',
     version='0.1.0',
@@ -18,8 +24,14 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8', 'matplotlib>=3.8', 'scipy>=1.11'],
+        'test': ['pytest>=8', 'scipy>=1.11', *TABLES, *SWEEP, *MINARI],
         'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
         'wandb': ['wandb>=0.18'],
+        'tables': TABLES,
+        'sweep': SWEEP,
+        # D4RL AntMaze, maintained path: Minari's re-collected datasets on gymnasium-robotics' AntMaze.
+        'minari': MINARI,
+        # D4RL AntMaze as the paper ran it: Python 3.10, MuJoCo 2.1 + OSMesa headers (see the README).
+        'd4rl': ['d4rl==1.1', 'gym==0.23.1', 'free-mujoco-py==2.1.6', 'Cython<3', 'numpy==1.26.*', 'h5py'],
     },
 )

@@ -1,6 +1,7 @@
 """Pieces every agent shares: the critic's TD target, setting checks, optimizer states, the BC flow
 policy's loss and sampler (FAV's reference, FQL, IFQL) and policy densities."""
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -90,3 +91,8 @@ def tanh_log_det(u):
     """Σ log(1 − tanh(u)²) over the last axis, in the form 2(log 2 − u − softplus(−2u)) that stays finite
     where tanh saturates: the change-of-variables term of a = tanh(u)."""
     return jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+
+
+def static_field():
+    """A dataclass field of an agent PyTree that is not a traced leaf (its config, sizes)."""
+    return flax.struct.field(pytree_node=False)

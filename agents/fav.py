@@ -15,10 +15,19 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from agents.common import aggregate_q, check_settings, common_checks, polyak, td_target, train_state
+from agents.common import (
+    aggregate_q,
+    check_settings,
+    common_checks,
+    flow_actions,
+    flow_matching_loss,
+    polyak,
+    static_field,
+    td_target,
+    train_state,
+)
 from agents.networks import CriticEnsemble, FlowVelocity, OneStepGenerator
 
-ACTION_LIMIT = 1.0
 PRIOR_SCORES = ('softmax', 'clipped')
 CLIPPED_KERNEL_SUM = 1e-6  # the reference code's floor on Σ_i k(x, y_i)
 RESIDUAL_STATES = 32  # states of the batch on which the after-update fixed-point residual is measured
@@ -153,18 +162,14 @@ def svgd_direction(samples, reference, reward_grad, bandwidth, beta, prior_score
     return phi, info
 
 
-def _nonpytree(**kwargs):
-    return flax.struct.field(pytree_node=False, **kwargs)
-
-
 class FAVAgent(flax.struct.PyTreeNode):
     rng: Any
     actor: TrainState
     critic: TrainState
     target_critic_params: Any
     bc_flow: Any  # TrainState of the BC flow policy, or None with reference='dataset'
-    config: FAVConfig = _nonpytree()
-    action_dim: int = _nonpytree()
+    config: FAVConfig = static_field()
+    action_dim: int = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: FAVConfig):
@@ -208,25 +213,14 @@ class FAVAgent(flax.struct.PyTreeNode):
 
     def _bc_flow_samples(self, observations, rng):
         """K reference actions per state from the BC flow policy by Euler integration, (B, K, d)."""
-        k, steps = self.config.num_reference, self.config.flow_steps
-        obs = jnp.repeat(observations[:, None, :], k, axis=1)
-        x = jax.random.normal(rng, obs.shape[:-1] + (self.action_dim,))
-
-        def euler(x, i):
-            t = jnp.full(x.shape[:-1] + (1,), i / steps)
-            return x + self.bc_flow.apply_fn(self.bc_flow.params, obs, x, t) / steps, None
-
-        x, _ = jax.lax.scan(euler, x, jnp.arange(steps))
-        return jax.lax.stop_gradient(jnp.clip(x, -ACTION_LIMIT, ACTION_LIMIT))
+        obs = jnp.repeat(observations[:, None, :], self.config.num_reference, axis=1)
+        noises = jax.random.normal(rng, obs.shape[:-1] + (self.action_dim,))
+        velocity = functools.partial(self.bc_flow.apply_fn, self.bc_flow.params)
+        return jax.lax.stop_gradient(flow_actions(velocity, obs, noises, self.config.flow_steps))
 
     def _bc_flow_loss(self, flow_params, batch, rng):
-        noise_key, time_key = jax.random.split(rng)
-        x1 = batch['actions']
-        x0 = jax.random.normal(noise_key, x1.shape)
-        t = jax.random.uniform(time_key, x1.shape[:-1] + (1,))
-        xt = (1 - t) * x0 + t * x1
-        velocity = self.bc_flow.apply_fn(flow_params, batch['observations'], xt, t)
-        loss = jnp.mean((velocity - (x1 - x0)) ** 2)
+        velocity = functools.partial(self.bc_flow.apply_fn, flow_params)
+        loss = flow_matching_loss(velocity, batch['observations'], batch['actions'], rng)
         return loss, dict(bc_flow_loss=loss)
 
     def _svgd_direction(self, obs, samples, reference, bandwidth):

@@ -23,6 +23,7 @@ from agents.common import (
     flow_actions,
     flow_matching_loss,
     polyak,
+    static_field,
     td_target,
     train_state,
 )
@@ -88,18 +89,14 @@ def get_config(family, overrides=None, mode='offline'):
     return FQLConfig(**{**defaults, **dict(overrides or {})}).validate()
 
 
-def _nonpytree(**kwargs):
-    return flax.struct.field(pytree_node=False, **kwargs)
-
-
 class FQLAgent(flax.struct.PyTreeNode):
     rng: Any
     actor: TrainState  # one-step policy μ(s, z): an MLP on [s, z]
     bc_flow: TrainState  # velocity field of the BC flow policy
     critic: TrainState
     target_critic_params: Any
-    config: FQLConfig = _nonpytree()
-    action_dim: int = _nonpytree()
+    config: FQLConfig = static_field()
+    action_dim: int = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: FQLConfig):

@@ -22,6 +22,7 @@ from agents.common import (
     flow_actions,
     flow_matching_loss,
     polyak,
+    static_field,
     td_target,
     train_state,
 )
@@ -69,18 +70,14 @@ def get_config(family, overrides=None, mode='offline'):
     return IFQLConfig(**{**defaults, **dict(overrides or {})}).validate()
 
 
-def _nonpytree(**kwargs):
-    return flax.struct.field(pytree_node=False, **kwargs)
-
-
 class IFQLAgent(flax.struct.PyTreeNode):
     rng: Any
     value: TrainState
     critic: TrainState
     target_critic_params: Any
     bc_flow: TrainState  # velocity field of the BC flow policy
-    config: IFQLConfig = _nonpytree()
-    action_dim: int = _nonpytree()
+    config: IFQLConfig = static_field()
+    action_dim: int = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: IFQLConfig):

@@ -15,7 +15,15 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from agents.common import check_settings, common_checks, expectile_loss, gaussian_log_prob, polyak, train_state
+from agents.common import (
+    check_settings,
+    common_checks,
+    expectile_loss,
+    gaussian_log_prob,
+    polyak,
+    static_field,
+    train_state,
+)
 from agents.networks import CriticEnsemble, GaussianActor, ValueNet
 
 # AWR inverse temperature α per environment. Source: the FQL paper's (Park et al., ICML 2025) appendix table
@@ -81,7 +89,7 @@ class IQLAgent(flax.struct.PyTreeNode):
     critic: TrainState
     target_critic_params: dict
     value: TrainState
-    config: IQLConfig = flax.struct.field(pytree_node=False)
+    config: IQLConfig = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: IQLConfig):

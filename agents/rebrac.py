@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from agents.common import check_settings, common_checks, polyak, td_target, train_state
+from agents.common import check_settings, common_checks, polyak, static_field, td_target, train_state
 from agents.networks import CriticEnsemble, GaussianActor
 
 # (α_actor, α_critic) per environment. Source: the FQL paper's (Park et al., ICML 2025) appendix table of
@@ -94,7 +94,7 @@ class ReBRACAgent(flax.struct.PyTreeNode):
     target_actor_params: dict
     target_critic_params: dict
     updates: Any  # int32 count of updates done, for the delayed actor updates
-    config: ReBRACConfig = flax.struct.field(pytree_node=False)
+    config: ReBRACConfig = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: ReBRACConfig):

@@ -23,6 +23,7 @@ from agents.common import (
     common_checks,
     gaussian_log_prob,
     polyak,
+    static_field,
     tanh_log_det,
     td_target,
     train_state,
@@ -88,8 +89,8 @@ class SACAgent(flax.struct.PyTreeNode):
     critic: TrainState
     target_critic_params: dict
     temperature: TrainState
-    config: SACConfig = flax.struct.field(pytree_node=False)
-    target_entropy: float = flax.struct.field(pytree_node=False)
+    config: SACConfig = static_field()
+    target_entropy: float = static_field()
 
     @classmethod
     def create(cls, seed, example_observations, example_actions, config: SACConfig):

@@ -1,7 +1,9 @@
 """Transitions kept on the accelerator; batches are sampled by a jitted gather, never copied from the host.
 
-One structure serves both phases: offline it holds the dataset (size == capacity); for O2O it is
-created from the dataset with room for the online transitions, which are appended behind it.
+One structure serves both phases: offline it holds the dataset (size == capacity); for O2O it is a
+ring created from the dataset, as in the reference code: online transitions are written behind the
+dataset rows and, once the ring is full, over the oldest rows (FIFO), and batches are drawn
+uniformly over the filled rows.
 """
 
 from typing import Any
@@ -13,11 +15,23 @@ import numpy as np
 
 TRANSITION_KEYS = ('observations', 'actions', 'next_observations', 'rewards', 'masks', 'terminals')
 ACTION_CLIP = 1 - 1e-5
+REFERENCE_MIN_CAPACITY = 2_000_000  # the reference's ring holds max(2M, N + 1) rows
+
+
+def default_capacity(dataset_rows):
+    return max(REFERENCE_MIN_CAPACITY, dataset_rows + 1)
+
+
+def _int32(x):
+    return jnp.asarray(x, jnp.int32)
 
 
 class ReplayBuffer(flax.struct.PyTreeNode):
     data: dict  # key -> array with leading dimension `capacity`
-    size: Any  # int32 scalar: rows filled, offline rows first
+    size: Any  # int32 scalar: rows filled (at most capacity)
+    pointer: Any  # int32 scalar: the row the next transition is written to
+    offline_size: Any  # int32 scalar: dataset rows, written first at rows [0, offline_size)
+    online_count: Any  # int32 scalar: online transitions appended so far (some may be overwritten)
 
     @classmethod
     def create(cls, dataset, capacity=None):
@@ -34,143 +48,172 @@ class ReplayBuffer(flax.struct.PyTreeNode):
             values = np.asarray(dataset[k], dtype=np.float32)
             if k == 'actions':
                 values = np.clip(values, -ACTION_CLIP, ACTION_CLIP)
-            padded = np.zeros((capacity,) + values.shape[1:], np.float32)
-            padded[:size] = values
-            data[k] = jnp.asarray(padded)
-        return cls(data=data, size=jnp.asarray(size, jnp.int32))
+            # Padded on the device: no host copy of the (possibly 2M-row) empty part.
+            padding = jnp.zeros((capacity - size,) + values.shape[1:], jnp.float32)
+            data[k] = jnp.concatenate([jnp.asarray(values), padding])
+        return cls(
+            data=data,
+            size=_int32(size),
+            pointer=_int32(size % capacity),
+            offline_size=_int32(size),
+            online_count=_int32(0),
+        )
 
     @property
     def capacity(self):
         return self.data['observations'].shape[0]
 
-    def sample(self, rng, batch_size):
-        """A uniform batch over the filled rows (traceable: use inside jit / scan)."""
-        return self._gather(jax.random.randint(rng, (batch_size,), 0, self.size))
+    def sample(self, rng, batch_size, balanced=False):
+        """A batch over the filled rows: uniform, or `balanced` (see `_draw`). Traceable."""
+        idx = self._draw(rng, batch_size, self.size, self.pointer, self.online_count, balanced)
+        return self._gather(idx, self.size, self.pointer)
 
-    def sample_balanced(self, rng, batch_size, offline_rows):
-        """Half the batch (the first ⌈B/2⌉ rows) uniform over the offline rows [0, offline_rows), half uniform
-        over the online rows [offline_rows, size): RLPD's 50/50 sampling. While no online row exists (the
-        offline phase) it is `sample`. Traceable."""
-        offline_key, online_key, uniform_key = jax.random.split(rng, 3)
+    def _draw(self, rng, batch_size, size, pointer, online_count, balanced):
+        """Row indices of a batch from the ring in the state (size, pointer, online_count). Uniform over
+        the filled rows; or, `balanced` (RLPD's 50/50), the first ⌈B/2⌉ uniform over the dataset rows no
+        online row has overwritten and the rest uniform over the online rows, once there are any (before
+        that, and if every dataset row was overwritten, uniform)."""
+        uniform = jax.random.randint(rng, (batch_size,), 0, size)
+        if not balanced:
+            return uniform
+        offline_key, online_key = jax.random.split(jax.random.fold_in(rng, 1))
+        overwritten = jnp.clip(self.offline_size + online_count - self.capacity, 0, self.offline_size)
+        online = jnp.minimum(online_count, self.capacity)
         num_online = batch_size // 2
-        offline_idx = jax.random.randint(offline_key, (batch_size - num_online,), 0, offline_rows)
-        online_idx = jax.random.randint(
-            online_key, (num_online,), offline_rows, jnp.maximum(self.size, offline_rows + 1)
+        offline_idx = jax.random.randint(
+            offline_key, (batch_size - num_online,), overwritten, jnp.maximum(self.offline_size, overwritten + 1)
         )
-        balanced = jnp.concatenate([offline_idx, online_idx])
-        uniform = jax.random.randint(uniform_key, (batch_size,), 0, self.size)
-        return self._gather(jnp.where(self.size > offline_rows, balanced, uniform))
+        online_idx = (pointer - online + jax.random.randint(online_key, (num_online,), 0, online)) % self.capacity
+        split = (online_count > 0) & (overwritten < self.offline_size)
+        return jnp.where(split, jnp.concatenate([offline_idx, online_idx]), uniform)
 
-    def _gather(self, idx):
-        """The rows `idx`, plus `next_actions`: the action of the row after each (the last filled row
+    def _gather(self, idx, size, pointer, before=None, visible=None):
+        """The rows `idx`, plus `next_actions`: the action of the row written after each (the newest row
         repeats its own), ReBRAC's next dataset action a'. As in FQL's code, at an episode's last row
-        this is the next episode's first action (the critic's BC term there is off by one transition)."""
-        batch = jax.tree_util.tree_map(lambda x: x[idx], self.data)
-        batch['next_actions'] = self.data['actions'][jnp.minimum(idx + 1, self.size - 1)]
+        this is the next episode's first action (the critic's BC term there is off by one transition).
+        With `before` (see `before_append`), rows read as they were when only `visible` rows of the
+        last append had been written."""
+
+        def rows_at(i, keys):
+            rows = {k: self.data[k][i] for k in keys}
+            if before is None:
+                return rows
+            count = len(before['rows']['observations'])
+            writer = (i - before['pointer']) % self.capacity  # which row of the append wrote i, if < count
+            not_yet = (writer >= visible) & (writer < count)
+            old = jnp.minimum(writer, count - 1)
+            return {
+                k: jnp.where(not_yet.reshape((-1,) + (1,) * (v.ndim - 1)), before['rows'][k][old], v)
+                for k, v in rows.items()
+            }
+
+        following = (idx + 1) % self.capacity
+        following = jnp.where((following == pointer) | (following >= size), idx, following)
+        batch = rows_at(idx, self.data.keys())
+        batch['next_actions'] = rows_at(following, ['actions'])['actions']
         return batch
 
-    def append(self, transitions):
-        """Appends a batch of transitions (dict of arrays with a leading row axis) at row `size`,
-        actions clipped as in `create` (traceable; in place when the buffer is donated to the
-        enclosing jit).
+    def _write_rows(self, count):
+        return (self.pointer + jnp.arange(count)) % self.capacity
 
-        The caller keeps the total number of appends within capacity (the loops size the buffer
-        as dataset + online steps), so nothing is overwritten.
+    def append(self, transitions):
+        """Writes a batch of transitions (dict of arrays with a leading row axis) at `pointer`, wrapping
+        over the oldest rows once full, actions clipped as in `create` (traceable; in place when the
+        buffer is donated to the enclosing jit: one row at a time, as a scatter made XLA copy the buffer).
         """
+        count = len(transitions['observations'])
+        if count > self.capacity:
+            raise ValueError(f'cannot append {count} rows at once to a buffer of {self.capacity}')
         rows = {k: jnp.asarray(v, jnp.float32) for k, v in transitions.items()}
         rows['actions'] = jnp.clip(rows['actions'], -ACTION_CLIP, ACTION_CLIP)
-        data = {k: jax.lax.dynamic_update_slice_in_dim(v, rows[k], self.size, 0) for k, v in self.data.items()}
-        return self.replace(data=data, size=self.size + len(transitions['observations']))
 
-    def rows(self, start, stop):
-        """Host copy of rows [start, stop) — used to checkpoint the online part."""
-        return {k: np.asarray(v[start:stop]) for k, v in self.data.items()}
+        def write(j, data):
+            at = (self.pointer + j) % self.capacity
+            return {k: jax.lax.dynamic_update_slice_in_dim(v, rows[k][j][None], at, 0) for k, v in data.items()}
 
-    def write_rows(self, start, rows):
-        """Restores rows written by `rows` (host-side, at resume)."""
+        return self.replace(
+            data=jax.lax.fori_loop(0, count, write, self.data),
+            size=jnp.minimum(self.size + count, self.capacity),
+            pointer=(self.pointer + count) % self.capacity,
+            online_count=self.online_count + count,
+        )
+
+    def before_append(self, count):
+        """What `sample_during_append` needs to see the buffer partway through an append of `count`
+        rows: its state, and the rows that append will overwrite (read-only; call it before)."""
+        rows = {k: v[self._write_rows(count)] for k, v in self.data.items()}
+        return dict(size=self.size, pointer=self.pointer, online_count=self.online_count, rows=rows)
+
+    def sample_during_append(self, rng, batch_size, before, visible, balanced=False):
+        """A batch (as `sample`) from the buffer as it was when only the first `visible` rows of its last
+        append (whose `before` is given) had been written: a row that a later row of that append
+        overwrote is read from `before['rows']`. Draws the same indices as `sample` would then."""
+        size = jnp.minimum(before['size'] + visible, self.capacity)
+        pointer = (before['pointer'] + visible) % self.capacity
+        idx = self._draw(rng, batch_size, size, pointer, before['online_count'] + visible, balanced)
+        return self._gather(idx, size, pointer, before, visible)
+
+    def online_rows(self):
+        """Host copy of the rows online appends have written, from row `offline_size` on (wrapping; at
+        most `capacity` rows): with `online_count`, all a checkpoint needs to rebuild the ring."""
+        count = min(int(self.online_count), self.capacity)
+        idx = (int(self.offline_size) + np.arange(count)) % self.capacity
+        return {k: np.asarray(v[idx]) for k, v in self.data.items()}
+
+    def restore_online_rows(self, rows, online_count):
+        """The ring after `online_count` appends whose surviving rows are `rows` (from `online_rows`),
+        on a buffer freshly created from the same dataset (host-side, at resume)."""
         count = len(rows['observations'])
-        data = {k: v.at[start : start + count].set(jnp.asarray(rows[k])) for k, v in self.data.items()}
-        return self.replace(data=data, size=jnp.asarray(start + count, jnp.int32))
+        if count != min(online_count, self.capacity):
+            raise ValueError(f'{count} saved online rows do not fit {online_count} appends to {self.capacity} rows')
+        offline = int(self.offline_size)
+        idx = (offline + np.arange(count)) % self.capacity
+        data = {k: v.at[idx].set(jnp.asarray(rows[k])) for k, v in self.data.items()}
+        return self.replace(
+            data=data,
+            size=_int32(min(offline + online_count, self.capacity)),
+            pointer=_int32((offline + online_count) % self.capacity),
+            online_count=_int32(online_count),
+        )
 
 
-SHARED_KEYS = ('observations', 'actions', 'next_observations', 'terminals')
 LABEL_KEYS = ('rewards', 'masks')  # relabeled per task of a family
 
 
 class GroupBuffer(flax.struct.PyTreeNode):
-    """The replay data of a group of R runs (seeds × tasks of one family) on the device.
-
-    One copy of the dataset's observations and actions serves every run; rewards and masks are one
-    column per task (`labels[k]` is (T, N)), and run r reads column `label_index[r]`. Each run has its
-    own online rows, a ReplayBuffer stacked over runs (leading axis R; capacity 0 offline). Run r's
-    buffer is the N dataset rows followed by its online rows, sampled uniformly as one ReplayBuffer.
+    """The replay data of a group of R runs (seeds × tasks of one family) on the device: one
+    ReplayBuffer per run, stacked along a leading run axis (every field is (R, ...)) and used under
+    `vmap`, so each run's buffer is exactly the ring a run alone would have. Each run holds its own
+    copy of the dataset: its ring overwrites the oldest (dataset) rows once full, differently per run.
     """
 
-    shared: dict  # SHARED_KEYS -> (N, ...)
-    labels: dict  # LABEL_KEYS -> (T, N)
-    label_index: Any  # (R,) int32: run -> its task's column
-    online: ReplayBuffer  # data (R, C, ...), size (R,)
+    runs: ReplayBuffer
 
     @classmethod
-    def create(cls, dataset, labels, label_index, online_capacity=0):
-        """`dataset`: numpy arrays with SHARED_KEYS; `labels`: LABEL_KEYS -> (T, N) numpy arrays."""
-        shared = ReplayBuffer.create({**dataset, 'rewards': labels['rewards'][0], 'masks': labels['masks'][0]})
-        empty = {k: v[:0] for k, v in shared.rows(0, 0).items()}
-        online = ReplayBuffer.create(empty, capacity=online_capacity)
-        runs = len(label_index)
-        return cls(
-            shared={k: shared.data[k] for k in SHARED_KEYS},
-            labels={k: jnp.asarray(np.asarray(labels[k], np.float32)) for k in LABEL_KEYS},
-            label_index=jnp.asarray(label_index, jnp.int32),
-            online=jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (runs, *x.shape)).copy(), online),
-        )
+    def create(cls, dataset, labels, label_index, capacity=None):
+        """`dataset`: numpy arrays with TRANSITION_KEYS but LABEL_KEYS; `labels`: LABEL_KEYS -> (T, N)
+        numpy arrays, one row per task; run r reads task `label_index[r]`'s rewards and masks."""
+        tasks = [
+            ReplayBuffer.create({**dataset, **{k: labels[k][t] for k in LABEL_KEYS}}, capacity)
+            for t in range(len(labels[LABEL_KEYS[0]]))
+        ]
+        index = np.asarray(label_index)
+        return cls(runs=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs)[index], *tasks))
 
     @classmethod
-    def of_one_task(cls, dataset, runs=1, online_capacity=0):
+    def of_one_task(cls, dataset, runs=1, capacity=None):
         """A group of `runs` runs on one task's transitions (a dict with TRANSITION_KEYS)."""
         labels = {k: np.asarray(dataset[k])[None] for k in LABEL_KEYS}
-        return cls.create(dataset, labels, [0] * runs, online_capacity)
+        return cls.create(dataset, labels, [0] * runs, capacity)
+
+    def run(self, r):
+        """Run r's ReplayBuffer."""
+        return jax.tree_util.tree_map(lambda x: x[r], self.runs)
 
     def select_runs(self, indices):
-        """The group of runs `indices` (a list), sharing this group's dataset arrays."""
-        indices = np.asarray(indices)
-        online = jax.tree_util.tree_map(lambda x: x[indices], self.online)
-        return self.replace(label_index=self.label_index[indices], online=online)
+        """The group of runs `indices` (a list)."""
+        return self.replace(runs=jax.tree_util.tree_map(lambda x: x[np.asarray(indices)], self.runs))
 
-    @property
-    def dataset_rows(self):
-        return self.shared['observations'].shape[0]
-
-    def sample_run(self, online, label, rng, batch_size, online_rows, balanced=False):
-        """A batch over one run's dataset rows and first `online_rows` online rows (traceable; inside a
-        vmap over runs, `online` and `label` are the run's): uniform, or with `balanced` half from the
-        dataset and half from the online rows once there are any (`ReplayBuffer.sample_balanced`).
-        Adds `next_actions`, the action of the row after each (`ReplayBuffer._gather`)."""
-        n = self.dataset_rows
-        size = n + online_rows
-        if balanced:
-            offline_key, online_key, uniform_key = jax.random.split(rng, 3)
-            num_online = batch_size // 2
-            offline_idx = jax.random.randint(offline_key, (batch_size - num_online,), 0, n)
-            online_idx = jax.random.randint(online_key, (num_online,), n, jnp.maximum(size, n + 1))
-            uniform = jax.random.randint(uniform_key, (batch_size,), 0, size)
-            idx = jnp.where(size > n, jnp.concatenate([offline_idx, online_idx]), uniform)
-        else:
-            idx = jax.random.randint(rng, (batch_size,), 0, size)
-        batch = self._gather_run(online, label, idx)
-        batch['next_actions'] = self._gather_run(online, label, jnp.minimum(idx + 1, size - 1))['actions']
-        return batch
-
-    def _gather_run(self, online, label, idx):
-        """Rows `idx` of one run's buffer: dataset rows [0, N), then its online rows."""
-        n = self.dataset_rows
-        rows = jnp.minimum(idx, n - 1)
-        batch = {k: v[rows] for k, v in self.shared.items()}
-        batch.update({k: v[label, rows] for k, v in self.labels.items()})
-        if online.capacity == 0:
-            return batch
-        from_online = idx >= n
-        online_batch = jax.tree_util.tree_map(lambda x: x[jnp.clip(idx - n, 0, online.capacity - 1)], online.data)
-        return {
-            k: jnp.where(from_online.reshape(-1, *[1] * (v.ndim - 1)), online_batch[k], v) for k, v in batch.items()
-        }
+    def with_runs(self, buffers):
+        """The group whose run r is `buffers[r]` (ReplayBuffers of equal capacity)."""
+        return self.replace(runs=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *buffers))

@@ -90,8 +90,10 @@ def _official_path(task, dataset_dir, workers):
         return path
     missing = f'official dataset {path} (and its -val file) is missing and could not be downloaded ({failure})'
     if not task.family.generatable:
+        download = f"python -c \"import ogbench; ogbench.download_datasets(['{task.dataset_name}'], '{dataset_dir}')\""
         raise DatasetError(
-            f'{missing}; navigate datasets cannot be regenerated: put the official files there or pass --dataset PATH'
+            f'{missing}; navigate datasets cannot be regenerated: on a machine with internet run `{download}` '
+            f'and copy {os.path.basename(path)} and its -val file into {dataset_dir}, or pass --dataset PATH'
         )
     out_dir = generate.generated_dir(dataset_dir, OFFICIAL_EPISODES, 0, EPISODE_LENGTH)
     print(

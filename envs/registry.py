@@ -49,6 +49,7 @@ class Task:
     name: str  # full name, e.g. 'cube-double-play-singletask-task2-v0'
     family: Family
     task_id: int | None  # 1..5 for OGBench, None for D4RL
+    backend: str | None = None  # D4RL AntMaze only: 'd4rl' (legacy package) or 'minari'
 
     @property
     def env_id(self):

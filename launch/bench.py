@@ -26,7 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents import AGENTS  # noqa: E402
-from datasets.buffer import LABEL_KEYS, SHARED_KEYS, GroupBuffer  # noqa: E402
+from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import resolve_task  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
@@ -148,7 +148,7 @@ def bench_o2o(args, family_name, runs_list):
     print('| --- | --- | --- | --- | --- | --- |')
     for runs in runs_list:
         pool = make_env_pool([task] * runs)
-        buffer = GroupBuffer.of_one_task(data, runs=runs, online_capacity=args.online_steps + 1)
+        buffer = GroupBuffer.of_one_task(data, runs=runs, capacity=args.rows + args.online_steps + 1)
         agents = make_agents(module, config, data, runs)
         keys = jax.random.split(jax.random.PRNGKey(1), runs)
         observations = np.stack(pool.reset(list(range(runs)), list(range(runs)))).astype(np.float32)
@@ -205,24 +205,22 @@ def device_memory():
 def bench_memory(args):
     """Bytes of the group buffer and agent state, from array sizes (nothing allocated)."""
     memory = device_memory()
-    print('\n## Device memory of an O2O run (dataset + 1M online rows + agent state, FAV)')
-    print('| family | shared dataset | per run (its rewards/masks, online rows, agent) | runs that fit |')
-    print('| --- | --- | --- | --- |')
+    print('\n## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows + agent state, FAV)')
+    print('| family | per run (its ring: dataset + online rows, agent) | runs that fit |')
+    print('| --- | --- | --- |')
     module = AGENTS['fav']
     for family_name in ('cube-double-play', 'humanoidmaze-large-navigate'):
         task = resolve_task(family_name)
         obs_dim, act_dim, rows = SIZES[family_name]
-        row_floats = {'observations': obs_dim, 'next_observations': obs_dim, 'actions': act_dim, 'terminals': 1}
-        shared = 4 * rows * sum(row_floats[k] for k in SHARED_KEYS)
-        labels = 4 * rows * len(LABEL_KEYS)
-        online = 4 * 1_000_000 * (sum(row_floats.values()) + len(LABEL_KEYS))
+        row_floats = 2 * obs_dim + act_dim + 3  # observations, next_observations, actions, rewards, masks, terminals
+        ring = 4 * default_capacity(rows) * row_floats
         config = module.get_config(task.family, dict(hidden_dims=args.hidden_dims), mode='o2o')
         example = (jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim)))
         agent = jax.eval_shape(lambda key, c=config, e=example: module.Agent.create(key, *e, c), jax.random.PRNGKey(0))
         state = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(agent))
-        per_run = labels + online + state
-        fits = 'unknown' if memory is None else f'{int((0.9 * memory - shared) // per_run)}'
-        print(f'| {family_name} | {shared / 2**30:.2f} GiB | {per_run / 2**30:.2f} GiB | {fits} |')
+        per_run = ring + state
+        fits = 'unknown' if memory is None else f'{int(0.9 * memory // per_run)}'
+        print(f'| {family_name} | {per_run / 2**30:.2f} GiB | {fits} |')
     if memory is not None:
         print(f'(device memory {memory / 2**30:.1f} GiB, 90 % of it usable)')
 

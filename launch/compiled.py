@@ -1,9 +1,9 @@
 """The compiled parts of the training loop, for a group of R runs at once (a single run is R = 1).
 
-Agents are stacked along a leading run axis and every function here is `vmap`-ed over it: K updates
-per call under `jit` + `lax.scan`, one policy call for all runs. Update `i` of run r draws its batch
-with `fold_in(data_key[r], i)` and each agent carries its own key, so a seed gives the same batches
-whatever K is and whichever group it trains in.
+Agents and their replay buffers are stacked along a leading run axis and every function here is
+`vmap`-ed over it: K updates per call under `jit` + `lax.scan`, one policy call for all runs. Update
+`i` of run r draws its batch with `fold_in(data_key[r], i)` and each agent carries its own key, so a
+seed gives the same batches whatever K is and whichever group it trains in.
 """
 
 import functools
@@ -19,28 +19,31 @@ def _chunk_result(infos):
     return jax.tree_util.tree_map(lambda v: v.mean(1), infos), finite
 
 
-def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing, balanced=False):
+def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended=None, balanced=False):
     """`length` updates of every run; update i draws its batch with fold_in(data_key, start_step + i).
-    When `growing`, the last `length` online rows of each run are its new transitions and update i
-    sees only the first i + 1 of them, as if each were appended just before its update. With `balanced`,
-    batches are half offline, half online (`GroupBuffer.sample_run`)."""
+    With `appended` (per run, the `before` of the append of its last `length` online transitions),
+    update i sees the run's ring as it was after only the first i + 1 of them, as if each were
+    appended just before its update. `balanced`: half offline, half online rows (`ReplayBuffer.sample`)."""
 
-    def one_run(agent, online, label, data_key):
+    def one_run(agent, ring, data_key, before):
         def one_update(agent, i):
-            rows = online.size - length + i + 1 if growing else online.size
-            key = jax.random.fold_in(data_key, start_step + i)
-            return agent.update(buffer.sample_run(online, label, key, batch_size, rows, balanced))
+            rng = jax.random.fold_in(data_key, start_step + i)
+            if before is None:
+                batch = ring.sample(rng, batch_size, balanced)
+            else:
+                batch = ring.sample_during_append(rng, batch_size, before, i + 1, balanced)
+            return agent.update(batch)
 
         return jax.lax.scan(one_update, agent, jnp.arange(length))
 
-    agents, infos = jax.vmap(one_run)(agents, buffer.online, buffer.label_index, data_keys)
+    agents, infos = jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
     return (agents, *_chunk_result(infos))
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size'))
-def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size):
+@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced'))
+def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
     """`length` updates per run on batches sampled on the device: (agents, mean metrics, finite)."""
-    return _run_updates(agents, buffer, data_keys, start_step, length, batch_size, growing=False)
+    return _run_updates(agents, buffer, data_keys, start_step, length, batch_size, balanced=balanced)
 
 
 def _policy(agents, observations, keys, indices, evaluation=False):
@@ -61,9 +64,14 @@ def policy_action(agents, observations, keys, *indices, evaluation=False):
     return _policy(agents, observations, keys, indices, evaluation)
 
 
-@functools.partial(jax.jit, donate_argnames=('online',))
-def _append(online, transitions):
-    return jax.vmap(lambda b, t: b.append(t))(online, transitions)
+@functools.partial(jax.jit, donate_argnames=('runs',))
+def _append(runs, transitions):
+    return jax.vmap(lambda ring, t: ring.append(t))(runs, transitions)
+
+
+@functools.partial(jax.jit, static_argnames=('count',))
+def _before_append(runs, count):
+    return jax.vmap(lambda ring: ring.before_append(count))(runs)
 
 
 def online_chunk(
@@ -72,19 +80,23 @@ def online_chunk(
     """Appends each run's new transitions (R, L, ...), then one update per transition (the paper's one
     update per env step); with `observations` and `act_keys`, also the next actions for them, drawn
     with fold_in(act_key, start_step + L) by the updated agents, so one call serves an env step.
-    Two compiled calls: the append is in place on the donated buffer, the updates only read it
-    (inside one call XLA copied the whole buffer every time: 60 ms a step at 1M rows, CPU)."""
-    buffer = buffer.replace(online=_append(buffer.online, transitions))  # only the online rows are donated
+    Three compiled calls: the append is in place on the donated rings, the updates only read them
+    (inside one call XLA copied the whole buffer every time: 60 ms a step at 1M rows, CPU), and
+    `before_append` is separate as a read inside the append made XLA copy the buffer too."""
     length = transitions['observations'].shape[1]
+    before = _before_append(buffer.runs, length)
+    buffer = buffer.replace(runs=_append(buffer.runs, transitions))
     agents, info, finite, actions = _updates_then_act(
-        agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys, balanced
+        agents, buffer, data_keys, start_step, length, batch_size, before, observations, act_keys, balanced
     )
     return agents, buffer, info, finite, actions
 
 
 @functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced'))
-def _updates_then_act(agents, buffer, data_keys, start_step, length, batch_size, observations, act_keys, balanced):
-    agents, info, finite = _run_updates(agents, buffer, data_keys, start_step, length, batch_size, True, balanced)
+def _updates_then_act(
+    agents, buffer, data_keys, start_step, length, batch_size, appended, observations, act_keys, balanced
+):
+    agents, info, finite = _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended, balanced)
     actions = None if observations is None else _policy(agents, observations, act_keys, (start_step + length,))
     return agents, info, finite, actions
 

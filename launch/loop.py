@@ -9,6 +9,7 @@ happen on chunk boundaries, into each run's own directory.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -24,14 +25,16 @@ from flax import serialization
 from tqdm import tqdm
 
 from agents import AGENTS
-from datasets.buffer import LABEL_KEYS, SHARED_KEYS, GroupBuffer
+from datasets.buffer import LABEL_KEYS, GroupBuffer, default_capacity
+from datasets.d4rl_data import BACKENDS, load_d4rl_data
 from datasets.generate import DEFAULT_DATASET_DIR
 from datasets.ogbench_data import DatasetError, load_task_data
 from envs.evaluation import episode_seed, evaluate, final_score
-from envs.factory import SUCCESS_TIMING, make_env, make_env_pool
+from envs.factory import SUCCESS_TIMING, make_env, make_env_pool, with_backend
 from envs.registry import UnknownTaskError, resolve_task, suite_tasks
 from launch.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk, policy_action
+from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import RunLogger, read_json, write_json
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -83,6 +86,12 @@ def build_parser(mode):
             default=1,
             help='env steps collected (policy held fixed) per compiled call of as many updates',
         )
+        p.add_argument(
+            '--buffer-capacity',
+            type=int,
+            help='rows of the O2O replay ring; once full, online transitions overwrite the oldest rows '
+            '(default, as the reference: max(2000000, dataset rows + 1))',
+        )
     p.add_argument('--eval-every', type=int, default=100_000)
     p.add_argument('--eval-episodes', type=int, default=50)
     p.add_argument(
@@ -95,7 +104,16 @@ def build_parser(mode):
     p.add_argument('--save-every', type=int, default=100_000)
     p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
     p.add_argument('--dataset', help='path of a dataset .npz (its -val.npz beside it)')
-    p.add_argument('--dataset-dir', default=DEFAULT_DATASET_DIR, help='where official/generated datasets live')
+    p.add_argument(
+        '--dataset-dir',
+        help=f'where official/generated datasets live (default: {DEFAULT_DATASET_DIR}; for D4RL AntMaze, '
+        "the backend's own: $D4RL_DATASET_DIR or ~/.d4rl/datasets, $MINARI_DATASETS_PATH or ~/.minari/datasets)",
+    )
+    p.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        help='D4RL AntMaze data and envs: legacy d4rl (the paper) or minari (default: d4rl if it imports)',
+    )
     p.add_argument('--dataset-episodes', type=int, help='generate (or reuse) a smaller dataset of N episodes')
     p.add_argument('--workers', type=int, help='processes for dataset generation (default: all cores)')
     p.add_argument(
@@ -146,6 +164,7 @@ def parse_args(argv, mode):
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
         args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
+        args.buffer_capacity = None
     return args
 
 
@@ -224,6 +243,8 @@ def _settings(args, task, seed, config, mode):
         updates_per_call=args.updates_per_call,
         online_updates_per_call=args.online_updates_per_call,
         balanced_sampling=args.balanced_sampling,
+        buffer_capacity=args.buffer_capacity,  # replaced by the rows it resolves to once the data is loaded
+        backend=task.backend,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,
         dataset_episodes=args.dataset_episodes,
@@ -240,8 +261,8 @@ def _settings(args, task, seed, config, mode):
 def _check_same_run(run_dir, settings):
     saved = read_json(os.path.join(run_dir, 'config.json'))
     for key in sorted(set(saved) | set(settings)):
-        if key in RESUMABLE_DIFFERENCES:
-            continue
+        if key in RESUMABLE_DIFFERENCES or (key == 'buffer_capacity' and settings[key] is None):
+            continue  # a default capacity resolves to the same rows for the same data
         if saved.get(key) != _jsonable(settings.get(key)):
             raise UserError(
                 f'{run_dir} holds a run with {key}={saved.get(key)!r}, not {settings.get(key)!r}; '
@@ -308,28 +329,31 @@ def _plan_runs(args, mode, tasks, seeds, config):
 
 
 def _load_group_data(args, tasks):
-    """One copy of the dataset (observations, actions, ...) and each task's reward/mask relabeling."""
-    shared, labels = None, {k: [] for k in LABEL_KEYS}
+    """The dataset's transitions once (without LABEL_KEYS), and each task's reward/mask relabeling."""
+    dataset, labels = None, {k: [] for k in LABEL_KEYS}
     for task in tasks:
-        env = make_env(task)  # OGBench reads the task's goal from it to relabel the dataset
+        env = make_env(task)  # reads the task's goal to relabel the dataset
         try:
-            train_data, _ = load_task_data(
-                task,
-                env,
-                dataset_path=args.dataset,
-                dataset_dir=args.dataset_dir,
-                dataset_episodes=args.dataset_episodes,
-                seed=0,
-                workers=args.workers,
-            )
+            if task.family.source == 'd4rl':
+                train_data = load_d4rl_data(task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir)
+            else:
+                train_data, _ = load_task_data(
+                    task,
+                    env,
+                    dataset_path=args.dataset,
+                    dataset_dir=args.dataset_dir,
+                    dataset_episodes=args.dataset_episodes,
+                    seed=0,
+                    workers=args.workers,
+                )
         finally:
             env.close()
-        if shared is None:
-            shared = {k: train_data[k] for k in SHARED_KEYS}
+        if dataset is None:
+            dataset = {k: v for k, v in train_data.items() if k not in LABEL_KEYS}
         for k in LABEL_KEYS:
             labels[k].append(train_data[k])
         del train_data
-    return shared, {k: np.stack(v) for k, v in labels.items()}
+    return dataset, {k: np.stack(v) for k, v in labels.items()}
 
 
 def _run_keys(seed):
@@ -344,13 +368,16 @@ def _select(tree, indices):
 
 
 def run(args, mode):
-    tasks = resolve_tasks(args)
-    seeds = parse_seeds(args)
-    if tasks[0].family.source != 'ogbench':
-        raise UserError(
-            f'{tasks[0].name} is a D4RL task, which cannot be run yet; OGBench tasks can (--list-tasks offline)'
-        )
     _validate_args(args)
+    seeds = parse_seeds(args)
+    try:
+        tasks = [with_backend(task, args.backend) for task in resolve_tasks(args)]
+    except ValueError as e:
+        if isinstance(e, UnknownTaskError):
+            raise
+        raise UserError(str(e)) from None
+    if tasks[0].family.source == 'd4rl' and args.dataset_episodes is not None:
+        raise UserError('--dataset-episodes generates OGBench manipulation data; D4RL AntMaze reads its datasets')
     module = agent_module(args.agent)
     try:
         config = module.get_config(tasks[0].family, args.agent_overrides, mode=mode)
@@ -364,44 +391,76 @@ def run(args, mode):
             print(f'{run.run_dir} is complete: {final_path}')
             finals[run.run_dir] = read_json(final_path)
     todo = [r for r in runs if r.run_dir not in finals]
-    if todo:
-        checkpoints = [load_checkpoint(r.checkpoint_path) if os.path.exists(r.checkpoint_path) else None for r in todo]
-        shared, labels = _load_group_data(args, tasks)
-        # Run directories appear only once the data is good, so a bad --dataset leaves nothing behind.
-        for r in todo:
-            os.makedirs(r.run_dir, exist_ok=True)
-            write_json(os.path.join(r.run_dir, 'config.json'), _jsonable(r.settings))
-        buffer = GroupBuffer.create(shared, labels, [r.task_index for r in todo], online_capacity=args.online_steps)
-        keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
-        example = (buffer.shared['observations'][:1], buffer.shared['actions'][:1])
-        agents = jax.vmap(lambda key: module.Agent.create(key, *example, config))(keys[:, 0])
-        del shared, labels
-        # Runs resume from their own checkpoints; runs at different steps (a kill between two runs'
-        # saves) train as separate groups, the ones behind first.
-        steps = [0 if c is None else int(c.get('step', 0)) for c in checkpoints]
-        for step in sorted(set(steps)):
-            members = [i for i, s in enumerate(steps) if s == step]
-            if len(members) < len(todo):
-                group = (buffer.select_runs(members), _select(agents, members), _select(keys, members))
-            else:  # the common case: no copies of the online rows
-                group = (buffer, agents, keys)
-            loop = _Loop(args, [todo[i] for i in members], *group)
-            if step:
-                loop.restore([checkpoints[i] for i in members])
-                print(f'resuming {", ".join(r.run_dir for r in loop.runs)} from step {loop.step}')
-            loop.loggers = [
-                RunLogger(r.run_dir, args.wandb, _jsonable(r.settings), rows=rows)
-                for r, rows in zip(loop.runs, loop.logger_rows, strict=True)
-            ]
-            try:
-                loop.train()
-            finally:
-                for logger in loop.loggers:
-                    logger.finish()
-                loop.close()
-            for r, logger in zip(loop.runs, loop.loggers, strict=True):
-                finals[r.run_dir] = _write_final(r, mode, logger.rows['eval'], loop.step, loop.elapsed())
+    if not todo:
+        return [finals[r.run_dir] for r in runs]
+    dataset, labels = _load_group_data(args, tasks)
+    capacity = _buffer_capacity(args, mode, len(dataset['observations']))
+    for r in todo:
+        r.settings['buffer_capacity'] = capacity
+    # Run directories appear only once the data is good, so a bad --dataset leaves nothing behind.
+    for r in todo:
+        os.makedirs(r.run_dir, exist_ok=True)
+    with contextlib.ExitStack() as locks:
+        for r in todo:  # one process per run directory; another one is refused naming the holder
+            locks.enter_context(run_lock(r.run_dir))
+        for r in todo:  # finished by another process while this one loaded the data
+            final_path = os.path.join(r.run_dir, 'final.json')
+            if os.path.exists(final_path):
+                finals[r.run_dir] = read_json(final_path)
+        todo = [r for r in todo if r.run_dir not in finals]
+        if todo:
+            _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals)
     return [finals[r.run_dir] for r in runs]
+
+
+def _buffer_capacity(args, mode, offline_rows):
+    """The rows of each run's replay ring: the dataset offline, else --buffer-capacity or the default."""
+    if mode == 'offline':
+        return offline_rows  # nothing is appended offline
+    if args.buffer_capacity is None:
+        return default_capacity(offline_rows)
+    if args.buffer_capacity < max(offline_rows, args.online_updates_per_call):
+        raise UserError(
+            f'--buffer-capacity {args.buffer_capacity} is smaller than the dataset ({offline_rows} rows) '
+            'or --online-updates-per-call; omit it for the default max(2000000, rows + 1)'
+        )
+    return args.buffer_capacity
+
+
+def _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals):
+    """Trains the runs `todo` (their locks held) and records their final.json in `finals`."""
+    checkpoints = [load_checkpoint(r.checkpoint_path) if os.path.exists(r.checkpoint_path) else None for r in todo]
+    for r in todo:
+        write_json(os.path.join(r.run_dir, 'config.json'), _jsonable(r.settings))
+    buffer = GroupBuffer.create(dataset, labels, [r.task_index for r in todo], capacity)
+    keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
+    example = (buffer.runs.data['observations'][0, :1], buffer.runs.data['actions'][0, :1])
+    agents = jax.vmap(lambda key: module.Agent.create(key, *example, config))(keys[:, 0])
+    # Runs resume from their own checkpoints; runs at different steps (a kill between two runs'
+    # saves) train as separate groups, the ones behind first.
+    steps = [0 if c is None else int(c.get('step', 0)) for c in checkpoints]
+    for step in sorted(set(steps)):
+        members = [i for i, s in enumerate(steps) if s == step]
+        if len(members) < len(todo):
+            group = (buffer.select_runs(members), _select(agents, members), _select(keys, members))
+        else:  # the common case: no copies of the buffers
+            group = (buffer, agents, keys)
+        loop = _Loop(args, [todo[i] for i in members], *group)
+        if step:
+            loop.restore([checkpoints[i] for i in members])
+            print(f'resuming {", ".join(r.run_dir for r in loop.runs)} from step {loop.step}')
+        loop.loggers = [
+            RunLogger(r.run_dir, args.wandb, _jsonable(r.settings), rows=rows)
+            for r, rows in zip(loop.runs, loop.logger_rows, strict=True)
+        ]
+        try:
+            loop.train()
+        finally:
+            for logger in loop.loggers:
+                logger.finish()
+            loop.close()
+        for r, logger in zip(loop.runs, loop.loggers, strict=True):
+            finals[r.run_dir] = _write_final(r, mode, logger.rows['eval'], loop.step, loop.elapsed())
 
 
 def _write_final(run, mode, evals, steps, elapsed):
@@ -483,14 +542,15 @@ class _Loop:
     # -- checkpointing ------------------------------------------------------------------------------
 
     def run_state(self, r):
-        online = _select(self.buffer.online, r)
-        action_dim = self.buffer.shared['actions'].shape[-1]
+        ring = self.buffer.run(r)
+        action_dim = ring.data['actions'].shape[-1]
         return dict(
             agent=serialization.to_state_dict(_select(self.agents, r)),
             step=self.step,
             elapsed=self.elapsed(),
             rows=self.loggers[r].rows,
-            online_rows=online.rows(0, int(online.size)),
+            online_rows=ring.online_rows(),
+            online_count=int(ring.online_count),
             episode_index=self.episode_index[r],
             episode_actions=np.asarray(self.episode_actions[r], np.float32).reshape(-1, action_dim),
             recent_episodes=np.asarray(self.recent_episodes[r], np.float64).reshape(-1, 3),
@@ -501,14 +561,11 @@ class _Loop:
 
     def restore(self, states):
         template = _select(self.agents, 0)
-        agents, online = [], self.buffer.online
+        agents, rings = [], []
         try:
             for r, state in enumerate(states):
                 agents.append(serialization.from_state_dict(template, state['agent']))
-                rows = state['online_rows']
-                count = len(rows['observations'])
-                data = {k: v.at[r, :count].set(jnp.asarray(rows[k])) for k, v in online.data.items()}
-                online = online.replace(data=data, size=online.size.at[r].set(count))
+                rings.append(self.buffer.run(r).restore_online_rows(state['online_rows'], int(state['online_count'])))
                 self.episode_index[r] = int(state['episode_index'])
                 self.episode_actions[r] = list(state['episode_actions'])
                 self.recent_episodes[r] = [tuple(e) for e in state['recent_episodes']]
@@ -522,7 +579,7 @@ class _Loop:
             paths = ', '.join(r.checkpoint_path for r in self.runs)
             raise CheckpointError(f'{paths} does not match this run ({e}); delete it to restart') from None
         self.agents = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
-        self.buffer = self.buffer.replace(online=online)
+        self.buffer = self.buffer.with_runs(rings)
 
     def save(self):
         for r, run in enumerate(self.runs):
@@ -680,7 +737,7 @@ def main(mode, argv=None):
         if not args.env:
             raise UserError(f'--env is required, e.g. --env cube-double (list: launch/{mode}.py --list-tasks offline)')
         run(args, mode)
-    except (UserError, UnknownTaskError, DatasetError, CheckpointError) as e:
+    except (UserError, UnknownTaskError, DatasetError, CheckpointError, RunLockedError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     except NonFiniteError as e:

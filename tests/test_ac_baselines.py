@@ -291,7 +291,7 @@ def test_sac_temperature_moves_toward_the_target_entropy():
 
 
 def _marked_buffer(offline=10, online=3, capacity=20):
-    """Offline rows have reward 0, online rows reward 1; observation = row index."""
+    """Offline rows have reward 0, online rows (appended after them) reward 1; observation = row index."""
     n = offline + online
     data = dict(
         observations=np.arange(n, dtype=np.float32)[:, None],
@@ -301,11 +301,12 @@ def _marked_buffer(offline=10, online=3, capacity=20):
         masks=np.ones(n, np.float32),
         terminals=np.zeros(n, np.float32),
     )
-    return ReplayBuffer.create(data, capacity=capacity)
+    buffer = ReplayBuffer.create({k: v[:offline] for k, v in data.items()}, capacity=capacity)
+    return buffer.append({k: v[offline:] for k, v in data.items()}) if online else buffer
 
 
 def test_a_balanced_batch_holds_exactly_half_offline_rows():
-    buffer, sample = _marked_buffer(), jax.jit(lambda b, k: b.sample_balanced(k, 64, 10))
+    buffer, sample = _marked_buffer(), jax.jit(lambda b, k: b.sample(k, 64, balanced=True))
     for seed in range(5):
         batch = sample(buffer, jax.random.PRNGKey(seed))
         rows = np.asarray(batch['observations'][:, 0]).astype(int)
@@ -315,9 +316,20 @@ def test_a_balanced_batch_holds_exactly_half_offline_rows():
         expected = np.asarray(buffer.data['actions'])[np.minimum(rows + 1, 12)]
         np.testing.assert_array_equal(np.asarray(batch['next_actions']), expected)
     # Before any online row exists, every row is an offline one, drawn uniformly.
-    offline_only = buffer.replace(size=jnp.asarray(10, jnp.int32))
-    rows = np.asarray(offline_only.sample_balanced(jax.random.PRNGKey(0), 400, 10)['observations'][:, 0])
+    offline_only = _marked_buffer(online=0)
+    rows = np.asarray(offline_only.sample(jax.random.PRNGKey(0), 400, balanced=True)['observations'][:, 0])
     assert rows.max() < 10 and len(np.unique(rows)) == 10
+
+
+def test_balanced_sampling_after_the_ring_wraps():
+    """Capacity 12, 10 dataset rows, 4 online rows: the last two overwrote rows 0 and 1, no longer offline."""
+    buffer = _marked_buffer(offline=10, online=0, capacity=12)
+    online = {k: np.full((4, *v.shape[1:]), 1.0, np.float32) for k, v in buffer.data.items()}
+    online['observations'] = np.arange(100, 104, dtype=np.float32)[:, None]
+    buffer = buffer.append(online)
+    rows = np.asarray(buffer.sample(jax.random.PRNGKey(3), 400, balanced=True)['observations'][:, 0]).astype(int)
+    assert sorted(set(rows[:200])) == list(range(2, 10))  # the surviving dataset rows
+    assert sorted(set(rows[200:])) == [100, 101, 102, 103]  # every online row, the wrapped one included
 
 
 class _BatchProbe(flax.struct.PyTreeNode):
@@ -334,10 +346,10 @@ def test_online_chunk_passes_balanced_sampling_through():
     new.update(next_observations=np.zeros((1, 4, 1), np.float32), rewards=np.ones((1, 4), np.float32))
     new.update(masks=np.ones((1, 4), np.float32), terminals=np.zeros((1, 4), np.float32))
     key = jax.random.PRNGKey(0)[None]
-    offline = {k: np.asarray(v[:10]) for k, v in _marked_buffer(online=0).data.items()}
 
     def online_fraction(balanced):
-        buffer = GroupBuffer.of_one_task(offline, online_capacity=4)  # online_chunk donates its online rows
+        # online_chunk donates the buffer it is given: each call gets a fresh one.
+        buffer = GroupBuffer(runs=as_group(_marked_buffer(online=0)))
         _, _, info, _, _ = online_chunk(as_group(_BatchProbe()), buffer, new, key, 0, 64, balanced=balanced)
         return float(info['online_fraction'][0])
 

@@ -1,4 +1,4 @@
-"""ReplayBuffer: device sampling, O2O appends, action clipping."""
+"""ReplayBuffer: device sampling, O2O appends into a FIFO ring, action clipping, checkpointed ring state."""
 
 import jax
 import jax.numpy as jnp
@@ -49,17 +49,59 @@ def test_o2o_append_grows_and_is_sampled():
     assert not np.any(np.all(np.asarray(batch['observations']) == 0, axis=1))
 
 
-def test_online_rows_round_trip():
+def _rows(values, like):
+    """One transition per value, every field filled with that value."""
+    return {k: np.stack([np.full(v.shape[1:], x, np.float32) for x in values]) for k, v in like.items()}
+
+
+def _appended(buffer, data, values, chunk):
+    for lo in range(0, len(values), chunk):
+        buffer = buffer.append(_rows(values[lo : lo + chunk], data))
+    return buffer
+
+
+def test_full_ring_overwrites_the_oldest_rows_and_samples_every_row():
+    data = _dataset(n=4)  # rewards 0..3
+    buffer = _appended(ReplayBuffer.create(data, capacity=6), data, [10, 11, 12, 13, 14], chunk=2)
+    # 10, 11 fill rows 4, 5; then 12, 13, 14 overwrite the oldest rows 0, 1, 2; row 3 is the last dataset row.
+    np.testing.assert_array_equal(np.asarray(buffer.data['rewards']), [12, 13, 14, 3, 10, 11])
+    assert (int(buffer.size), int(buffer.pointer), int(buffer.online_count)) == (6, 3, 5)
+    assert int(buffer.offline_size) == 4
+    rewards = np.asarray(buffer.sample(jax.random.PRNGKey(0), 3000)['rewards'])
+    assert set(np.unique(rewards)) == {3, 10, 11, 12, 13, 14}  # all filled rows, none of the overwritten ones
+    counts = np.unique(rewards, return_counts=True)[1]
+    assert counts.min() > 400  # uniform: 500 each expected
+
+
+def test_append_past_the_end_wraps_and_the_view_partway_through_keeps_old_rows():
     data = _dataset(n=4)
-    buffer = ReplayBuffer.create(data, capacity=7)
-    buffer = buffer.append(
-        {k: np.stack([np.full(v.shape[1:], x, np.float32) for x in (7, 8)]) for k, v in data.items()}
-    )
-    rows = buffer.rows(4, int(buffer.size))
-    fresh = ReplayBuffer.create(data, capacity=7).write_rows(4, rows)
-    assert int(fresh.size) == 6
-    for k in TRANSITION_KEYS:
-        np.testing.assert_array_equal(np.asarray(fresh.data[k]), np.asarray(buffer.data[k]))
+    buffer = _appended(ReplayBuffer.create(data, capacity=5), data, [10], chunk=1)
+    before = buffer.before_append(3)
+    buffer = buffer.append(_rows([20, 21, 22], data))  # rows 0, 1, 2 (one wrap past the end)
+    np.testing.assert_array_equal(np.asarray(buffer.data['rewards']), [20, 21, 22, 3, 10])
+    np.testing.assert_array_equal(np.asarray(before['rows']['rewards']), [0, 1, 2])
+    assert (int(before['size']), int(before['pointer'])) == (5, 0)
+    # As of one visible row of that append, rows 1 and 2 still hold the dataset's 1 and 2.
+    seen = np.asarray(buffer.sample_during_append(jax.random.PRNGKey(1), 3000, before, 1)['rewards'])
+    assert set(np.unique(seen)) == {20, 1, 2, 3, 10}
+
+
+def test_ring_state_round_trip_after_wrapping():
+    data = _dataset(n=4)
+    for appended in ([10, 11], [10, 11, 12, 13, 14], list(range(10, 23))):  # not full, wrapped, wrapped twice
+        buffer = _appended(ReplayBuffer.create(data, capacity=6), data, appended, chunk=3)
+        rows, count = buffer.online_rows(), int(buffer.online_count)
+        assert len(rows['rewards']) == min(len(appended), 6)
+        fresh = ReplayBuffer.create(data, capacity=6).restore_online_rows(rows, count)
+        for k in TRANSITION_KEYS:
+            np.testing.assert_array_equal(np.asarray(fresh.data[k]), np.asarray(buffer.data[k]))
+        for field in ('size', 'pointer', 'offline_size', 'online_count'):
+            assert int(getattr(fresh, field)) == int(getattr(buffer, field)), field
+        # The restored ring goes on as the original: the next append lands on the same row.
+        a, b = buffer.append(_rows([99], data)), fresh.append(_rows([99], data))
+        np.testing.assert_array_equal(np.asarray(a.data['rewards']), np.asarray(b.data['rewards']))
+    with pytest.raises(ValueError, match='saved online rows'):
+        ReplayBuffer.create(data, capacity=6).restore_online_rows(rows, 2)
 
 
 def test_bad_inputs():

@@ -157,7 +157,10 @@ def test_missing_official_file_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(ogbench_data, '_download', lambda task, dataset_dir: 'no route to host')
     # Navigate data was collected by expert policies: nothing to fall back on, say so.
     task = resolve_task('antmaze-large-navigate', 1)
-    with pytest.raises(DatasetError, match='antmaze-large-navigate-v0.npz.*no route to host.*cannot be regenerated'):
+    expected = (
+        r"navigate-v0.npz.*no route to host.*cannot be regenerated.*download_datasets\(\['antmaze-large-navigate-v0'\]"
+    )
+    with pytest.raises(DatasetError, match=expected):
         load_task_data(task, None, dataset_dir=str(tmp_path))
     # Manipulation data is regenerated with the oracles (here shrunk to one short episode).
     monkeypatch.setattr(ogbench_data, 'OFFICIAL_EPISODES', 1)

@@ -275,13 +275,13 @@ def test_each_online_update_samples_a_buffer_that_holds_its_transition():
 
     agent, buffer, _, finite, _ = online_chunk(
         as_group(start),
-        GroupBuffer.of_one_task(offline, online_capacity=2),
+        GroupBuffer.of_one_task(offline, capacity=5),
         {k: v[None] for k, v in new.items()},  # (runs, steps, ...)
         data_key[None],
         step,
         config.batch_size,
     )
-    assert bool(finite[0]) and int(buffer.online.size[0]) == 2
+    assert bool(finite[0]) and int(buffer.runs.online_count[0]) == 2
 
     # By hand: append transition t, then one offline-style update (key of step + t) on the grown buffer.
     expected = as_group(start)

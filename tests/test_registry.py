@@ -109,9 +109,3 @@ def test_cli_unknown_env_is_one_line_with_choices():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and 'no-such-env' in lines[0] and 'valid' in lines[0], result.stderr
     assert 'Traceback' not in result.stderr
-
-
-def test_cli_d4rl_task_is_refused_in_one_line(tmp_path):
-    result = _cli('--env', 'antmaze-large-play-v2', '--run-dir', str(tmp_path / 'r'))
-    assert result.returncode == 2 and 'D4RL' in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / 'r').exists()

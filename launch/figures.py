@@ -1,0 +1,102 @@
+"""PNG figures of the benchmark: the summary bar chart, rliable interval plots and training curves."""
+
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only: no display needed (clusters, CI)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from rliable import plot_utils  # noqa: E402
+
+from launch.results import display_name, read_curve  # noqa: E402
+
+MODE_TITLES = {'offline': 'Offline', 'o2o': 'Offline-to-online'}
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches='tight')
+    plt.close(fig)
+    return path
+
+
+def summary_bars(by_mode, path, published=None):
+    """Suite average per agent; O2O bars are the offline score plus the online gain on top.
+    `published`: mode → agent → numbers, drawn as hatched outlines beside the measured bars."""
+    fig, axes = plt.subplots(1, len(by_mode), figsize=(4.5 * len(by_mode), 3.2), squeeze=False)
+    for ax, (mode, results) in zip(axes[0], by_mode.items(), strict=True):
+        agents = results.agents
+        cells = [results.cell(a, results.tasks) for a in agents]
+        x = np.arange(len(agents))
+        width = 0.4 if published else 0.7
+        first = np.array([np.nan if c[0].mean is None else c[0].mean for c in cells])
+        std = np.array([c[-1].std or 0.0 for c in cells])
+        if mode == 'o2o':
+            online = np.array([np.nan if c[1].mean is None else c[1].mean for c in cells])
+            offline = np.nan_to_num(first)  # RLPD-like runs have no offline phase: the gain starts at 0
+            ax.bar(x, offline, width, color='tab:blue', label='offline')
+            ax.bar(x, online - offline, width, bottom=offline, color='tab:orange', yerr=std, label='online gain')
+        else:
+            ax.bar(x, first, width, color='tab:blue', yerr=std, label='measured')
+        if published:
+            numbers = [published[mode].get(a) for a in agents]
+            heights = [np.nan if n is None else n[-1] for n in numbers]
+            ax.bar(x + width, heights, width, fill=False, hatch='//', label='published (paper)')
+        ax.set_xticks(x + (width / 2 if published else 0), [display_name(a) for a in agents])
+        ax.set_ylim(0, 100)
+        ax.set_ylabel('average success (%)')
+        ax.set_title(f'{MODE_TITLES[mode]} ({len(results.tasks)} tasks with runs)')
+        ax.legend(fontsize='small')
+    return _save(fig, path)
+
+
+def interval_plot(aggregates, path):
+    agents = list(aggregates.estimates)
+    points = {display_name(a): [aggregates.estimates[a][m][0] for m in ('IQM', 'Mean')] for a in agents}
+    intervals = {
+        display_name(a): np.array([[aggregates.estimates[a][m][i] for m in ('IQM', 'Mean')] for i in (1, 2)])
+        for a in agents
+    }
+    fig, _ = plot_utils.plot_interval_estimates(
+        points,
+        intervals,
+        ['IQM', 'Mean'],
+        xlabel=f'{MODE_TITLES[aggregates.mode]} success (%)',
+        row_height=0.8,
+        xlabel_y_coordinate=-0.3,
+    )
+    return _save(fig, path)
+
+
+def improvement_plot(aggregates, path):
+    pairs = {f'FAV,{display_name(b)}': v[0] for b, v in aggregates.improvement.items()}
+    intervals = {f'FAV,{display_name(b)}': np.array(v[1:]) for b, v in aggregates.improvement.items()}
+    fig, ax = plt.subplots(figsize=(4, 0.6 + 0.5 * len(pairs)))
+    plot_utils.plot_probability_of_improvement(pairs, intervals, ax=ax)
+    return _save(fig, path)
+
+
+def training_curves(results, task, path):
+    """Success vs step per agent on one task: the mean over seeds, ± std shaded (over the seeds that
+    reached each evaluation step)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for agent in results.agents:
+        curves = [dict(zip(*read_curve(r), strict=True)) for r in results.runs_of(task, agent)]
+        steps = sorted({s for c in curves for s in c})
+        if not steps:
+            continue
+        at_step = [[c[s] for c in curves if s in c] for s in steps]
+        mean, std = np.array([np.mean(v) for v in at_step]), np.array([np.std(v) for v in at_step])
+        line = ax.plot(steps, mean, label=f'{display_name(agent)} ({len(curves)} seeds)')[0]
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    offline_steps = {r.offline_steps for r in results.runs if r.task == task}
+    if results.mode == 'o2o' and len(offline_steps) == 1:
+        ax.axvline(offline_steps.pop(), color='gray', linestyle='--', linewidth=1, label='online phase starts')
+    ax.set_xlabel('step')
+    ax.set_ylabel('success (%)')
+    ax.set_ylim(-2, 102)
+    ax.set_title(task, fontsize='small')
+    ax.legend(fontsize='small')
+    return _save(fig, path)

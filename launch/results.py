@@ -1,0 +1,182 @@
+"""Run directories → records → the numbers of the benchmark tables.
+
+A run directory is any folder holding a `config.json` written by `launch/loop.py`; it is finished
+once it also holds `final.json`. Scores are on the protocol's 0-100 scale. Aggregates follow the
+paper: a task's score is the mean over seeds, an environment's (or the suite's) is the mean over
+its tasks; "±" is the standard deviation over seeds. Runs that are missing or unfinished are
+counted, never averaged as zero.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from envs.registry import SUITES, UnknownTaskError, resolve_task
+
+# The score a mode's tables show: offline runs have one, O2O runs show "offline → online".
+SCORE_KEYS = {'offline': ('score',), 'o2o': ('offline_score', 'online_score')}
+# The score that rliable aggregates and the training curves use (the run's final performance).
+MAIN_SCORE = {'offline': 'score', 'o2o': 'online_score'}
+DISPLAY_NAMES = {'fav': 'FAV', 'fql': 'FQL', 'iql': 'IQL', 'rebrac': 'ReBRAC', 'ifql': 'IFQL', 'rlpd': 'RLPD'}
+TASK_ORDER = {name: i for i, name in enumerate(SUITES['offline'])}
+
+
+class ResultsError(Exception):
+    """Unreadable or absent runs: reported as one line naming the file, exit code 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    path: str
+    mode: str  # 'offline' or 'o2o'
+    task: str  # full task name
+    family: str  # environment name, e.g. 'cube-single-play'
+    agent: str
+    seed: int
+    offline_steps: int
+    final: dict | None  # final.json; None while the run is unfinished
+
+    def score(self, key):
+        return None if self.final is None else self.final.get(key)
+
+
+def display_name(agent):
+    return DISPLAY_NAMES.get(agent, agent.upper())
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f'{path} is not readable JSON ({e}); delete it (the run reruns) or fix it') from None
+    if not isinstance(data, dict):
+        raise ResultsError(f'{path} holds {type(data).__name__}, not a JSON object; delete it (the run reruns)')
+    return data
+
+
+def find_run_dirs(root):
+    if not os.path.isdir(root):
+        raise ResultsError(f'{root} is not a directory; pass the folder that holds the run directories')
+    found = sorted(dirpath for dirpath, _, files in os.walk(root) if 'config.json' in files)
+    if not found:
+        raise ResultsError(
+            f'{root} holds no run directories (no config.json below it); pass the folder a sweep wrote (its --runs-dir)'
+        )
+    return found
+
+
+def load_run(run_dir):
+    config_path, final_path = os.path.join(run_dir, 'config.json'), os.path.join(run_dir, 'final.json')
+    config = _read_json(config_path)
+    try:
+        mode, task_name = config['mode'], config['task']
+        agent, seed, offline_steps = config['agent'], int(config['seed']), int(config['offline_steps'])
+        family = resolve_task(task_name).family.name
+    except (KeyError, TypeError, ValueError, UnknownTaskError) as e:
+        raise ResultsError(f'{config_path} is not a run config ({e!r}); expected mode, task, agent, seed') from None
+    if mode not in SCORE_KEYS:
+        raise ResultsError(f'{config_path}: mode {mode!r} is not one of {", ".join(SCORE_KEYS)}')
+    final = _read_json(final_path) if os.path.exists(final_path) else None
+    if final is not None:
+        for key in SCORE_KEYS[mode]:
+            value = final.get(key, 'absent')
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ResultsError(f'{final_path}: {key} is {value!r}, expected a number in 0..100 (or null)')
+    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final)
+
+
+def load_runs(root):
+    return [load_run(d) for d in find_run_dirs(root)]
+
+
+def read_curve(run):
+    """(steps, success in 0..100) of a run's evaluations so far; empty if it has none yet."""
+    path = os.path.join(run.path, 'eval.csv')
+    if not os.path.exists(path):
+        return np.zeros(0, int), np.zeros(0)
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return np.array([int(r['step']) for r in rows]), np.array([100 * float(r['success']) for r in rows])
+    except (KeyError, ValueError) as e:
+        raise ResultsError(f'{path} is not an evaluation log ({e!r}); expected step and success columns') from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Aggregates
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A mean over tasks of per-task means, with the std over seeds (None with fewer than 2 seeds)."""
+
+    mean: float | None  # None: no finished run
+    std: float | None
+    tasks: int  # tasks with at least one finished run
+    of_tasks: int  # tasks the row stands for
+    missing: int  # runs missing or unfinished in those tasks
+
+
+def aggregate(scores, tasks, expected):
+    """`scores`: task → {seed: score} of finished runs; `expected`: task → the seeds it should have.
+    The mean is the mean of the task means over the tasks that have runs; the std is over the seeds
+    finished on all of them, of the per-seed mean over those tasks (one task: the std over its seeds)."""
+    present = [t for t in tasks if scores.get(t)]
+    missing = sum(len(set(expected.get(t, ())) - set(scores.get(t, {}))) for t in tasks)
+    if not present:
+        return Score(None, None, 0, len(tasks), missing)
+    mean = float(np.mean([np.mean(list(scores[t].values())) for t in present]))
+    common = sorted(set.intersection(*(set(scores[t]) for t in present)))
+    per_seed = [np.mean([scores[t][s] for t in present]) for s in common]
+    std = float(np.std(per_seed)) if len(per_seed) >= 2 else None
+    return Score(mean, std, len(present), len(tasks), missing)
+
+
+class ModeResults:
+    """The runs of one mode (offline or o2o), indexed for the tables."""
+
+    def __init__(self, mode, runs):
+        self.mode = mode
+        self.runs = [r for r in runs if r.mode == mode]
+        self.agents = sorted({r.agent for r in self.runs}, key=_agent_order)
+        self.tasks = sorted({r.task for r in self.runs}, key=TASK_ORDER.get)
+        self.task_family = {r.task: r.family for r in self.runs}
+        self.families = list(dict.fromkeys(self.task_family[t] for t in self.tasks))
+        self.family_tasks = {
+            f: [t for t in SUITES['offline'] if resolve_task(t).family.name == f] for f in self.families
+        }
+        # The seeds an agent was run with anywhere in this mode: what each task that was run (by any
+        # agent) should have. Tasks nobody ran are not "missing": the rows say k/n tasks instead.
+        self.expected_seeds = {a: sorted({r.seed for r in self.runs if r.agent == a}) for a in self.agents}
+
+    def scores(self, agent, key):
+        """task → {seed: score} over the finished runs of `agent` that have a `key` score."""
+        out = {}
+        for r in self.runs:
+            if r.agent == agent and r.score(key) is not None:
+                out.setdefault(r.task, {})[r.seed] = float(r.score(key))
+        return out
+
+    def cell(self, agent, tasks):
+        """One Score per score key of the mode (offline: one; o2o: offline, online)."""
+        expected = {t: self.expected_seeds[agent] for t in tasks if t in self.tasks}
+        return tuple(aggregate(self.scores(agent, k), tasks, expected) for k in SCORE_KEYS[self.mode])
+
+    def missing_runs(self):
+        return sum(self.cell(a, self.tasks)[-1].missing for a in self.agents)
+
+    def runs_of(self, task, agent):
+        return [r for r in self.runs if r.task == task and r.agent == agent]
+
+
+def _agent_order(agent):
+    known = list(DISPLAY_NAMES)
+    return (known.index(agent), agent) if agent in known else (len(known), agent)
+
+
+def results_by_mode(runs):
+    return {mode: ModeResults(mode, runs) for mode in SCORE_KEYS if any(r.mode == mode for r in runs)}

@@ -1,0 +1,47 @@
+"""One process trains a run directory at a time.
+
+An exclusive `flock` on `<run_dir>/run.lock`, held for the run's duration, with the holder's pid,
+host and command written into the file. The kernel drops the lock when the holder's process ends,
+however it ends, so a lock left by a killed process never blocks a rerun. (flock is per host on most
+network filesystems; a sweep shares run directories through its job list, not through this lock.)
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+
+LOCK_NAME = 'run.lock'
+
+
+class RunLockedError(Exception):
+    """Another live process holds the run directory: reported as one line, exit code 2."""
+
+
+def _holder_text(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        holder = json.loads(os.read(fd, 65536).decode())
+        return f'pid {holder["pid"]} on {holder["host"]} ({holder["command"]})'
+    except (ValueError, KeyError, TypeError):
+        return 'a process that has not written its name yet'
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f'{run_dir} is being trained by {_holder_text(fd)}; wait for it to end or stop it first'
+            ) from None
+        holder = dict(pid=os.getpid(), host=socket.gethostname(), command=' '.join(sys.argv))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

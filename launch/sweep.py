@@ -1,0 +1,361 @@
+"""Every (agent, task, seed) of a suite, as jobs on a Ray cluster (or one after another without Ray).
+
+python launch/sweep.py --suite offline56 --agent fav --agent fql --seeds 0-7 [--runs-dir runs] [--address ADDR]
+
+A job runs the CLI (launch/offline.py or launch/o2o.py) in a subprocess with `--run-dir
+<runs-dir>/<mode>/<task>/<agent>/seed<seed>`, so a killed job resumes from its checkpoint when the
+sweep is rerun, and a finished run is never redone. Settings the sweep does not know (e.g.
+`--offline-steps 300 --agent.hidden_dims=64,64`) are passed to every run.
+"""
+
+import argparse
+import ctypes
+import dataclasses
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+# Run as a script, Python puts launch/ on the path; the project's packages live one level up.
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tqdm import tqdm  # noqa: E402
+
+from agents import AGENTS  # noqa: E402
+from datasets import generate  # noqa: E402
+from datasets.ogbench_data import EPISODE_LENGTH  # noqa: E402
+from envs.registry import FAMILIES, SUITES, UnknownTaskError, resolve_task  # noqa: E402
+from launch.loop import UserError, parse_args  # noqa: E402
+
+SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
+# Rates measured on one NVIDIA H100 with paper-sized networks (README, "Speed"): offline updates with
+# 1000 updates per compiled call, and env steps of a whole O2O run's online phase (env and host work
+# included). Used only for --dry-run's GPU-hour estimate.
+H100_OFFLINE_UPDATES_PER_S = 1374
+H100_O2O_ENV_STEPS_PER_S = 65
+# Settings the sweep sets per run itself.
+OWN_SETTINGS = ('--env', '--task', '--agent', '--seed', '--run-dir', '--resume', '--list-tasks')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    mode: str
+    task: str
+    agent: str
+    seed: int
+    run_dir: str
+
+    @property
+    def finished(self):
+        return os.path.exists(os.path.join(self.run_dir, 'final.json'))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Runs trained by one process. Today always one run; stacked groups (seeds, the tasks of a family)
+    would be several runs here, formed in `make_jobs`, with `command` passing them to the CLI."""
+
+    runs: tuple
+    settings: tuple  # run settings passed through to the CLI
+
+    @property
+    def name(self):
+        return self.runs[0].run_dir
+
+    @property
+    def finished(self):
+        return all(r.finished for r in self.runs)
+
+    def arguments(self):
+        """The CLI's arguments after `python`."""
+        (run,) = self.runs
+        own = ['--env', run.task, '--agent', run.agent, '--seed', str(run.seed), '--run-dir', run.run_dir]
+        return [f'launch/{run.mode}.py', *own, '--no-progress', *self.settings]
+
+
+def make_jobs(runs, settings):
+    """The single place where runs are grouped into jobs (one run per job for now)."""
+    return [Job((run,), tuple(settings)) for run in runs]
+
+
+# ---------------------------------------------------------------------------------------------------
+# What to run
+
+
+def parse_seeds(text):
+    """'0-7', '0,2,5' or '3' → sorted seeds."""
+    seeds = set()
+    try:
+        for part in text.split(','):
+            lo, _, hi = part.partition('-')
+            seeds.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise UserError(f"--seeds {text}: expected a range like '0-7', a list like '0,2,5' or one seed") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f'--seeds {text}: expected non-negative seeds')
+    return sorted(seeds)
+
+
+def suite_tasks(suite):
+    """Task names of a suite (offline56, o2o30), an environment (cube-single) or one task; several
+    separated by commas."""
+    if ',' in suite:
+        return list(dict.fromkeys(t for part in suite.split(',') for t in suite_tasks(part)))
+    if suite in SUITE_NAMES:
+        return list(SUITES[SUITE_NAMES[suite]])
+    for family in FAMILIES.values():
+        if suite in (family.name, family.short_name):
+            return family.task_names()
+    return [resolve_task(suite).name]  # a full task name, or a one-line error naming close ones
+
+
+def plan(args, settings):
+    mode = args.mode or ('o2o' if args.suite == 'o2o30' else 'offline')
+    runs_dir = os.path.abspath(args.runs_dir)
+    runs = [
+        Run(mode, task, agent, seed, os.path.join(runs_dir, mode, task, agent, f'seed{seed}'))
+        for task in suite_tasks(args.suite)
+        for agent in args.agent
+        for seed in parse_seeds(args.seeds)
+    ]
+    return mode, runs, make_jobs(runs, settings)
+
+
+def run_settings(mode, passed, runs):
+    """Checks the passed-through settings with the CLI's own parser; returns the parsed settings."""
+    for item in passed:
+        if item.split('=', 1)[0] in OWN_SETTINGS:
+            raise UserError(f'{item.split("=", 1)[0]} is set by the sweep per run; drop it (seeds: --seeds 0-7)')
+    return parse_args([*passed, '--env', runs[0].task, '--agent', runs[0].agent], mode)
+
+
+def gpu_hours(mode, cli):
+    """Estimated GPU-hours of one run at the measured H100 rates."""
+    seconds = cli.offline_steps / H100_OFFLINE_UPDATES_PER_S
+    if mode == 'o2o':
+        seconds += cli.online_steps / H100_O2O_ENV_STEPS_PER_S
+    return seconds / 3600
+
+
+def data_preparations(runs, cli):
+    """`python -m datasets.generate` commands for a --dataset-episodes dataset not yet generated, one per
+    environment: run before its jobs so that parallel runs do not generate the same files at once."""
+    if cli.dataset_episodes is None or cli.dataset is not None:
+        return {}
+    out = {}
+    for family in dict.fromkeys(resolve_task(r.task).family for r in runs):
+        directory = generate.generated_dir(cli.dataset_dir, cli.dataset_episodes, 0, EPISODE_LENGTH)
+        train, val = generate.output_paths(family, directory)
+        if family.generatable and not (train.exists() and val.exists()):
+            command = ['-m', 'datasets.generate', '--env', family.name, '--episodes', str(cli.dataset_episodes)]
+            out[family.name] = [*command, '--out', str(directory), '--episode-length', str(EPISODE_LENGTH)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running
+
+
+def _die_with_parent():
+    """The run gets SIGKILL when its parent (the sweep, or a Ray worker) dies instead of training on
+    unseen (Linux). Until then, its run lock refuses a second trainer of the same run."""
+    if sys.platform.startswith('linux'):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_command(arguments, log_path, *_after):
+    """Runs `python ARGUMENTS` in the repository with its output in `log_path`; returns (exit code, last
+    line of the log). `_after`: results of jobs that must finish first (Ray waits on them)."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, 'ab') as log:
+        code = subprocess.run(
+            [sys.executable, *arguments], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        ).returncode
+    with open(log_path, errors='replace') as log:
+        lines = [line.strip() for line in log if line.strip()]
+    return code, lines[-1] if lines else ''
+
+
+def log_path(runs_dir, run):
+    """Job output beside the run directories, outside them: <runs-dir>/logs/<mode>/<task>/<agent>/seed<s>.log"""
+    relative = os.path.relpath(run.run_dir, runs_dir)
+    return os.path.join(runs_dir, 'logs', relative + '.log')
+
+
+class Progress:
+    """tqdm bar over the jobs to run, with done / running / queued / failed counts and tqdm's ETA."""
+
+    def __init__(self, total, enabled, slots=1):
+        self.bar = tqdm(total=total, desc='sweep', unit='job', disable=not enabled, dynamic_ncols=True)
+        self.slots = slots  # jobs the cluster runs at once; the others wait for resources
+        self.pending = self.failed = 0
+
+    def update(self, done=0, pending=None, failed=0):
+        self.pending = self.pending if pending is None else pending
+        self.failed += failed
+        running = min(self.pending, self.slots)
+        postfix = dict(done=self.bar.n + done, running=running, queued=self.pending - running, failed=self.failed)
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(done)
+
+    def close(self):
+        self.bar.close()
+
+
+def run_jobs_with_ray(jobs, preparations, args, runs_dir):
+    import ray
+
+    if args.address:
+        ray.init(address=args.address, logging_level='WARNING', log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.local_cpus, logging_level='WARNING', log_to_driver=False, include_dashboard=False)
+    resources = ray.cluster_resources()
+    gpus = args.gpus_per_job if args.gpus_per_job is not None else (1 if resources.get('GPU') else 0)
+    remote = ray.remote(run_command)
+    job_options = dict(num_cpus=args.cpus_per_job, num_gpus=gpus, max_retries=0)
+    if 0 < gpus < 1:  # several JAX processes share a GPU: allocate memory as needed, not 75 % each
+        job_options['runtime_env'] = {'env_vars': {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}}
+    print(
+        f'ray: {len(jobs)} job(s) on {resources.get("CPU", 0):g} CPU(s) and {resources.get("GPU", 0):g} GPU(s), '
+        f'{args.cpus_per_job:g} CPU(s) and {gpus:g} GPU(s) per job'
+    )
+    prepared = {
+        family: remote.options(num_cpus=args.cpus_per_job).remote(command, _data_log(runs_dir, family))
+        for family, command in preparations.items()
+    }
+
+    def submit(job):
+        after = [prepared[f] for f in {resolve_task(r.task).family.name for r in job.runs} if f in prepared]
+        return remote.options(**job_options).remote(job.arguments(), log_path(runs_dir, job.runs[0]), *after)
+
+    pending = {submit(job): job for job in jobs}
+    slots = resources.get('CPU', 1) // args.cpus_per_job
+    if gpus:
+        slots = min(slots, resources.get('GPU', 0) // gpus)
+    return _collect(ray, pending, Progress(len(pending), args.progress, max(int(slots), 1)), args, submit)
+
+
+def _data_log(runs_dir, family):
+    return os.path.join(runs_dir, 'logs', 'data', f'{family}.log')
+
+
+def _collect(ray, pending, progress, args, submit):
+    """Waits for the jobs, resubmitting failures up to --max-retries; returns {job: (code, last line)}."""
+    attempts, failures = {}, {}
+    try:
+        while pending:
+            progress.update(pending=len(pending))
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                job = pending.pop(ref)
+                code, last = ray.get(ref)
+                attempts[job] = attempts.get(job, 0) + 1
+                if code != 0 and code != 2 and attempts[job] <= args.max_retries:  # 2: bad settings
+                    pending[submit(job)] = job  # it resumes from its checkpoint
+                    continue
+                if code != 0:
+                    failures[job] = (code, last)
+                progress.update(done=1, pending=len(pending), failed=int(code != 0))
+    finally:
+        progress.close()
+    return failures
+
+
+def run_jobs_in_turn(jobs, preparations, args, runs_dir):
+    for family, command in preparations.items():
+        code, last = run_command(command, _data_log(runs_dir, family))
+        if code != 0:
+            return {job: (code, f'data for {family}: {last}') for job in jobs}
+    progress = Progress(len(jobs), args.progress)
+    failures = {}
+    try:
+        for job in jobs:
+            progress.update(pending=len(jobs) - progress.bar.n)
+            for _ in range(args.max_retries + 1):
+                code, last = run_command(job.arguments(), log_path(runs_dir, job.runs[0]))
+                if code in (0, 2):
+                    break
+            if code:
+                failures[job] = (code, last)
+            progress.update(done=1, failed=int(code != 0))
+    finally:
+        progress.close()
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog='launch/sweep.py',
+        allow_abbrev=False,  # '--seed 1' must reach the check below, not be read as '--seeds 1'
+        description=__doc__.split('\n\n')[0],
+        epilog='Other options (--offline-steps, --eval-every, --agent.FIELD=VALUE, ...) are passed to every run.',
+    )
+    p.add_argument(
+        '--suite', required=True, help='offline56, o2o30, an environment (cube-single) or a task; several: A,B'
+    )
+    p.add_argument('--mode', choices=['offline', 'o2o'], help='default: o2o for --suite o2o30, else offline')
+    p.add_argument('--agent', action='append', choices=sorted(AGENTS), help='repeat for several agents')
+    p.add_argument('--seeds', default='0-7', help="'0-7', '0,2,5' or one seed (default 0-7)")
+    p.add_argument('--runs-dir', default='runs')
+    p.add_argument('--address', help="Ray cluster address (e.g. 'auto' or HOST:6379); default: a local cluster")
+    p.add_argument('--local-cpus', type=int, help='CPUs of the local Ray cluster (default: all)')
+    p.add_argument('--gpus-per-job', type=float, help='GPU share per job (default: 1 if the cluster has GPUs, else 0)')
+    p.add_argument('--cpus-per-job', type=float, default=1.0)
+    p.add_argument('--max-retries', type=int, default=2, help='reruns of a failed job (it resumes from its checkpoint)')
+    p.add_argument('--dry-run', action='store_true', help='print the jobs and the estimated GPU-hours, run nothing')
+    p.add_argument('--no-ray', action='store_true', help='run the jobs one after another even if Ray is installed')
+    p.add_argument('--no-progress', dest='progress', action='store_false')
+    return p
+
+
+def main(argv=None):
+    args, passed = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    args.agent = args.agent or ['fav']
+    try:
+        if args.max_retries < 0 or args.cpus_per_job <= 0 or (args.gpus_per_job or 0) < 0:
+            raise UserError('--max-retries, --cpus-per-job and --gpus-per-job must be non-negative (cpus > 0)')
+        mode, runs, jobs = plan(args, passed)
+        cli = run_settings(mode, passed, runs)
+    except (UserError, UnknownTaskError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    runs_dir = os.path.abspath(args.runs_dir)
+    todo = [job for job in jobs if not job.finished]
+    hours = gpu_hours(mode, cli) * sum(len(job.runs) for job in todo)
+    print(
+        f'{len(jobs)} job(s) of {len(runs)} {mode} run(s); {len(jobs) - len(todo)} already finished, {len(todo)} to run'
+        f' (about {hours:.2f} GPU-hours on an H100 at the measured rates)'
+    )
+    if args.dry_run:
+        for job in todo:
+            print(' '.join(['python', *job.arguments()]))
+        return 0
+    if not todo:
+        return 0
+    preparations = data_preparations([r for job in todo for r in job.runs], cli)
+    try:
+        import ray  # noqa: F401
+
+        use_ray = not args.no_ray
+    except ImportError:
+        use_ray = False
+        print(f'ray is not installed: running {len(todo)} job(s) one after another (pip install -e ".[sweep]")')
+    if args.no_ray:
+        print(f'--no-ray: running {len(todo)} job(s) one after another')
+    start = time.time()
+    failures = (run_jobs_with_ray if use_ray else run_jobs_in_turn)(todo, preparations, args, runs_dir)
+    print(f'{len(todo) - len(failures)} of {len(todo)} job(s) finished in {time.time() - start:.0f} s')
+    for job, (code, last) in failures.items():
+        print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(runs_dir, job.runs[0])}]')
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The benchmark tables and figures from run directories.
+
+python launch/tables.py runs --out results [--published]
+
+Writes, per mode present (offline, o2o): `<mode>.md` and `<mode>.tex` (per-task, per-environment and
+suite-average tables, mean ± std over seeds, one column per agent; O2O cells read "offline → online"),
+and with the `tables` extra (rliable, matplotlib) `<mode>_rliable.md/.tex` (IQM and mean with 95 %
+stratified-bootstrap CIs, probability of improvement of FAV over each baseline) and the figures
+(launch/figures.py).
+"""
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import sys
+
+# Run as a script, Python puts launch/ on the path; the project's packages live one level up.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from envs.registry import SUITES  # noqa: E402
+from launch.results import ResultsError, display_name, load_runs, results_by_mode  # noqa: E402
+
+# The paper's headline suite averages (0-100), for `--published`: offline over its 56 tasks, O2O over
+# its 30 tasks as (offline, online).
+PUBLISHED = {
+    'offline': {
+        'fav': (54,),
+        'fql': (48,),
+        'qam': (45,),
+        'dsrl': (40,),
+        'ifql': (34,),
+        'cac': (26,),
+        'srpo': (20,),
+        'fawac': (19,),
+    },
+    'o2o': {
+        'fav': (32, 69),
+        'fql': (26, 54),
+        'rlpd': (0, 44),
+        'qam': (32, 41),
+        'rebrac': (16, 39),
+        'ifql': (21, 36),
+        'iql': (6, 7),
+    },
+}
+PUBLISHED_NAMES = {'qam': 'QAM', 'dsrl': 'DSRL', 'cac': 'CAC', 'srpo': 'SRPO', 'fawac': 'FAWAC'}
+
+
+@dataclasses.dataclass
+class Table:
+    """Rows of cells; a cell is text or a tuple of Scores (one per score key of the mode)."""
+
+    title: str
+    header: list
+    rows: list
+    notes: list
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building the tables
+
+
+def _score_text(score, latex):
+    if score.mean is None:
+        return r'\mbox{--}' if latex else '—'
+    pm = r' \pm ' if latex else ' ± '
+    return f'{score.mean:.1f}' + ('' if score.std is None else f'{pm}{score.std:.1f}')
+
+
+def _cell_text(cell, latex, bold):
+    if isinstance(cell, str):
+        return _latex_text(cell) if latex else cell
+    arrow = r' \rightarrow ' if latex else ' → '
+    text = arrow.join(_score_text(s, latex) for s in cell)
+    main = cell[-1]
+    if bold:
+        text = rf'\mathbf{{{text}}}' if latex else f'**{text}**'
+    if latex:
+        text = f'${text}$'
+    if main.of_tasks > 1 and main.tasks < main.of_tasks:
+        text += f' ({main.tasks}/{main.of_tasks} tasks)'
+    if main.missing:
+        text += r'$^*$' if latex else '*'
+    return text
+
+
+def _best(row):
+    """Index of the cell with the highest main score, bolded as in the paper's tables."""
+    means = [(c[-1].mean, i) for i, c in enumerate(row) if not isinstance(c, str) and c[-1].mean is not None]
+    return max(means)[1] if len(means) > 1 else None
+
+
+def _notes(results):
+    score = 'offline → online score' if results.mode == 'o2o' else 'score'
+    notes = [
+        f'Mean ± std over seeds of the {score} (0-100, mean success of the last 3 evaluations). '
+        'Environment and suite rows: mean of the task means over the tasks that have finished runs '
+        '(shown as k/n tasks when some have none); ± over the seeds finished on all of them, of the per-seed '
+        'mean. No ± with fewer than 2 such seeds. Bold: best per row.'
+    ]
+    seeds = '; '.join(f'{display_name(a)} {_seed_text(s)}' for a, s in results.expected_seeds.items())
+    missing = results.missing_runs()
+    notes.append(
+        f'— : no finished run. * : {missing} run(s) missing or unfinished in all '
+        f'(seeds expected per task: {seeds}); they are left out of the means, never counted as 0.'
+        if missing
+        else f'All runs finished (seeds per task: {seeds}).'
+    )
+    return notes
+
+
+def _seed_text(seeds):
+    return f'{seeds[0]}-{seeds[-1]}' if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else str(seeds)
+
+
+def build_tables(results, published=False):
+    agents, names = results.agents, [display_name(a) for a in results.agents]
+    notes = _notes(results)
+    task_rows = [
+        [results.task_family[t], t.rsplit('-singletask-', 1)[-1].removesuffix('-v0')]
+        + [results.cell(a, [t]) for a in agents]
+        for t in results.tasks
+    ]
+    family_rows = [[f] + [results.cell(a, results.family_tasks[f]) for a in agents] for f in results.families]
+    suite = SUITES[results.mode]
+    suite_row = [f'average over tasks with runs (the suite has {len(suite)})'] + [
+        _suite_cell(results, a, len(suite)) for a in agents
+    ]
+    suite_header, suite_rows = ['', *names], [suite_row]
+    if published:
+        extra = [a for a in PUBLISHED[results.mode] if a not in agents]
+        suite_header += [PUBLISHED_NAMES.get(a, display_name(a)) for a in extra]
+        suite_row += ['not run'] * len(extra)
+        suite_rows.append(
+            [f'published in the FAV paper ({len(suite)} tasks; not measured here)']
+            + [_published_text(results.mode, a) for a in agents + extra]
+        )
+    return [
+        Table(f'{results.mode}: per task', ['environment', 'task', *names], task_rows, notes),
+        Table(f'{results.mode}: per environment', ['environment', *names], family_rows, notes),
+        Table(f'{results.mode}: suite average', suite_header, suite_rows, notes),
+    ]
+
+
+def _suite_cell(results, agent, suite_size):
+    return tuple(dataclasses.replace(s, of_tasks=suite_size) for s in results.cell(agent, results.tasks))
+
+
+def _published_text(mode, agent):
+    numbers = PUBLISHED[mode].get(agent)
+    return 'not published' if numbers is None else ' → '.join(str(n) for n in numbers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def to_markdown(tables):
+    out = []
+    for table in tables:
+        out += [f'### {table.title}', '', '| ' + ' | '.join(table.header) + ' |']
+        out.append('|' + '---|' * len(table.header))
+        for row in table.rows:
+            best = _best(row)
+            out.append('| ' + ' | '.join(_cell_text(c, False, i == best) for i, c in enumerate(row)) + ' |')
+        out += [''] + [f'{n}  ' for n in table.notes] + ['']
+    return '\n'.join(out)
+
+
+def to_latex(tables):
+    out = []
+    for table in tables:
+        columns = ''.join('l' if isinstance(c, str) else 'c' for c in table.rows[0])
+        out += [f'% {table.title}', rf'\begin{{tabular}}{{{columns}}}', r'\toprule']
+        out.append(' & '.join(_cell_text(h, True, False) for h in table.header) + r' \\')
+        out.append(r'\midrule')
+        for row in table.rows:
+            best = _best(row)
+            out.append(' & '.join(_cell_text(c, True, i == best) for i, c in enumerate(row)) + r' \\')
+        out += [r'\bottomrule', r'\end{tabular}', '']
+        out += [_latex_text(n) + r'\par' for n in table.notes] + ['']
+    return '\n'.join(out)
+
+
+def _latex_text(text):
+    text = text.replace('%', r'\%').replace('>', '$>$').replace('_', r'\_').replace('±', r'$\pm$')
+    return text.replace('→', r'$\rightarrow$').replace('—', '--').replace('*', r'$^*$')
+
+
+def aggregate_table(aggregates):
+    """The rliable numbers of one mode as a Table (text cells)."""
+    mode, agents = aggregates.mode, list(aggregates.estimates)
+    rows = [
+        [display_name(a), str(aggregates.runs[a])]
+        + [_interval_text(aggregates.estimates[a][m]) for m in ('IQM', 'Mean')]
+        + [_interval_text(aggregates.improvement[a], digits=2) if a in aggregates.improvement else '']
+        for a in agents
+    ]
+    score = 'online score' if mode == 'o2o' else 'score'
+    notes = [
+        f'rliable over the {len(aggregates.tasks)} task(s) on which every agent has a finished run, '
+        f'{score} 0-100; [95 % stratified-bootstrap CI]. P(FAV > X): probability of improvement.'
+    ]
+    header = ['agent', 'runs per task', 'IQM', 'Mean', 'P(FAV > X)']
+    return Table(f'{mode}: rliable aggregates', header, rows, notes)
+
+
+def _interval_text(estimate, digits=1):
+    point, low, high = estimate
+    return f'{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]'
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def write_text(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def write_all(runs_dir, out, published=False, reps=10_000):
+    """Reads the runs, writes every table and figure; returns the paths written and the suite-average
+    tables in Markdown."""
+    by_mode = results_by_mode(load_runs(runs_dir))
+    written, summary = [], []
+    for mode, results in by_mode.items():
+        tables = build_tables(results, published)
+        written.append(write_text(os.path.join(out, f'{mode}.md'), to_markdown(tables)))
+        written.append(write_text(os.path.join(out, f'{mode}.tex'), to_latex(tables)))
+        summary.append(to_markdown(tables[-1:]))
+    try:
+        from launch import aggregates, figures  # the `tables` extra: rliable, matplotlib
+    except ImportError as e:
+        print(f'rliable aggregates and figures skipped: {e.name} is missing (pip install -e ".[tables]")')
+        return written, summary
+    for mode, results in by_mode.items():
+        found = aggregates.compute(results, reps)
+        if found.tasks:
+            table = [aggregate_table(found)]
+            written.append(write_text(os.path.join(out, f'{mode}_rliable.md'), to_markdown(table)))
+            written.append(write_text(os.path.join(out, f'{mode}_rliable.tex'), to_latex(table)))
+            written.append(figures.interval_plot(found, os.path.join(out, f'{mode}_intervals.png')))
+            if found.improvement:
+                written.append(figures.improvement_plot(found, os.path.join(out, f'{mode}_improvement.png')))
+        for task in results.tasks:
+            written.append(figures.training_curves(results, task, os.path.join(out, 'curves', mode, f'{task}.png')))
+    written.append(figures.summary_bars(by_mode, os.path.join(out, 'summary.png'), PUBLISHED if published else None))
+    return written, summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
+    p.add_argument('runs_dir', help='folder holding run directories (any depth), e.g. runs/')
+    p.add_argument('--out', default='results', help='where the tables and figures go (default: results/)')
+    p.add_argument('--published', action='store_true', help="show the paper's published suite averages beside")
+    p.add_argument('--reps', type=int, default=10_000, help='bootstrap replicates of the rliable CIs')
+    args = p.parse_args(argv)
+    if args.reps < 1:
+        p.error(f'--reps must be >= 1, got {args.reps}')
+    try:
+        written, summary = write_all(args.runs_dir, args.out, args.published, args.reps)
+    except ResultsError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print('\n'.join(summary))
+    print(f'wrote {len(written)} files to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

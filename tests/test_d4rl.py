@@ -1,0 +1,268 @@
+"""D4RL AntMaze: both backends' data processed as the reference does (boundaries, masks, rewards),
+their envs, the backend choice, and one-line messages when data or a backend is missing."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+
+from datasets.d4rl_data import DatasetError, load_d4rl_data, minari_id
+from envs.factory import _GymToGymnasium, _import_failure, make_env, with_backend
+from envs.registry import SUITES, resolve_task
+
+REPO = Path(__file__).resolve().parents[1]
+D4RL_TASKS = [name for name in SUITES['offline'] if name.endswith('-v2')]
+HAS_MINARI = _import_failure('minari', 'gymnasium_robotics') is None
+LEGACY_FAILURE = _import_failure('gym', 'd4rl')
+NO_MINARI = 'minari / gymnasium-robotics not installed: pip install -e ".[minari]"'
+needs_minari = pytest.mark.skipif(not HAS_MINARI, reason=NO_MINARI)
+
+
+def _dims_env(obs_dim=29, act_dim=8):
+    """Just the spaces: the loader checks the data's sizes against the env's."""
+    box = lambda n: gymnasium.spaces.Box(-1, 1, (n,))  # noqa: E731
+    return types.SimpleNamespace(observation_space=box(obs_dim), action_space=box(act_dim))
+
+
+def _task(name, backend):
+    """The task with a backend set, whether or not that backend is installed (the data needs none)."""
+    return dataclasses.replace(resolve_task(name), backend=backend)
+
+
+# ------------------------------------------------------------------------------------------------
+# Legacy D4RL HDF5 files
+
+
+def write_d4rl_file(path):
+    """7 rows: episode A = rows 0-3 (timeout on row 3), episode B = rows 4-6 (the file's end). Row 1 is at
+    the goal (reward 1, terminal 1). Observation row i is filled with i."""
+    import h5py
+
+    rows = 7
+    with h5py.File(path, 'w') as f:
+        f['observations'] = np.repeat(np.arange(rows, dtype=np.float32)[:, None], 29, axis=1)
+        f['actions'] = np.full((rows, 8), 0.5, np.float32)
+        f['rewards'] = np.array([0, 1, 0, 0, 0, 0, 0], np.float32)
+        f['terminals'] = np.array([0, 1, 0, 0, 0, 0, 0], bool)
+        f['timeouts'] = np.array([0, 0, 0, 1, 0, 0, 0], bool)
+
+
+def test_legacy_file_gives_the_reference_transitions(tmp_path):
+    pytest.importorskip('h5py', reason='h5py not installed: pip install -e ".[d4rl]"')
+    path = tmp_path / 'antmaze.hdf5'
+    write_d4rl_file(path)
+    data = load_d4rl_data(_task('antmaze-umaze-v2', 'd4rl'), _dims_env(), dataset_path=str(path))
+    # qlearning_dataset: pairs (i, i+1) for i < 6 but the timeout row 3 -> rows 0, 1, 2, 4, 5.
+    np.testing.assert_array_equal(data['observations'][:, 0], [0, 1, 2, 4, 5])
+    np.testing.assert_array_equal(data['next_observations'][:, 0], [1, 2, 3, 5, 6])
+    # Episode ends where the next observation is not the following row's observation, and at the end.
+    np.testing.assert_array_equal(data['terminals'], [0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(data['masks'], [1, 0, 1, 1, 1])  # no bootstrap past the goal
+    np.testing.assert_array_equal(data['rewards'], [-1, 0, -1, -1, -1])  # r - 1
+    assert all(v.dtype == np.float32 for v in data.values())
+
+
+def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
+    import datasets.d4rl_data as d4rl_data
+
+    monkeypatch.setattr(d4rl_data, '_download_d4rl', lambda url, path: 'no route to host')
+    task = _task('antmaze-large-play-v2', 'd4rl')
+    with pytest.raises(DatasetError) as error:
+        load_d4rl_data(task, _dims_env(), dataset_dir=str(tmp_path))
+    message = str(error.value)
+    assert 'Ant_maze_hardest-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5' in message
+    assert str(tmp_path) in message and 'ant_maze_v2/' in message and '--backend minari' in message
+    assert '\n' not in message
+    pytest.importorskip('h5py')
+    (tmp_path / 'foreign.hdf5').write_bytes(b'not hdf5')
+    with pytest.raises(DatasetError, match='not a readable HDF5'):
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'foreign.hdf5'))
+
+
+def test_legacy_env_adapter_maps_the_old_gym_api():
+    class OldAntMaze:  # gym 0.23 API: reset -> obs, step -> 4-tuple, TimeLimit flag in info
+        observation_space = action_space = gymnasium.spaces.Box(-1, 1, (2,))
+
+        def reset(self, seed=None):
+            self.t = 0
+            return np.zeros(2)
+
+        def step(self, action):
+            self.t += 1
+            at_goal = self.t == 2
+            info = {'TimeLimit.truncated': True} if self.t == 3 else {}
+            return np.ones(2), float(at_goal), at_goal or self.t == 3, info
+
+    env = _GymToGymnasium(OldAntMaze())
+    observation, _ = env.reset(seed=0)
+    assert observation.dtype == np.float32
+    assert env.step(0)[1:4] == (0.0, False, False)
+    _, reward, terminated, truncated, info = env.step(0)
+    assert (reward, terminated, truncated, info['success']) == (1.0, True, False, 1.0)  # goal: a success
+    _, reward, terminated, truncated, info = env.step(0)
+    assert (terminated, truncated, info['success']) == (False, True, 0.0)  # time limit: not one
+
+
+def test_legacy_env_creates_and_steps():
+    if LEGACY_FAILURE:
+        pytest.skip(f'legacy d4rl is not installed here ({LEGACY_FAILURE}); see the README for its Python 3.10 setup')
+    env = make_env(_task('antmaze-umaze-v2', 'd4rl'))
+    observation, _ = env.reset(seed=0)
+    assert observation.shape == (29,)
+    assert env.step(env.action_space.sample())[0].shape == (29,)
+
+
+# ------------------------------------------------------------------------------------------------
+# Minari
+
+
+def write_minari_dataset(root, task_name='antmaze-umaze-v2'):
+    """Two episodes (3 and 2 steps) under `root`/<Minari id>; episode 1 sits at the goal on steps 1-2
+    (reward 1; Minari's AntMaze never terminates). achieved_goal = (10 t, episode), observation = 0.5."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    def episode(index, rewards):
+        steps = len(rewards)
+        xy = np.stack([10.0 * np.arange(steps + 1), np.full(steps + 1, index)], axis=1)
+        return EpisodeBuffer(
+            observations=dict(
+                observation=np.full((steps + 1, 27), 0.5), achieved_goal=xy, desired_goal=np.zeros((steps + 1, 2))
+            ),
+            actions=np.full((steps, 8), 2.0, np.float32),  # out of range: the loader clips
+            rewards=np.asarray(rewards, np.float64),
+            terminations=np.zeros(steps, bool),
+            truncations=np.eye(1, steps, steps - 1, dtype=bool)[0],
+        )
+
+    spaces = make_env(_task(task_name, 'minari')).unwrapped
+    previous = os.environ.get('MINARI_DATASETS_PATH')
+    os.environ['MINARI_DATASETS_PATH'] = str(root)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # minari asks for author, description, ... metadata
+            minari.create_dataset_from_buffers(
+                minari_id(resolve_task(task_name)),
+                [episode(0, [0, 1, 1]), episode(1, [0, 0])],
+                observation_space=spaces.observation_space,
+                action_space=spaces.action_space,
+            )
+    finally:
+        if previous is None:
+            del os.environ['MINARI_DATASETS_PATH']
+        else:
+            os.environ['MINARI_DATASETS_PATH'] = previous
+    return root / minari_id(resolve_task(task_name))
+
+
+@pytest.fixture(scope='module')
+def minari_root(tmp_path_factory):
+    if not HAS_MINARI:
+        pytest.skip(NO_MINARI)
+    root = tmp_path_factory.mktemp('minari')
+    write_minari_dataset(root)
+    return root
+
+
+@needs_minari
+def test_minari_dataset_gives_the_reference_transitions(minari_root):
+    task = _task('antmaze-umaze-v2', 'minari')
+    by_dir = load_d4rl_data(task, _dims_env(), dataset_dir=str(minari_root))
+    by_path = load_d4rl_data(task, _dims_env(), dataset_path=str(minari_root / 'D4RL/antmaze/umaze-v1'))
+    for k in by_dir:
+        np.testing.assert_array_equal(by_dir[k], by_path[k])
+    data = by_dir
+    # The 29-dim state is achieved_goal (xy) then observation.
+    np.testing.assert_array_equal(data['observations'][:, :2], [[0, 0], [10, 0], [20, 0], [0, 1], [10, 1]])
+    np.testing.assert_array_equal(data['next_observations'][:, :2], [[10, 0], [20, 0], [30, 0], [10, 1], [20, 1]])
+    assert np.all(data['observations'][:, 2:] == 0.5) and data['observations'].shape == (5, 29)
+    np.testing.assert_array_equal(data['terminals'], [0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(data['masks'], [1, 0, 0, 1, 1])  # at the goal: reward 1
+    np.testing.assert_array_equal(data['rewards'], [-1, 0, 0, -1, -1])
+    assert np.abs(data['actions']).max() < 1
+
+
+@needs_minari
+def test_minari_dataset_missing_is_one_line(tmp_path):
+    task = _task('antmaze-medium-play-v2', 'minari')
+    with pytest.raises(DatasetError) as error:
+        load_d4rl_data(task, _dims_env(), dataset_dir=str(tmp_path))
+    message = str(error.value)
+    assert 'D4RL/antmaze/medium-play-v1' in message and 'minari download' in message and '\n' not in message
+    with pytest.raises(DatasetError, match='not a Minari dataset'):
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path))
+
+
+@needs_minari
+@pytest.mark.parametrize('name', D4RL_TASKS)
+def test_minari_env_creates_steps_and_succeeds_at_the_goal(name):
+    env = make_env(_task(name, 'minari'))
+    try:
+        observation, _ = env.reset(seed=0)
+        assert observation.shape == (29,) and env.action_space.shape == (8,)
+        assert env.spec.max_episode_steps == resolve_task(name).family.episode_length
+        _, reward, terminated, _, info = env.step(np.zeros(8))
+        assert reward == 0.0 and not terminated and not info['success']
+        # Put the ant on the goal: the episode ends there, a success (D4RL's evaluation AntMaze does the same).
+        ant = env.unwrapped.ant_env
+        qpos = ant.data.qpos.copy()
+        qpos[:2] = env.unwrapped.goal
+        ant.set_state(qpos, ant.data.qvel.copy())
+        _, reward, terminated, _, info = env.step(np.zeros(8))
+        assert reward == 1.0 and terminated and info['success']
+    finally:
+        env.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Backend choice and the CLI
+
+
+def test_backend_choice():
+    task = resolve_task('antmaze-umaze-v2')
+    if LEGACY_FAILURE:
+        with pytest.raises(ValueError, match='--backend d4rl.*pip install -e ".\\[d4rl\\]".*--backend minari'):
+            with_backend(task, 'd4rl')
+        if HAS_MINARI:
+            assert with_backend(task, None).backend == 'minari'
+    else:
+        assert with_backend(task, None).backend == 'd4rl'
+    with pytest.raises(ValueError, match='D4RL AntMaze tasks only'):
+        with_backend(resolve_task('cube-single'), 'minari')
+
+
+def _launch(script, *args):
+    return subprocess.run(
+        [sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+@needs_minari
+def test_minari_backend_runs_end_to_end(minari_root, tmp_path):
+    run_dir = tmp_path / 'run'
+    dataset = str(minari_root / 'D4RL/antmaze/umaze-v1')
+    args = ['--env', 'antmaze-umaze-v2', '--backend', 'minari', '--dataset', dataset, '--offline-steps', '60']
+    args += ['--eval-every', '60', '--eval-episodes', '1', '--eval-envs', '1', '--updates-per-call', '30']
+    args += ['--agent.hidden_dims=32,32', '--agent.batch_size=8', '--no-progress', '--run-dir', str(run_dir)]
+    result = _launch('offline', *args)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((run_dir / 'config.json').read_text())
+    assert config['backend'] == 'minari' and config['task'] == 'antmaze-umaze-v2'
+    assert config['agent_config']['sigma'] == 0.5 and config['buffer_capacity'] == 5
+    final = json.loads((run_dir / 'final.json').read_text())
+    assert final['steps'] == 60 and 0 <= final['score'] <= 100
+    # Without legacy d4rl, asking for it is one line naming what to install, and nothing is written.
+    if LEGACY_FAILURE:
+        other = tmp_path / 'legacy'
+        legacy = _launch('offline', '--env', 'antmaze-umaze-v2', '--backend', 'd4rl', '--run-dir', str(other))
+        assert legacy.returncode == 2 and len(legacy.stderr.strip().splitlines()) == 1
+        assert '.[d4rl]' in legacy.stderr and not other.exists()

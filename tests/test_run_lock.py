@@ -1,0 +1,78 @@
+"""One process per run directory: a second one is refused naming the holder; a killed holder blocks nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch.run_lock import LOCK_NAME, RunLockedError, run_lock
+
+REPO = Path(__file__).resolve().parents[1]
+HOLD = 'import sys, time; from launch.run_lock import run_lock\nwith run_lock(sys.argv[1]):\n    time.sleep(600)'
+
+
+def _start_holder(run_dir):
+    """A process that holds the lock of `run_dir` until killed; returns once the lock is taken."""
+    holder = subprocess.Popen([sys.executable, '-c', HOLD, str(run_dir)], cwd=REPO)
+    lock_file = Path(run_dir, LOCK_NAME)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if lock_file.exists() and lock_file.read_text().startswith('{'):
+            assert json.loads(lock_file.read_text())['pid'] == holder.pid
+            return holder
+        time.sleep(0.05)
+    holder.kill()
+    raise AssertionError('the holder never took the lock')
+
+
+def _kill(process):
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_second_holder_refused_and_killed_holder_blocks_nothing(tmp_path):
+    holder = _start_holder(tmp_path)
+    try:
+        with pytest.raises(RunLockedError) as refused:
+            with run_lock(str(tmp_path)):
+                pass
+        message = str(refused.value)
+        assert f'pid {holder.pid}' in message and str(tmp_path) in message and '-c' in message
+        assert '\n' not in message
+    finally:
+        _kill(holder)
+    with run_lock(str(tmp_path)):  # the kernel released the killed holder's lock
+        assert json.loads(Path(tmp_path, LOCK_NAME).read_text())['pid'] == os.getpid()
+    with run_lock(str(tmp_path)):  # and this process released its own on leaving the block
+        pass
+
+
+@pytest.mark.slow
+def test_cli_refused_on_a_held_run_dir_then_reruns_after_the_kill(tmp_path):
+    from datasets.generate import generate_dataset
+
+    dataset, _ = generate_dataset(
+        'cube-single', str(tmp_path / 'data'), episodes=2, seed=0, workers=1, episode_length=201, progress=False
+    )
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    command = [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--task', '1', '--dataset', dataset]
+    command += '--offline-steps 2 --eval-every 2 --eval-episodes 1 --eval-envs 1 --no-progress'.split()
+    command += ['--agent.hidden_dims=16,16', '--agent.batch_size=8', '--run-dir', str(run_dir)]
+    holder = _start_holder(run_dir)
+    try:
+        refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    finally:
+        _kill(holder)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert f'pid {holder.pid}' in refused.stderr and 'being trained' in refused.stderr
+    assert not (run_dir / 'config.json').exists()  # the refused process wrote nothing
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((run_dir / 'final.json').read_text())['steps'] == 2

@@ -1,0 +1,129 @@
+"""Sweeps: the job list, the dry run's estimate, and a tiny sweep through a local Ray cluster that is
+killed midway and rerun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch import sweep
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = 'cube-single-play-singletask-task{}-v0'
+
+
+def test_seeds_and_suites():
+    assert sweep.parse_seeds('0-3') == [0, 1, 2, 3] and sweep.parse_seeds('5,1-2') == [1, 2, 5]
+    assert sweep.suite_tasks('cube-single') == [TASK.format(k) for k in range(1, 6)]
+    assert len(sweep.suite_tasks('offline56')) == 56 and len(sweep.suite_tasks('o2o30')) == 30
+    assert sweep.suite_tasks(TASK.format(3)) == [TASK.format(3)]
+
+
+def test_dry_run_lists_jobs_skips_finished_and_estimates_gpu_hours(tmp_path, capsys):
+    finished = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0'
+    finished.mkdir(parents=True)
+    (finished / 'final.json').write_text('{}')
+    args = ['--suite', 'cube-single', '--agent', 'fav', '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main([*args, '--offline-steps', '2748', '--agent.hidden_dims=64,64']) == 0
+    out = capsys.readouterr().out.splitlines()
+    # 9 runs to do × 2748 updates at 1374 updates/s = 18 s = 0.005 GPU-hours.
+    assert out[0] == (
+        '10 job(s) of 10 offline run(s); 1 already finished, 9 to run (about 0.01 GPU-hours on an H100 at the '
+        'measured rates)'
+    )
+    commands = out[1:]
+    assert len(commands) == 9 and not any(f'--run-dir {finished} ' in c for c in commands)
+    assert commands[0].startswith(f'python launch/offline.py --env {TASK.format(1)} --agent fav --seed 1 ')
+    assert commands[0].endswith('--no-progress --offline-steps 2748 --agent.hidden_dims=64,64')
+    # The paper's O2O suite: 240 runs × (1M / 1374 + 1M / 65) s = 240 × 16112.4 s = 1074.16 h.
+    assert sweep.main(['--suite', 'o2o30', '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.startswith('240 job(s) of 240 o2o run(s)') and 'about 1074.16 GPU-hours' in head
+
+
+@pytest.mark.parametrize(
+    'argv, words',
+    [
+        (['--suite', 'cube-singel'], 'unknown environment'),
+        (['--suite', 'cube-single', '--seeds', 'a-b'], '--seeds a-b'),
+        (['--suite', 'cube-single', '--seed', '1'], '--seed is set by the sweep'),
+        (['--suite', 'cube-single', '--agent.nope=1'], 'unknown agent setting --agent.nope'),
+    ],
+)
+def test_bad_settings_one_line(argv, words, tmp_path, capsys):
+    assert sweep.main([*argv, '--runs-dir', str(tmp_path), '--dry-run']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err
+    assert not any(tmp_path.iterdir())
+
+
+def _kill_lock_holders(runs_dir):
+    """SIGKILLs the runs still training under `runs_dir` (the pids their run.lock names), as a crash of
+    their node would; returns once no run lock is held."""
+    from launch.run_lock import RunLockedError, run_lock
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        held = []
+        for lock in runs_dir.rglob('run.lock'):
+            try:
+                with run_lock(str(lock.parent)):
+                    pass
+            except RunLockedError:
+                held.append(json.loads(lock.read_text())['pid'])
+        if not held:
+            return
+        for pid in held:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    raise AssertionError('run locks still held a minute after the kill')
+
+
+@pytest.mark.slow
+def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(tmp_path):
+    pytest.importorskip('ray')
+    from datasets.generate import generate_dataset
+
+    dataset, _ = generate_dataset(
+        'cube-single', str(tmp_path / 'data'), episodes=2, seed=0, workers=1, episode_length=201, progress=False
+    )
+    runs_dir = tmp_path / 'runs'
+    command = [sys.executable, 'launch/sweep.py', '--suite', f'{TASK.format(1)},{TASK.format(2)}', '--seeds', '0-1']
+    command += ['--runs-dir', str(runs_dir), '--local-cpus', '2', '--no-progress', '--dataset', dataset]
+    # One update per compiled call: a single compilation per run (the cost of these runs is compiling).
+    command += '--offline-steps 20 --eval-every 20 --save-every 5 --log-every 5 --updates-per-call 1'.split()
+    command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
+    finals = [runs_dir / 'offline' / TASK.format(t) / 'fav' / f'seed{s}' / 'final.json' for t in (1, 2) for s in (0, 1)]
+
+    first = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and not any(f.exists() for f in finals):
+        time.sleep(0.2)
+    assert first.poll() is None, first.stdout.read().decode()
+    os.killpg(first.pid, signal.SIGKILL)  # the sweep and the processes of its session
+    first.wait()
+    _kill_lock_holders(runs_dir)  # and the runs Ray's workers had started (other sessions)
+    done_before = {f: f.stat().st_mtime_ns for f in finals if f.exists()}
+    assert 1 <= len(done_before) < 4
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f'{len(done_before)} already finished, {4 - len(done_before)} to run' in rerun.stdout
+    assert {f: f.stat().st_mtime_ns for f in finals if f in done_before} == done_before  # nothing redone
+    for f in finals:  # nothing lost: every run finished with its two evaluations
+        assert json.loads(f.read_text())['steps'] == 20
+        steps = [line.split(',')[0] for line in (f.parent / 'eval.csv').read_text().splitlines()[1:]]
+        assert steps == ['1', '20']
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and '4 already finished, 0 to run' in again.stdout

@@ -1,0 +1,155 @@
+"""Benchmark tables and figures from synthetic run directories with known scores."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from launch import tables
+from launch.results import ModeResults, load_runs
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = 'cube-single-play-singletask-task{}-v0'
+SCENE = 'scene-play-singletask-task2-v0'
+
+
+def _run(root, mode, task, agent, seed, score=None, online=None, offline_steps=100):
+    """A run directory as launch/loop.py leaves it; `score=None` and `online=None`: unfinished."""
+    run_dir = Path(root, mode, task, agent, f'seed{seed}')
+    run_dir.mkdir(parents=True)
+    config = dict(mode=mode, task=task, agent=agent, seed=seed, offline_steps=offline_steps)
+    (run_dir / 'config.json').write_text(json.dumps(config))
+    rows = [(1, 0.0), (100, 0.5), (200, 0.25 * (seed + 1))]
+    (run_dir / 'eval.csv').write_text('step,phase,success\n' + ''.join(f'{s},offline,{v}\n' for s, v in rows))
+    if score is not None or online is not None:
+        final = dict(score=score) if mode == 'offline' else dict(offline_score=score, online_score=online, score=online)
+        (run_dir / 'final.json').write_text(json.dumps(final))
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('runs')
+    # offline, cube-single: FAV seeds 0-1 (task2 seed 1 unfinished, task3 only FAV), FQL seeds 0-2.
+    for task, fav, fql in [(1, [10, 20], [30, 50, 40]), (2, [40, None], [5, 15, 25]), (3, [60, 80], [])]:
+        for seed, score in enumerate(fav):
+            _run(root, 'offline', TASK.format(task), 'fav', seed, score)
+        for seed, score in enumerate(fql):
+            _run(root, 'offline', TASK.format(task), 'fql', seed, score)
+    # o2o, scene task2: FAV offline → online (30 → 60, 40 → 80); RLPD has no offline phase.
+    _run(root, 'o2o', SCENE, 'fav', 0, 30, 60)
+    _run(root, 'o2o', SCENE, 'fav', 1, 40, 80)
+    _run(root, 'o2o', SCENE, 'rlpd', 0, None, 50, offline_steps=0)
+    return root
+
+
+@pytest.fixture(scope='module')
+def out(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp('results')
+    assert tables.main([str(runs), '--out', str(out), '--published', '--reps', '200']) == 0
+    return out
+
+
+def _rows(markdown, first):
+    return [line for line in markdown.splitlines() if line.startswith(f'| {first} |')]
+
+
+def test_markdown_numbers_missing_runs_and_uneven_seeds(out):
+    md = (out / 'offline.md').read_text()
+    task_rows = _rows(md, 'cube-single-play')
+    # Per task: mean ± population std over seeds; unfinished run marked, never counted as 0; bold: the best
+    # of two or more numbers.
+    assert task_rows[0] == '| cube-single-play | task1 | 15.0 ± 5.0 | **40.0 ± 8.2** |'
+    assert task_rows[1] == '| cube-single-play | task2 | **40.0*** | 15.0 ± 8.2 |'
+    assert task_rows[2] == '| cube-single-play | task3 | 70.0 ± 10.0 | —* |'
+    # Per environment: FAV (15 + 40 + 70) / 3 = 41.7, one seed finished on all three tasks so no ±;
+    # FQL over its 2 tasks: per-seed means 17.5, 32.5, 32.5 → 27.5 ± 7.1.
+    assert task_rows[3] == '| cube-single-play | **41.7** (3/5 tasks)* | 27.5 ± 7.1 (2/5 tasks)* |'
+    assert '4 run(s) missing or unfinished' in md and 'FAV 0-1; FQL 0-2' in md
+    (suite,) = [line for line in md.splitlines() if line.startswith('| average over tasks with runs')]
+    assert suite.startswith(
+        '| average over tasks with runs (the suite has 56) | **41.7** (3/56 tasks)* | 27.5 ± 7.1 (2'
+    )
+
+    o2o = (out / 'o2o.md').read_text()
+    assert _rows(o2o, 'scene-play')[0] == '| scene-play | task2 | **35.0 ± 5.0 → 70.0 ± 10.0** | — → 50.0 |'
+    assert 'All runs finished' in o2o
+
+
+def test_latex_numbers(out):
+    tex = (out / 'offline.tex').read_text()
+    assert r'cube-single-play & task1 & $15.0 \pm 5.0$ & $\mathbf{40.0 \pm 8.2}$ \\' in tex
+    assert r'cube-single-play & task3 & $70.0 \pm 10.0$ & $\mbox{--}$$^*$ \\' in tex
+    assert r'cube-single-play & $\mathbf{41.7}$ (3/5 tasks)$^*$ & $27.5 \pm 7.1$ (2/5 tasks)$^*$ \\' in tex
+    assert tex.count(r'\begin{tabular}') == 3 == tex.count(r'\end{tabular}') and '±' not in tex
+    o2o = (out / 'o2o.tex').read_text()
+    assert r'$\mathbf{35.0 \pm 5.0 \rightarrow 70.0 \pm 10.0}$ & $\mbox{--} \rightarrow 50.0$' in o2o
+
+
+def test_published_numbers_are_labelled(out):
+    md = (out / 'o2o.md').read_text()
+    assert '| published in the FAV paper (30 tasks; not measured here) | 32 → 69 | 0 → 44 | 26 → 54 |' in md
+    offline = (out / 'offline.md').read_text()
+    published = '| published in the FAV paper (56 tasks; not measured here) |'
+    assert f'{published} 54 | 48 | 45 | 40 | 34 | 26 | 20 | 19 |' in offline
+    (suite,) = [line for line in offline.splitlines() if line.startswith('| average over tasks with runs')]
+    assert suite.endswith('27.5 ± 7.1 (2/56 tasks)* | not run | not run | not run | not run | not run | not run |')
+
+
+def test_rliable_aggregates_and_figures(runs, out):
+    from rliable import metrics
+
+    from launch import aggregates
+
+    # Tasks where every agent has a finished run: task1, task2. FAV: 1 run per task (task2 has one) →
+    # [10, 40]: IQM = mean = 25. P(FAV > FQL): task1 0 (10 < 30, 40, 50), task2 1 (40 > 5, 15, 25) → 0.5.
+    results = ModeResults('offline', load_runs(str(runs)))
+    found = aggregates.compute(results, reps=300)
+    assert found.tasks == [TASK.format(1), TASK.format(2)] and found.runs == {'fav': 1, 'fql': 3}
+    assert found.estimates['fav']['IQM'][0] == pytest.approx(25.0)
+    assert found.estimates['fql']['Mean'][0] == pytest.approx(27.5)
+    point, low, high = found.improvement['fql']
+    assert point == pytest.approx(0.5) and low <= point <= high
+    # The vectorized probability of improvement is rliable's, ties included.
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (5, 7)).astype(float), rng.integers(0, 4, (3, 7)).astype(float)
+    assert aggregates.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+
+    rliable_md = (out / 'offline_rliable.md').read_text()
+    assert '| FAV | 1 | 25.0 [25.0, 25.0] | 25.0 [25.0, 25.0] |  |' in rliable_md
+    assert '| FQL | 3 | 27.5 [' in rliable_md and '0.50 [' in rliable_md
+    pngs = [
+        'summary.png',
+        'offline_intervals.png',
+        'offline_improvement.png',
+        'o2o_intervals.png',
+        *(f'curves/offline/{TASK.format(k)}.png' for k in (1, 2, 3)),
+        f'curves/o2o/{SCENE}.png',
+    ]
+    for name in pngs:
+        data = (out / name).read_bytes()
+        assert data.startswith(b'\x89PNG') and len(data) > 2000, name
+
+
+def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert tables.main([str(empty), '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(empty) in err and 'no run directories' in err
+
+    bad = tmp_path / 'bad'
+    _run(bad, 'offline', TASK.format(1), 'fav', 0, 10)
+    corrupt = bad / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'final.json'
+    corrupt.write_text('{"score": 1')
+    result = subprocess.run(
+        [sys.executable, 'launch/tables.py', str(bad), '--out', str(tmp_path / 'out')],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert str(corrupt) in result.stderr
+    assert not (tmp_path / 'out').exists()  # nothing written
