@@ -297,16 +297,18 @@ def test_offline_group_of_tasks_and_seeds_matches_runs_alone(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
-    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '50']
-    args += '--online-steps 250 --eval-every 150 --save-every 50 --log-every 50 --eval-envs 1'.split() + SMALL
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '20']
+    args += '--online-steps 180 --eval-every 100 --save-every 50 --log-every 50 --eval-envs 1'.split() + SMALL
+    args += ['--updates-per-call', '20', '--buffer-capacity', '500']  # 400 dataset rows: each run's ring wraps
     whole = str(tmp_path / 'whole')
     result = launch('o2o', *args, '--seeds', '0,1', '--run-dir', whole)
     assert result.returncode == 0, result.stderr
     run_dirs = [os.path.join(whole, 'cube-single-play-singletask-task1-v0', f'seed{s}') for s in (0, 1)]
-    assert _final(run_dirs[0])['steps'] == 300 and _final(run_dirs[0])['seed'] == 0
-    # Killed mid-episode in the online phase (step 250 is 50 steps into each run's second episode).
+    assert _final(run_dirs[0])['steps'] == 200 and _final(run_dirs[0])['seed'] == 0
+    # Killed mid-episode in the online phase (200-step episodes; checkpoints at steps 100 and 150), with
+    # the rings wrapped by then or not: resume rebuilds each run's ring exactly or the parameters differ.
     killed = str(tmp_path / 'killed')
-    run_killed_then_resumed('o2o', [*args, '--seeds', '0,1'], killed, 250, run_dirs=2)
+    run_killed_then_resumed('o2o', [*args, '--seeds', '0,1'], killed, 100, run_dirs=2)
     for run_dir in run_dirs:
         assert_same_result(run_dir, run_dir.replace(whole, killed))
     alone = str(tmp_path / 'alone')
@@ -334,3 +336,18 @@ def test_bad_seeds_or_task_fail_in_one_line_writing_nothing(argv, words, tmp_pat
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'r').exists()
+
+
+def test_group_refused_in_one_line_when_another_process_holds_one_of_its_run_dirs(dataset, tmp_path, capsys):
+    from launch.loop import main
+    from launch.run_lock import run_lock
+
+    group = tmp_path / 'g'
+    seed0, seed1 = (group / 'cube-single-play-singletask-task1-v0' / f'seed{s}' for s in (0, 1))
+    seed1.mkdir(parents=True)
+    argv = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--seeds', '0,1', '--offline-steps', '5']
+    with run_lock(str(seed1)):  # as another process training seed 1 would
+        assert main('offline', [*argv, '--run-dir', str(group), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert f'{seed1} is being trained by pid {os.getpid()}' in err and len(err.strip().splitlines()) == 1
+    assert not (seed0 / 'config.json').exists() and not (seed1 / 'config.json').exists()
