@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.fav import FAVAgent, FAVConfig  # noqa: E402
-from datasets.buffer import ReplayBuffer  # noqa: E402
+from datasets.buffer import GroupBuffer  # noqa: E402
 from datasets.files import atomic_write  # noqa: E402
 from launch import bandits  # noqa: E402
 from launch.compiled import offline_chunk  # noqa: E402
@@ -122,9 +122,8 @@ def train(setting, plan, betas, seed=0):
     n = len(actions)
     ones = np.ones((n, 1), np.float32)
     zeros = np.zeros(n, np.float32)
-    buffer = ReplayBuffer.create(
-        dict(observations=ones, actions=actions, next_observations=ones, rewards=zeros, masks=zeros, terminals=ones)
-    )
+    data = dict(observations=ones, actions=actions, next_observations=ones, rewards=zeros, masks=zeros, terminals=ones)
+    buffer = GroupBuffer.of_one_task(data, runs=len(betas))  # one run per β, all on the same data and batches
     config = FAVConfig(
         hidden_dims=plan.hidden_dims,
         batch_size=plan.batch_size,
@@ -140,22 +139,17 @@ def train(setting, plan, betas, seed=0):
     ).validate()
 
     def create(key, beta):
-        agent = FAVAgent.create(key, buffer.data['observations'][:1], buffer.data['actions'][:1], config)
+        agent = FAVAgent.create(key, jnp.asarray(ones[:1]), jnp.asarray(actions[:1], jnp.float32), config)
         critic = fixed_q_critic(agent.critic, problem).replace(params={'beta': beta}, opt_state=())
         return agent.replace(critic=critic, target_critic_params={'beta': beta})
 
     keys = jax.random.split(jax.random.PRNGKey(seed), len(betas))
     agents = jax.vmap(create)(keys, jnp.asarray(betas, jnp.float32))
     length = plan.steps // CHUNKS
-    chunk = jax.jit(
-        jax.vmap(
-            lambda a, start: offline_chunk(a, buffer, jax.random.PRNGKey(seed + 1), start, length, plan.batch_size),
-            in_axes=(0, None),
-        )
-    )
+    data_keys = jnp.broadcast_to(jax.random.PRNGKey(seed + 1), (len(betas), 2))
     all_finite = True
     for i in range(CHUNKS):
-        agents, info, finite = chunk(agents, i * length)
+        agents, info, finite = offline_chunk(agents, buffer, data_keys, i * length, length, plan.batch_size)
         all_finite = all_finite and bool(np.all(finite))
     obs = jnp.ones((NUM_EVAL_SAMPLES, 1))
     samples = jax.vmap(lambda a: a.sample_actions(obs, jax.random.PRNGKey(seed + 2)))(agents)
