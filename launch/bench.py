@@ -99,11 +99,14 @@ def bench_agent(name, module, args, family, data, probe):
     def plain_steps():
         for _ in range(args.plain_steps):
             idx = rng.integers(0, len(data['masks']), batch_size)
-            state['agent'], info = update(state['agent'], {key: v[idx] for key, v in data.items()})
+            batch = {key: v[idx] for key, v in data.items()}
+            batch['next_actions'] = data['actions'][(idx + 1) % len(data['actions'])]  # as the buffer gives it (ReBRAC)
+            state['agent'], info = update(state['agent'], batch)
         jax.block_until_ready(info)
 
     plain_rate, _ = timed(plain_steps, args.seconds)
     batch = {key: jnp.asarray(v[:batch_size]) for key, v in data.items()}
+    batch['next_actions'] = jnp.asarray(data['actions'][1 : batch_size + 1])
     cost = update.lower(one, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     flops = float(cost.get('flops', float('nan')))
