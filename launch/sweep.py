@@ -28,7 +28,7 @@ from agents import AGENTS  # noqa: E402
 from datasets import generate  # noqa: E402
 from datasets.ogbench_data import EPISODE_LENGTH  # noqa: E402
 from envs.registry import FAMILIES, SUITES, UnknownTaskError, resolve_task  # noqa: E402
-from launch.loop import UserError, parse_args  # noqa: E402
+from launch.settings import UserError, parse_args  # noqa: E402
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
 # Rates measured on one NVIDIA H100 with paper-sized networks (README, "Speed"): offline updates with

@@ -1,0 +1,292 @@
+"""Command line, settings and run directories of `launch/offline.py` and `launch/o2o.py`.
+
+Parses the flags and `--agent.FIELD=VALUE` overrides, resolves `--env`/`--task` and `--seed(s)` into a
+group's runs, and gives each run its directory and `config.json` settings, refusing a directory that
+holds a run with other settings. `launch/loop.py` trains the runs.
+"""
+
+import argparse
+import dataclasses
+import os
+import re
+from importlib import metadata
+from typing import Any
+
+from agents import AGENTS
+from datasets.d4rl_data import BACKENDS
+from datasets.generate import DEFAULT_DATASET_DIR
+from envs.factory import SUCCESS_TIMING
+from envs.registry import resolve_task
+from launch.checkpoint import CHECKPOINT_NAME
+from launch.run_logs import read_json
+
+# Settings that may change between a run and its resumption without changing the result.
+RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers')
+# RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
+RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
+
+
+class UserError(Exception):
+    """A bad setting or input: reported as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser(mode):
+    p = argparse.ArgumentParser(
+        prog=f'launch/{mode}.py',
+        description=f'{"Offline" if mode == "offline" else "Offline-to-online"} RL on one benchmark task. '
+        'Agent settings: --agent.FIELD=VALUE (e.g. --agent.beta=0.5 --agent.hidden_dims=64,64).',
+    )
+    p.add_argument('--list-tasks', choices=['offline', 'o2o'], help='print the tasks of a suite and exit')
+    p.add_argument('--env', help="task name or family, e.g. 'cube-double' or 'cube-double-play-singletask-task2-v0'")
+    p.add_argument(
+        '--task',
+        help="task id 1..5 when --env names a family (default: OGBench's default), or 'all': its 5 tasks as one group",
+    )
+    agents = sorted(AGENTS) + (['rlpd'] if mode == 'o2o' else [])
+    rlpd_help = '; rlpd = sac + --balanced-sampling + --offline-steps 0' if mode == 'o2o' else ''
+    p.add_argument('--agent', default='fav', choices=agents, help=f'default: fav{rlpd_help}')
+    p.add_argument('--seed', type=int, help='one seed (default 0)')
+    p.add_argument('--seeds', help='several seeds trained as one group, e.g. 0-7 or 0,3,5')
+    p.add_argument('--offline-steps', type=int, help='default: 1000000 (0 with --agent rlpd)')
+    if mode == 'o2o':
+        p.add_argument('--online-steps', type=int, default=1_000_000)
+        p.add_argument(
+            '--balanced-sampling',
+            action='store_true',
+            help='online batches half from the offline data, half from the online transitions (as RLPD)',
+        )
+        p.add_argument(
+            '--online-updates-per-call',
+            type=int,
+            default=1,
+            help='env steps collected (policy held fixed) per compiled call of as many updates',
+        )
+        p.add_argument(
+            '--buffer-capacity',
+            type=int,
+            help='rows of the O2O replay ring; once full, online transitions overwrite the oldest rows '
+            '(default, as the reference: max(2000000, dataset rows + 1))',
+        )
+    p.add_argument('--eval-every', type=int, default=100_000)
+    p.add_argument('--eval-episodes', type=int, default=50)
+    p.add_argument(
+        '--eval-envs',
+        type=int,
+        default=10,
+        help='env copies stepped in parallel processes during evaluation (part of the result)',
+    )
+    p.add_argument('--log-every', type=int, default=5_000)
+    p.add_argument('--save-every', type=int, default=100_000)
+    p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
+    p.add_argument('--dataset', help='path of a dataset .npz (its -val.npz beside it)')
+    p.add_argument(
+        '--dataset-dir',
+        help=f'where official/generated datasets live (default: {DEFAULT_DATASET_DIR}; for D4RL AntMaze, '
+        "the backend's own: $D4RL_DATASET_DIR or ~/.d4rl/datasets, $MINARI_DATASETS_PATH or ~/.minari/datasets)",
+    )
+    p.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        help='D4RL AntMaze data and envs: legacy d4rl (the paper) or minari (default: d4rl if it imports)',
+    )
+    p.add_argument('--dataset-episodes', type=int, help='generate (or reuse) a smaller dataset of N episodes')
+    p.add_argument('--workers', type=int, help='processes for dataset generation (default: all cores)')
+    p.add_argument(
+        '--run-dir',
+        help=f'default: runs/{mode}/<task>/<agent>/seed<seed>; with several runs, their parent: '
+        '<run-dir>/<task>/seed<seed>',
+    )
+    p.add_argument('--resume', action='store_true', help="continue from the run directory's checkpoint")
+    p.add_argument('--wandb', choices=['online', 'offline', 'disabled'], default='disabled')
+    p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
+    return p
+
+
+def _parse_value(text, default, name):
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ('true', 'false', '1', '0'):
+                raise ValueError
+            return text.lower() in ('true', '1')
+        if isinstance(default, tuple):
+            return tuple(int(v) for v in text.strip('()[] ').split(',') if v.strip())
+        return type(default)(text)
+    except ValueError:
+        raise UserError(f'--agent.{name}={text}: expected a {type(default).__name__} like {default!r}') from None
+
+
+def parse_args(argv, mode):
+    """argparse plus `--agent.FIELD=VALUE` overrides, checked against the agent's config fields."""
+    parser = build_parser(mode)
+    args, rest = parser.parse_known_args(argv)
+    raw = {}
+    for item in rest:
+        if not item.startswith('--agent.') or '=' not in item:
+            raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
+        key, value = item[len('--agent.') :].split('=', 1)
+        raw[key] = value
+    if args.agent == 'rlpd':
+        if args.offline_steps not in (None, 0):
+            raise UserError(f'--agent rlpd trains online from scratch: drop --offline-steps {args.offline_steps}')
+        args.offline_steps, args.balanced_sampling = RLPD['offline_steps'], RLPD['balanced_sampling']
+    if args.offline_steps is None:
+        args.offline_steps = 1_000_000
+    config_cls = agent_module(args.agent).Config
+    defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(raw) - set(defaults))
+    if unknown:
+        raise UserError(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
+    args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
+    if mode == 'offline':
+        args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
+        args.buffer_capacity = None
+    return args
+
+
+def agent_module(name):
+    """The module of agent `name` ('rlpd' is the SAC agent)."""
+    return AGENTS[RLPD['agent'] if name == 'rlpd' else name]
+
+
+def validate_args(args):
+    positive = [
+        'eval_episodes',
+        'eval_envs',
+        'eval_every',
+        'log_every',
+        'save_every',
+        'updates_per_call',
+        'online_updates_per_call',
+    ]
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if args.offline_steps < 0 or args.online_steps < 0 or args.offline_steps + args.online_steps < 1:
+        raise UserError('--offline-steps and --online-steps must be >= 0 and not both 0')
+    if args.dataset_episodes is not None and args.dataset_episodes < 1:
+        raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tasks, seeds and run directories
+
+
+def parse_seeds(args):
+    """`--seed S` or `--seeds 0-7` / `--seeds 0,3,5` → the list of seeds (default [0])."""
+    if args.seeds is None:
+        return [0 if args.seed is None else args.seed]
+    if args.seed is not None:
+        raise UserError('give --seed or --seeds, not both')
+    seeds = []
+    for part in args.seeds.split(','):
+        match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
+        if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise UserError(f'--seeds {args.seeds}: expected seeds like 0-7 or 0,3,5 (non-negative, ranges low-high)')
+        seeds += range(int(match[1]), int(match[2] or match[1]) + 1)
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f'--seeds {args.seeds} names a seed twice')
+    return seeds
+
+
+def resolve_tasks(args):
+    """`--env` and `--task` (an id, or 'all' for the 5 tasks of a family) → the list of tasks."""
+    if args.task is None or args.task.strip() != 'all':
+        try:
+            task_id = None if args.task is None else int(args.task)
+        except ValueError:
+            raise UserError(f"--task {args.task}: expected a task id 1..5 or 'all'") from None
+        return [resolve_task(args.env, task_id)]
+    first = resolve_task(args.env)
+    if first.family.source != 'ogbench' or args.env == first.name:
+        raise UserError(f'--task all needs an OGBench family for --env (e.g. cube-double), not {args.env}')
+    return [resolve_task(first.family.name, k) for k in range(1, 6)]
+
+
+def run_settings(args, task, seed, config, mode):
+    return dict(
+        mode=mode,
+        task=task.name,
+        agent=args.agent,
+        seed=seed,
+        offline_steps=args.offline_steps,
+        online_steps=args.online_steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        eval_envs=min(args.eval_envs, args.eval_episodes),
+        log_every=args.log_every,
+        save_every=args.save_every,
+        updates_per_call=args.updates_per_call,
+        online_updates_per_call=args.online_updates_per_call,
+        balanced_sampling=args.balanced_sampling,
+        buffer_capacity=args.buffer_capacity,  # replaced by the rows it resolves to once the data is loaded
+        backend=task.backend,
+        dataset=args.dataset,
+        dataset_dir=args.dataset_dir,
+        dataset_episodes=args.dataset_episodes,
+        workers=args.workers,
+        resume=args.resume,
+        wandb=args.wandb,
+        progress=args.progress,
+        success_timing=SUCCESS_TIMING,
+        ogbench_version=metadata.version('ogbench'),
+        agent_config=dataclasses.asdict(config),
+    )
+
+
+def check_same_run(run_dir, settings):
+    saved = read_json(os.path.join(run_dir, 'config.json'))
+    for key in sorted(set(saved) | set(settings)):
+        if key in RESUMABLE_DIFFERENCES or (key == 'buffer_capacity' and settings[key] is None):
+            continue  # a default capacity resolves to the same rows for the same data
+        if saved.get(key) != jsonable(settings.get(key)):
+            raise UserError(
+                f'{run_dir} holds a run with {key}={saved.get(key)!r}, not {settings.get(key)!r}; '
+                'pass another --run-dir (or the same settings to resume it)'
+            )
+
+
+def jsonable(value):
+    return (
+        [jsonable(v) for v in value]
+        if isinstance(value, tuple)
+        else ({k: jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value)
+    )
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of a group: its seed, task, directory and settings (config.json)."""
+
+    seed: int
+    task: Any
+    task_index: int  # its task's reward/mask column in the group's buffer
+    run_dir: str
+    settings: dict
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.run_dir, CHECKPOINT_NAME)
+
+
+def plan_runs(args, mode, tasks, seeds, config):
+    """The group's runs; checks every existing run directory before anything is written."""
+    runs = []
+    for task_index, task in enumerate(tasks):
+        for seed in seeds:
+            if args.run_dir and len(tasks) * len(seeds) == 1:
+                run_dir = args.run_dir
+            elif args.run_dir:
+                run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')
+            else:
+                run_dir = os.path.join('runs', mode, task.name, args.agent, f'seed{seed}')
+            run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
+            if os.path.exists(os.path.join(run_dir, 'config.json')):
+                check_same_run(run_dir, run.settings)
+            elif args.resume:
+                raise UserError(f'--resume: {run_dir} holds no run to resume')
+            runs.append(run)
+    return runs
