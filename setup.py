@@ -31,7 +31,8 @@ setup(
         'sweep': SWEEP,
         # D4RL AntMaze, maintained path: Minari's re-collected datasets on gymnasium-robotics' AntMaze.
         'minari': MINARI,
-        # D4RL AntMaze as the paper ran it: Python 3.10, MuJoCo 2.1 + OSMesa headers (see the README).
+        # D4RL AntMaze as the paper ran it: Python 3.10, MuJoCo 2.1 + OSMesa headers. d4rl also pulls in mujoco-py,
+        # whose files overwrite free-mujoco-py's: the README's setup reinstalls free-mujoco-py after this.
         'd4rl': ['d4rl==1.1', 'gym==0.23.1', 'free-mujoco-py==2.1.6', 'Cython<3', 'numpy==1.26.*', 'h5py'],
     },
 )

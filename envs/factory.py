@@ -97,9 +97,27 @@ class _GymToGymnasium(gymnasium.Env):
         self.env = env
         box = lambda space: gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)  # noqa: E731
         self.observation_space, self.action_space = box(env.observation_space), box(env.action_space)
+        self.goal_rng = np.random.RandomState()
 
     def reset(self, *, seed=None, options=None):
-        return np.asarray(self.env.reset(seed=seed), np.float32), {}
+        # gym 0.23 envs take their seed through seed() (deprecated there, hence the quiet), and only the ant
+        # inside D4RL's NormalizedBoxEnv draws its start pose. D4RL draws each v2 episode's goal from NumPy's
+        # global generator and prints it: this copy's own generator stands in for it, so a copy's episodes
+        # depend only on its seed, whatever else shares the process.
+        outside = np.random.get_state()
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter('ignore', DeprecationWarning)
+                if seed is not None:
+                    inner = self.env.unwrapped
+                    getattr(inner, 'wrapped_env', inner).seed(seed)
+                    self.goal_rng = np.random.RandomState(seed)
+                np.random.set_state(self.goal_rng.get_state())
+                observation = self.env.reset()
+                self.goal_rng.set_state(np.random.get_state())
+        finally:
+            np.random.set_state(outside)
+        return np.asarray(observation, np.float32), {}
 
     def step(self, action):
         observation, reward, done, info = self.env.step(action)
@@ -112,7 +130,9 @@ def _legacy_d4rl_env(task):
     import d4rl  # noqa: F401  (registers the D4RL gym ids)
     import gym
 
-    return _GymToGymnasium(gym.make(task.name))
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # D4RL prints the goal it draws
+        warnings.filterwarnings('ignore', message='.*Box bound precision lowered')  # its float64 bounds
+        return _GymToGymnasium(gym.make(task.name))
 
 
 # Minari's evaluation mazes for its D4RL AntMaze datasets ('r': the fixed start cell, 'g': the goal

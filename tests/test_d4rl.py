@@ -24,6 +24,8 @@ HAS_MINARI = _import_failure('minari', 'gymnasium_robotics') is None
 LEGACY_FAILURE = _import_failure('gym', 'd4rl')
 NO_MINARI = 'minari / gymnasium-robotics not installed: pip install -e ".[minari]"'
 needs_minari = pytest.mark.skipif(not HAS_MINARI, reason=NO_MINARI)
+NO_LEGACY = f'legacy d4rl is not installed here ({LEGACY_FAILURE}); see the README for its Python 3.10 setup'
+needs_legacy = pytest.mark.skipif(LEGACY_FAILURE is not None, reason=NO_LEGACY)
 
 
 def _dims_env(obs_dim=29, act_dim=8):
@@ -87,20 +89,28 @@ def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'foreign.hdf5'))
 
 
+class OldAntMaze:
+    """gym 0.23 API: seed(), reset() -> obs, step -> 4-tuple, TimeLimit flag in info. Like D4RL's v2 AntMaze,
+    reset draws a goal from NumPy's global generator; the observation is [goal, start pose from its seed]."""
+
+    observation_space = action_space = gymnasium.spaces.Box(-1, 1, (2,))
+    unwrapped = property(lambda self: self)
+
+    def seed(self, seed):
+        self.pose_rng = np.random.RandomState(seed + 1000)
+
+    def reset(self):
+        self.t = 0
+        return np.array([np.random.uniform(), self.pose_rng.uniform()])
+
+    def step(self, action):
+        self.t += 1
+        at_goal = self.t == 2
+        info = {'TimeLimit.truncated': True} if self.t == 3 else {}
+        return np.ones(2), float(at_goal), at_goal or self.t == 3, info
+
+
 def test_legacy_env_adapter_maps_the_old_gym_api():
-    class OldAntMaze:  # gym 0.23 API: reset -> obs, step -> 4-tuple, TimeLimit flag in info
-        observation_space = action_space = gymnasium.spaces.Box(-1, 1, (2,))
-
-        def reset(self, seed=None):
-            self.t = 0
-            return np.zeros(2)
-
-        def step(self, action):
-            self.t += 1
-            at_goal = self.t == 2
-            info = {'TimeLimit.truncated': True} if self.t == 3 else {}
-            return np.ones(2), float(at_goal), at_goal or self.t == 3, info
-
     env = _GymToGymnasium(OldAntMaze())
     observation, _ = env.reset(seed=0)
     assert observation.dtype == np.float32
@@ -111,13 +121,33 @@ def test_legacy_env_adapter_maps_the_old_gym_api():
     assert (terminated, truncated, info['success']) == (False, True, 0.0)  # time limit: not one
 
 
+def test_legacy_env_episodes_depend_only_on_their_seed():
+    """Each copy's goals come from its own generator (seeded by reset), never from NumPy's global one."""
+    goals = lambda seed: np.random.RandomState(seed).uniform(size=2)  # noqa: E731  (its first two goals)
+    poses = np.random.RandomState(1007).uniform(size=2)
+    a, b = _GymToGymnasium(OldAntMaze()), _GymToGymnasium(OldAntMaze())
+    outside = np.random.get_state()
+    first = a.reset(seed=7)[0], b.reset(seed=8)[0], a.reset()[0], b.reset()[0]  # interleaved copies
+    np.testing.assert_allclose(first[0], [goals(7)[0], poses[0]], rtol=1e-6)
+    np.testing.assert_allclose(first[1][0], goals(8)[0], rtol=1e-6)
+    np.testing.assert_allclose(first[2], [goals(7)[1], poses[1]], rtol=1e-6)  # seed None: continues its own
+    np.testing.assert_allclose(first[3][0], goals(8)[1], rtol=1e-6)
+    assert np.random.get_state()[1].tolist() == outside[1].tolist()  # the global generator is untouched
+
+
+@needs_legacy
 def test_legacy_env_creates_and_steps():
-    if LEGACY_FAILURE:
-        pytest.skip(f'legacy d4rl is not installed here ({LEGACY_FAILURE}); see the README for its Python 3.10 setup')
-    env = make_env(_task('antmaze-umaze-v2', 'd4rl'))
+    env, twin = make_env(_task('antmaze-umaze-v2', 'd4rl')), make_env(_task('antmaze-umaze-v2', 'd4rl'))
     observation, _ = env.reset(seed=0)
     assert observation.shape == (29,)
     assert env.step(env.action_space.sample())[0].shape == (29,)
+    goal = lambda e: e.unwrapped.env.target_goal  # noqa: E731  (D4RL draws one per episode)
+    first = observation, goal(env), env.reset()[0], goal(env)
+    again = twin.reset(seed=0)[0], goal(twin), twin.reset()[0], goal(twin)
+    for x, y in zip(first, again, strict=True):  # the same seed: the same start poses and goals
+        np.testing.assert_array_equal(x, y)
+    twin.reset(seed=1)
+    assert not np.array_equal(goal(twin), first[1])  # another seed: another goal
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,15 +275,17 @@ def _launch(script, *args):
     )
 
 
+def _tiny_run_args(backend, dataset, run_dir):
+    args = ['--env', 'antmaze-umaze-v2', '--backend', backend, '--dataset', str(dataset), '--offline-steps', '60']
+    args += ['--eval-every', '60', '--eval-episodes', '1', '--eval-envs', '1', '--updates-per-call', '30']
+    return args + ['--agent.hidden_dims=32,32', '--agent.batch_size=8', '--no-progress', '--run-dir', str(run_dir)]
+
+
 @pytest.mark.slow
 @needs_minari
 def test_minari_backend_runs_end_to_end(minari_root, tmp_path):
     run_dir = tmp_path / 'run'
-    dataset = str(minari_root / 'D4RL/antmaze/umaze-v1')
-    args = ['--env', 'antmaze-umaze-v2', '--backend', 'minari', '--dataset', dataset, '--offline-steps', '60']
-    args += ['--eval-every', '60', '--eval-episodes', '1', '--eval-envs', '1', '--updates-per-call', '30']
-    args += ['--agent.hidden_dims=32,32', '--agent.batch_size=8', '--no-progress', '--run-dir', str(run_dir)]
-    result = _launch('offline', *args)
+    result = _launch('offline', *_tiny_run_args('minari', minari_root / 'D4RL/antmaze/umaze-v1', run_dir))
     assert result.returncode == 0, result.stderr
     config = json.loads((run_dir / 'config.json').read_text())
     assert config['backend'] == 'minari' and config['task'] == 'antmaze-umaze-v2'
@@ -266,3 +298,16 @@ def test_minari_backend_runs_end_to_end(minari_root, tmp_path):
         legacy = _launch('offline', '--env', 'antmaze-umaze-v2', '--backend', 'd4rl', '--run-dir', str(other))
         assert legacy.returncode == 2 and len(legacy.stderr.strip().splitlines()) == 1
         assert '.[d4rl]' in legacy.stderr and not other.exists()
+
+
+@pytest.mark.slow
+@needs_legacy
+def test_legacy_backend_runs_o2o_end_to_end(tmp_path):
+    dataset, run_dir = tmp_path / 'antmaze.hdf5', tmp_path / 'run'
+    write_d4rl_file(dataset)
+    result = _launch('o2o', *_tiny_run_args('d4rl', dataset, run_dir), '--online-steps', '60')
+    assert result.returncode == 0, result.stderr
+    config = json.loads((run_dir / 'config.json').read_text())
+    assert config['backend'] == 'd4rl' and config['task'] == 'antmaze-umaze-v2'
+    final = json.loads((run_dir / 'final.json').read_text())
+    assert final['steps'] == 120 and 0 <= final['online_score'] <= 100
