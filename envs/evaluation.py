@@ -55,6 +55,32 @@ def evaluate(pool, act, num_episodes, run_seed_keys):
     return out
 
 
+def evaluation_rounds(run_tasks, copies_per_run, max_copies):
+    """Evaluates a group in rounds so that at most about `max_copies` env copies are alive at once (an
+    OGBench manipulation env takes about 150 MB). `run_tasks`: each run's task name. → (the task of each
+    copy of the evaluation pool, [(run indices, their copies) per round]). Every task keeps at least one
+    run's copies, and a run's results do not depend on the round it is in: each evaluation seeds its
+    copies afresh.
+    """
+    names = list(dict.fromkeys(run_tasks))
+    runs_of = {name: [r for r, task in enumerate(run_tasks) if task == name] for name in names}
+    slots = {name: min(len(runs_of[name]), max(1, max_copies // (copies_per_run * len(names)))) for name in names}
+    copy_tasks, first_copy = [], {}
+    for name in names:
+        first_copy[name] = len(copy_tasks)
+        copy_tasks += [name] * (slots[name] * copies_per_run)
+    rounds = []
+    for j in range(max(-(-len(runs_of[name]) // slots[name]) for name in names)):
+        runs, copies = [], []
+        for name in names:
+            for slot, r in enumerate(runs_of[name][j * slots[name] : (j + 1) * slots[name]]):
+                start = first_copy[name] + slot * copies_per_run
+                runs.append(r)
+                copies += range(start, start + copies_per_run)
+        rounds.append((runs, copies))
+    return copy_tasks, rounds
+
+
 def final_score(success_rates):
     """Protocol score in [0, 100]: mean success rate of the last FINAL_SCORE_WINDOW evaluations, × 100."""
     if len(success_rates) == 0:

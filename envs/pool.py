@@ -112,3 +112,19 @@ class EnvPool:
         for env in self.local or []:
             env.close()
         self.connections, self.processes, self.local = [], [], None
+
+
+class PoolView:
+    """Copies `copies` of an EnvPool, seen as copies 0 … len(copies) − 1 (a group evaluated in rounds
+    steps one round's runs on part of the pool)."""
+
+    def __init__(self, pool, copies):
+        self.pool, self.copies = pool, np.asarray(copies, int)
+        self.num_envs = len(self.copies)
+
+    def step(self, actions, copies=None):
+        copies = range(self.num_envs) if copies is None else copies
+        return self.pool.step(actions, self.copies[np.asarray(copies, int)])
+
+    def reset(self, copies, seeds, replays=None):
+        return self.pool.reset(self.copies[np.asarray(copies, int)], seeds, replays)

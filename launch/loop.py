@@ -22,8 +22,9 @@ from tqdm import tqdm
 from datasets.buffer import LABEL_KEYS, GroupBuffer, default_capacity
 from datasets.d4rl_data import load_d4rl_data
 from datasets.ogbench_data import DatasetError, load_task_data
-from envs.evaluation import episode_seed, evaluate, final_score
+from envs.evaluation import episode_seed, evaluate, evaluation_rounds, final_score
 from envs.factory import make_env, make_env_pool, with_backend
+from envs.pool import PoolView
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk, policy_action
@@ -252,8 +253,11 @@ class _Loop:
         self.step = 0
         self.logger_rows = [None] * len(runs)
         self.prior_elapsed, self.started = 0.0, time.time()
-        eval_envs = runs[0].settings['eval_envs']
-        self.eval_pool = make_env_pool([r.task for r in runs for _ in range(eval_envs)])
+        tasks = {r.task.name: r.task for r in runs}
+        copy_tasks, self.eval_rounds = evaluation_rounds(
+            [r.task.name for r in runs], runs[0].settings['eval_envs'], args.max_eval_envs
+        )
+        self.eval_pool = make_env_pool([tasks[name] for name in copy_tasks])
         self.online_pool = None
         # Online interaction, per run: episodes are reset with seeds from their index, and the actions
         # of the episode in progress are kept so a resumed run can replay its env to the same state.
@@ -394,15 +398,26 @@ class _Loop:
         if end % args.save_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps):
             self.save()
 
-    def _evaluate(self, phase):
-        runs = len(self.runs)
+    def _evaluation_policy(self, indices):
+        """act(observations, t) for the copies of runs `indices`: one batched policy call."""
+        agents, keys = _select(self.agents, indices), self.eval_keys[np.asarray(indices)]
 
         def act(observations, t):
-            grouped = jnp.asarray(observations.reshape(runs, -1, observations.shape[-1]))
-            actions = policy_action(self.agents, grouped, self.eval_keys, self.step, t, evaluation=True)
+            grouped = jnp.asarray(observations.reshape(len(indices), -1, observations.shape[-1]))
+            actions = policy_action(agents, grouped, keys, self.step, t, evaluation=True)
             return np.asarray(actions).reshape(len(observations), -1)
 
-        results = evaluate(self.eval_pool, act, self.args.eval_episodes, [(r.seed, 1, self.step) for r in self.runs])
+        return act
+
+    def _evaluate(self, phase):
+        runs = len(self.runs)
+        results = [None] * runs
+        for indices, copies in self.eval_rounds:
+            act = self._evaluation_policy(indices)
+            seed_keys = [(self.runs[r].seed, 1, self.step) for r in indices]
+            pool = PoolView(self.eval_pool, copies)
+            for r, result in zip(indices, evaluate(pool, act, self.args.eval_episodes, seed_keys), strict=True):
+                results[r] = result
         for run, logger, result in zip(self.runs, self.loggers, results, strict=True):
             logger.log('eval', dict(step=self.step, phase=phase, **result))
             prefix = '' if runs == 1 else f'{run.task.name} seed {run.seed} '

@@ -21,7 +21,7 @@ from launch.checkpoint import CHECKPOINT_NAME
 from launch.run_logs import read_json
 
 # Settings that may change between a run and its resumption without changing the result.
-RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers')
+RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers', 'max_eval_envs')
 # RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
 RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
 
@@ -78,6 +78,13 @@ def build_parser(mode):
         type=int,
         default=10,
         help='env copies stepped in parallel processes during evaluation (part of the result)',
+    )
+    p.add_argument(
+        '--max-eval-envs',
+        type=int,
+        default=50,
+        help='env copies alive at once when a group evaluates (about 150 MB each for manipulation envs); '
+        'a larger group evaluates its runs in rounds, with the same results',
     )
     p.add_argument('--log-every', type=int, default=5_000)
     p.add_argument('--save-every', type=int, default=100_000)
@@ -156,6 +163,7 @@ def validate_args(args):
     positive = [
         'eval_episodes',
         'eval_envs',
+        'max_eval_envs',
         'eval_every',
         'log_every',
         'save_every',
@@ -217,6 +225,7 @@ def run_settings(args, task, seed, config, mode):
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         eval_envs=min(args.eval_envs, args.eval_episodes),
+        max_eval_envs=args.max_eval_envs,
         log_every=args.log_every,
         save_every=args.save_every,
         updates_per_call=args.updates_per_call,

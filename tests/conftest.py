@@ -1,6 +1,25 @@
 """Test order: the fast known-answer tests first, the slow end-to-end runs last (`-m "not slow"` skips them)."""
 
+import os
+import shutil
+import tempfile
+
 import pytest
+
+
+def pytest_configure(config):
+    # The CLI tests start many short processes (a run, a killed run, its resumption) that compile the same
+    # programs: one persistent compilation cache for the session, shared by them all, saves most of those
+    # compiles. A user's own JAX_COMPILATION_CACHE_DIR is left as it is.
+    if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+        config.jax_cache_dir = tempfile.mkdtemp(prefix='fav-rl-jax-cache-')
+        os.environ['JAX_COMPILATION_CACHE_DIR'] = config.jax_cache_dir
+        os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+
+
+def pytest_unconfigure(config):
+    if getattr(config, 'jax_cache_dir', None):
+        shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

@@ -6,9 +6,9 @@ import gymnasium
 import numpy as np
 import pytest
 
-from envs.evaluation import evaluate, final_score
+from envs.evaluation import evaluate, evaluation_rounds, final_score
 from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env
-from envs.pool import EnvPool
+from envs.pool import EnvPool, PoolView
 from envs.registry import resolve_task
 
 
@@ -92,3 +92,35 @@ def test_singletask_envs_use_the_papers_success_timing():
     default_env = gymnasium.make(task.env_id)
     assert default_env.unwrapped._success_timing == 'pre'
     assert _place_cube_on_target_and_step(default_env)[0] is False
+
+
+def test_evaluation_rounds_cover_each_run_once_on_copies_of_its_task():
+    tasks = ['a', 'a', 'a', 'b', 'b', 'b']  # a group of 2 tasks × 3 seeds, 2 copies per run
+    copy_tasks, rounds = evaluation_rounds(tasks, copies_per_run=2, max_copies=8)
+    assert copy_tasks == ['a'] * 4 + ['b'] * 4  # 2 runs of each task at a time: 8 copies alive
+    assert [runs for runs, _ in rounds] == [[0, 1, 3, 4], [2, 5]]
+    for runs, copies in rounds:
+        assert len(copies) == 2 * len(runs) and len(set(copies)) == len(copies)
+        for k, r in enumerate(runs):
+            assert {copy_tasks[c] for c in copies[2 * k : 2 * k + 2]} == {tasks[r]}
+    # Fewer copies than one run per task: each task still keeps one run's copies.
+    copy_tasks, rounds = evaluation_rounds(tasks, copies_per_run=2, max_copies=1)
+    assert len(copy_tasks) == 4 and len(rounds) == 3
+    # Enough copies: the whole group in one round.
+    assert len(evaluation_rounds(tasks, copies_per_run=2, max_copies=100)[1]) == 1
+
+
+def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
+    """Runs whose copies succeed, fail, succeed: the same per-run results with one copy alive per round."""
+    outcomes = [True, False, True]
+    whole = evaluate(_pool(outcomes), lambda obs, t: np.zeros((3, 1), np.float32), 2, [(0,), (1,), (2,)])
+    copy_tasks, rounds = evaluation_rounds(['x'] * 3, copies_per_run=1, max_copies=1)
+    pool = EnvPool([functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes[:1]])
+    results = {}
+    for runs, copies in rounds:
+        # The single live copy stands in for each run's own copy in turn (same seeds, fresh resets).
+        pool.local[0].env.succeed = outcomes[runs[0]]
+        view = PoolView(pool, copies)
+        (results[runs[0]],) = evaluate(view, lambda obs, t: np.zeros((1, 1), np.float32), 2, [(runs[0],)])
+    assert [results[r] for r in range(3)] == whole
+    assert [r['success'] for r in whole] == [1.0, 0.0, 1.0]

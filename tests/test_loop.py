@@ -279,7 +279,10 @@ def _assert_close_to_alone(group_dir, alone_dir):
 def test_offline_group_of_tasks_and_seeds_matches_runs_alone(dataset, tmp_path):
     args = ['--env', 'cube-single', '--dataset', dataset, '--offline-steps', '60', '--eval-every', '60']
     args += ['--log-every', '30', '--eval-envs', '1', *SMALL]
-    group = launch('offline', *args, '--task', 'all', '--seeds', '0-1', '--run-dir', str(tmp_path / 'g'))
+    # At most 3 env copies alive: the group evaluates its 10 runs in two rounds, each run as alone.
+    group = launch(
+        'offline', *args, '--task', 'all', '--seeds', '0-1', '--max-eval-envs', '3', '--run-dir', str(tmp_path / 'g')
+    )
     assert group.returncode == 0, group.stderr
     tasks = [f'cube-single-play-singletask-task{k}-v0' for k in range(1, 6)]
     assert sorted(p.name for p in (tmp_path / 'g').iterdir()) == tasks
@@ -300,6 +303,7 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '20']
     args += '--online-steps 180 --eval-every 100 --save-every 50 --log-every 50 --eval-envs 1'.split() + SMALL
     args += ['--updates-per-call', '20', '--buffer-capacity', '500']  # 400 dataset rows: each run's ring wraps
+    args += ['--max-eval-envs', '1']  # the group evaluates its runs one after the other
     whole = str(tmp_path / 'whole')
     result = launch('o2o', *args, '--seeds', '0,1', '--run-dir', whole)
     assert result.returncode == 0, result.stderr
