@@ -122,8 +122,7 @@ class PoolView:
         self.pool, self.copies = pool, np.asarray(copies, int)
         self.num_envs = len(self.copies)
 
-    def step(self, actions, copies=None):
-        copies = range(self.num_envs) if copies is None else copies
+    def step(self, actions, copies):
         return self.pool.step(actions, self.copies[np.asarray(copies, int)])
 
     def reset(self, copies, seeds, replays=None):

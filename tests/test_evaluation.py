@@ -124,3 +124,8 @@ def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
         (results[runs[0]],) = evaluate(view, lambda obs, t: np.zeros((1, 1), np.float32), 2, [(runs[0],)])
     assert [results[r] for r in range(3)] == whole
     assert [r['success'] for r in whole] == [1.0, 0.0, 1.0]
+    # A view steps the copies it names: a run on copies 1 and 3 of a fail/succeed pool always succeeds.
+    pool = _pool([False, True, False, True])
+    act = lambda obs, t: np.zeros((2, 1), np.float32)  # noqa: E731
+    assert evaluate(PoolView(pool, [1, 3]), act, 2, [(0,)])[0]['success'] == 1.0
+    assert evaluate(PoolView(pool, [0, 2]), act, 2, [(0,)])[0]['success'] == 0.0
