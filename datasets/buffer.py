@@ -153,15 +153,9 @@ class ReplayBuffer(flax.struct.PyTreeNode):
         idx = self._draw(rng, batch_size, size, pointer, before['online_count'] + visible, balanced)
         return self._gather(idx, size, pointer, before, visible)
 
-    def online_rows(self):
-        """Host copy of the rows online appends have written, from row `offline_size` on (wrapping; at
-        most `capacity` rows): with `online_count`, all a checkpoint needs to rebuild the ring."""
-        count = min(int(self.online_count), self.capacity)
-        idx = (int(self.offline_size) + np.arange(count)) % self.capacity
-        return {k: np.asarray(v[idx]) for k, v in self.data.items()}
-
     def restore_online_rows(self, rows, online_count):
-        """The ring after `online_count` appends whose surviving rows are `rows` (from `online_rows`),
+        """The ring after `online_count` appends whose surviving rows are `rows` (from
+        `GroupBuffer.online_rows`),
         on a buffer freshly created from the same dataset (host-side, at resume)."""
         count = len(rows['observations'])
         if count != min(online_count, self.capacity):
@@ -209,6 +203,15 @@ class GroupBuffer(flax.struct.PyTreeNode):
     def run(self, r):
         """Run r's ReplayBuffer."""
         return jax.tree_util.tree_map(lambda x: x[r], self.runs)
+
+    def online_rows(self, r):
+        """Host copy of the rows run r's online appends have written, from row `offline_size` on
+        (wrapping; at most `capacity` rows), and their count: all a checkpoint needs to rebuild its
+        ring. Read from the stacked rings, one gather per field."""
+        capacity = self.runs.data['observations'].shape[1]
+        online_count = int(self.runs.online_count[r])
+        idx = (int(self.runs.offline_size[r]) + np.arange(min(online_count, capacity))) % capacity
+        return {k: np.asarray(v[r, idx]) for k, v in self.runs.data.items()}, online_count
 
     def select_runs(self, indices):
         """The group of runs `indices` (a list)."""

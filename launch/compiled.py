@@ -1,7 +1,8 @@
 """The compiled parts of the training loop, for a group of R runs at once (a single run is R = 1).
 
 Agents and their replay buffers are stacked along a leading run axis and every function here is
-`vmap`-ed over it: K updates per call under `jit` + `lax.scan`, one policy call for all runs. Update
+`vmap`-ed over it: K updates per call in one compiled loop (`jit` + `fori_loop`; K is an argument, not
+part of the program, so every chunk length shares one compile), one policy call for all runs. Update
 `i` of run r draws its batch with `fold_in(data_key[r], i)` and each agent carries its own key, so a
 seed gives the same batches whatever K is and whichever group it trains in.
 """
@@ -12,37 +13,41 @@ import jax
 import jax.numpy as jnp
 
 
-def _chunk_result(infos):
-    """Per-run chunk means of the metrics, and per run whether every metric of every update was finite."""
-    leaves = jax.tree_util.tree_leaves(infos)  # each (R, length)
-    finite = jnp.all(jnp.stack([jnp.isfinite(v).reshape(v.shape[0], -1).all(1) for v in leaves]), axis=0)
-    return jax.tree_util.tree_map(lambda v: v.mean(1), infos), finite
-
-
 def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended=None, balanced=False):
     """`length` updates of every run; update i draws its batch with fold_in(data_key, start_step + i).
-    With `appended` (per run, the `before` of the append of its last `length` online transitions),
-    update i sees the run's ring as it was after only the first i + 1 of them, as if each were
-    appended just before its update. `balanced`: half offline, half online rows (`ReplayBuffer.sample`)."""
+    → (agents, per-run means of the metrics, per run whether every metric of every update was finite).
+    `length` may be a traced value: one compiled program serves every chunk length (the first chunk,
+    a full one, the one before an evaluation). With `appended` (per run, the `before` of the append
+    of its last `length` online transitions), update i sees the run's ring as it was after only the
+    first i + 1 of them, as if each were appended just before its update. `balanced`: half offline,
+    half online rows (`ReplayBuffer.sample`)."""
 
     def one_run(agent, ring, data_key, before):
-        def one_update(agent, i):
+        def batch(i):
             rng = jax.random.fold_in(data_key, start_step + i)
             if before is None:
-                batch = ring.sample(rng, batch_size, balanced)
-            else:
-                batch = ring.sample_during_append(rng, batch_size, before, i + 1, balanced)
-            return agent.update(batch)
+                return ring.sample(rng, batch_size, balanced)
+            return ring.sample_during_append(rng, batch_size, before, i + 1, balanced)
 
-        return jax.lax.scan(one_update, agent, jnp.arange(length))
+        def one_update(i, carry):
+            agent, sums, finite = carry
+            agent, info = agent.update(batch(i))
+            leaves = jax.tree_util.tree_leaves(info)
+            finite = finite & jnp.all(jnp.stack([jnp.isfinite(v).all() for v in leaves]))
+            return agent, jax.tree_util.tree_map(jnp.add, sums, info), finite
 
-    agents, infos = jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
-    return (agents, *_chunk_result(infos))
+        shapes = jax.eval_shape(lambda a: a.update(batch(0))[1], agent)
+        zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        agent, sums, finite = jax.lax.fori_loop(0, length, one_update, (agent, zeros, jnp.array(True)))
+        return agent, jax.tree_util.tree_map(lambda v: v / length, sums), finite
+
+    return jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced'))
+@functools.partial(jax.jit, static_argnames=('batch_size', 'balanced'))
 def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
-    """`length` updates per run on batches sampled on the device: (agents, mean metrics, finite)."""
+    """`length` updates per run on batches sampled on the device: (agents, mean metrics, finite).
+    `length` is traced: calls with different lengths reuse one compiled program."""
     return _run_updates(agents, buffer, data_keys, start_step, length, batch_size, balanced=balanced)
 
 

@@ -95,9 +95,15 @@ def _run_keys(seed):
     return [jax.random.fold_in(root, i) for i in range(4)]
 
 
+@jax.jit
+def _take(tree, indices):
+    return jax.tree_util.tree_map(lambda x: x[indices], tree)
+
+
 def _select(tree, indices):
-    """The runs `indices` (a list: a group of them; an int: one run) of a stacked pytree."""
-    return jax.tree_util.tree_map(lambda x: x[np.asarray(indices)], tree)
+    """The runs `indices` (a list: a group of them; an int: one run) of a stacked pytree, in one
+    compiled call (indexing leaf by leaf costs a dispatch each, seconds for an agent's many leaves)."""
+    return _take(tree, np.asarray(indices))
 
 
 def run(args, mode):
@@ -168,7 +174,7 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
     buffer = GroupBuffer.create(dataset, labels, [r.task_index for r in todo], capacity)
     keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
     example = (buffer.runs.data['observations'][0, :1], buffer.runs.data['actions'][0, :1])
-    agents = jax.vmap(lambda key: module.Agent.create(key, *example, config))(keys[:, 0])
+    agents = jax.jit(jax.vmap(lambda key: module.Agent.create(key, *example, config)))(keys[:, 0])
     # Runs resume from their own checkpoints; runs at different steps (a kill between two runs'
     # saves) train as separate groups, the ones behind first.
     steps = [0 if c is None else int(c.get('step', 0)) for c in checkpoints]
@@ -277,16 +283,17 @@ class _Loop:
 
     # -- checkpointing ------------------------------------------------------------------------------
 
-    def run_state(self, r):
-        ring = self.buffer.run(r)
-        action_dim = ring.data['actions'].shape[-1]
+    def run_state(self, r, agents):
+        """Run r's checkpoint; `agents`: the group's agents on the host."""
+        action_dim = self.buffer.runs.data['actions'].shape[-1]
+        online_rows, online_count = self.buffer.online_rows(r)
         return dict(
-            agent=serialization.to_state_dict(_select(self.agents, r)),
+            agent=serialization.to_state_dict(jax.tree_util.tree_map(lambda x: x[r], agents)),
             step=self.step,
             elapsed=self.elapsed(),
             rows=self.loggers[r].rows,
-            online_rows=ring.online_rows(),
-            online_count=int(ring.online_count),
+            online_rows=online_rows,
+            online_count=online_count,
             episode_index=self.episode_index[r],
             episode_actions=np.asarray(self.episode_actions[r], np.float32).reshape(-1, action_dim),
             recent_episodes=np.asarray(self.recent_episodes[r], np.float64).reshape(-1, 3),
@@ -318,8 +325,9 @@ class _Loop:
         self.buffer = self.buffer.with_runs(rings)
 
     def save(self):
+        agents = jax.device_get(self.agents)  # one transfer for every run
         for r, run in enumerate(self.runs):
-            save_checkpoint(run.checkpoint_path, self.run_state(r))
+            save_checkpoint(run.checkpoint_path, self.run_state(r, agents))
 
     # -- the phases ---------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS, ReplayBuffer
+from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS, GroupBuffer, ReplayBuffer
 
 
 def _dataset(n=10, obs_dim=3, act_dim=2):
@@ -90,8 +90,10 @@ def test_ring_state_round_trip_after_wrapping():
     data = _dataset(n=4)
     for appended in ([10, 11], [10, 11, 12, 13, 14], list(range(10, 23))):  # not full, wrapped, wrapped twice
         buffer = _appended(ReplayBuffer.create(data, capacity=6), data, appended, chunk=3)
-        rows, count = buffer.online_rows(), int(buffer.online_count)
-        assert len(rows['rewards']) == min(len(appended), 6)
+        # Read from run 1 of a group whose run 0 has other online rows.
+        other = _appended(ReplayBuffer.create(data, capacity=6), data, [30, 31, 32], chunk=3)
+        rows, count = GroupBuffer.of_one_task(data, runs=2, capacity=6).with_runs([other, buffer]).online_rows(1)
+        assert count == len(appended) and len(rows['rewards']) == min(len(appended), 6)
         fresh = ReplayBuffer.create(data, capacity=6).restore_online_rows(rows, count)
         for k in TRANSITION_KEYS:
             np.testing.assert_array_equal(np.asarray(fresh.data[k]), np.asarray(buffer.data[k]))
