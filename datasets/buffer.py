@@ -6,6 +6,7 @@ dataset rows and, once the ring is full, over the oldest rows (FIFO), and batche
 uniformly over the filled rows.
 """
 
+import functools
 from typing import Any
 
 import flax
@@ -36,28 +37,7 @@ class ReplayBuffer(flax.struct.PyTreeNode):
     @classmethod
     def create(cls, dataset, capacity=None):
         """From a dict of numpy arrays (the keys in TRANSITION_KEYS), with room for `capacity` rows."""
-        missing = [k for k in TRANSITION_KEYS if k not in dataset]
-        if missing:
-            raise ValueError(f'dataset lacks keys {missing}; expected {list(TRANSITION_KEYS)}')
-        size = len(dataset['observations'])
-        capacity = size if capacity is None else capacity
-        if capacity < size:
-            raise ValueError(f'buffer capacity {capacity} is smaller than the dataset ({size} rows)')
-        data = {}
-        for k in TRANSITION_KEYS:
-            values = np.asarray(dataset[k], dtype=np.float32)
-            if k == 'actions':
-                values = np.clip(values, -ACTION_CLIP, ACTION_CLIP)
-            # Padded on the device: no host copy of the (possibly 2M-row) empty part.
-            padding = jnp.zeros((capacity - size,) + values.shape[1:], jnp.float32)
-            data[k] = jnp.concatenate([jnp.asarray(values), padding])
-        return cls(
-            data=data,
-            size=_int32(size),
-            pointer=_int32(size % capacity),
-            offline_size=_int32(size),
-            online_count=_int32(0),
-        )
+        return GroupBuffer.of_one_task(dataset, capacity=capacity).run(0)
 
     @property
     def capacity(self):
@@ -174,6 +154,27 @@ class ReplayBuffer(flax.struct.PyTreeNode):
 LABEL_KEYS = ('rewards', 'masks')  # relabeled per task of a family
 
 
+@functools.partial(jax.jit, static_argnames=('capacity',))
+def _stacked_rings(shared, labels, label_index, capacity):
+    """The rings of `GroupBuffer.create`, built on the device in one call: the dataset is sent once,
+    and the empty part of each ring (possibly 2M rows) never exists on the host."""
+    runs, size = len(label_index), len(shared['observations'])
+
+    def ring(rows):  # (R, N, ...) -> (R, capacity, ...), zero rows after the dataset's
+        return jnp.pad(rows, [(0, 0), (0, capacity - size)] + [(0, 0)] * (rows.ndim - 2))
+
+    data = {k: ring(jnp.broadcast_to(v, (runs, *v.shape))) for k, v in shared.items()}
+    data.update({k: ring(v[label_index]) for k, v in labels.items()})
+
+    def counter(value):
+        return jnp.full((runs,), value, jnp.int32)
+
+    filled = counter(size)
+    return ReplayBuffer(
+        data=data, size=filled, pointer=counter(size % capacity), offline_size=filled, online_count=counter(0)
+    )
+
+
 class GroupBuffer(flax.struct.PyTreeNode):
     """The replay data of a group of R runs (seeds × tasks of one family) on the device: one
     ReplayBuffer per run, stacked along a leading run axis (every field is (R, ...)) and used under
@@ -186,18 +187,24 @@ class GroupBuffer(flax.struct.PyTreeNode):
     @classmethod
     def create(cls, dataset, labels, label_index, capacity=None):
         """`dataset`: numpy arrays with TRANSITION_KEYS but LABEL_KEYS; `labels`: LABEL_KEYS -> (T, N)
-        numpy arrays, one row per task; run r reads task `label_index[r]`'s rewards and masks."""
-        tasks = [
-            ReplayBuffer.create({**dataset, **{k: labels[k][t] for k in LABEL_KEYS}}, capacity)
-            for t in range(len(labels[LABEL_KEYS[0]]))
-        ]
-        index = np.asarray(label_index)
-        return cls(runs=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs)[index], *tasks))
+        numpy arrays, one row per task; run r reads task `label_index[r]`'s rewards and masks. Room for
+        `capacity` rows per run (default: the dataset's)."""
+        missing = [k for k in TRANSITION_KEYS if k not in {**dataset, **labels}]
+        if missing:
+            raise ValueError(f'dataset lacks keys {missing}; expected {list(TRANSITION_KEYS)}')
+        size = len(dataset['observations'])
+        capacity = size if capacity is None else capacity
+        if capacity < size:
+            raise ValueError(f'buffer capacity {capacity} is smaller than the dataset ({size} rows)')
+        shared = {k: np.asarray(dataset[k], np.float32) for k in TRANSITION_KEYS if k not in LABEL_KEYS}
+        shared['actions'] = np.clip(shared['actions'], -ACTION_CLIP, ACTION_CLIP)
+        labels = {k: np.asarray(labels[k], np.float32) for k in LABEL_KEYS}  # (T, N)
+        return cls(runs=_stacked_rings(shared, labels, np.asarray(label_index, np.int32), capacity))
 
     @classmethod
     def of_one_task(cls, dataset, runs=1, capacity=None):
         """A group of `runs` runs on one task's transitions (a dict with TRANSITION_KEYS)."""
-        labels = {k: np.asarray(dataset[k])[None] for k in LABEL_KEYS}
+        labels = {k: np.asarray(dataset[k])[None] for k in LABEL_KEYS if k in dataset}
         return cls.create(dataset, labels, [0] * runs, capacity)
 
     def run(self, r):

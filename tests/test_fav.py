@@ -254,14 +254,14 @@ def _bandit_buffer(n=4096, mu0=-0.3, s0=0.2, target=0.5):
     ), actions
 
 
-def _train_bandit(beta, steps=1500):
+def _train_bandit(beta, steps=1000):
     buffer, actions = _bandit_buffer()
     # The closed form below is the softmax prior's (the clipped one pulls toward the origin far from the data).
     config = FAVConfig(
-        hidden_dims=(64, 64), batch_size=256, sigma=0.05, beta=beta, discount=0.0, lr=1e-3, prior_score='softmax'
+        hidden_dims=(64, 64), batch_size=64, sigma=0.05, beta=beta, discount=0.0, lr=1e-3, prior_score='softmax'
     )
     agent = FAVAgent.create(jax.random.PRNGKey(0), np.ones((1, 1), np.float32), actions[:1], config)
-    agents, _, finite = offline_chunk(as_group(agent), buffer, jax.random.PRNGKey(1)[None], 0, steps, 256)
+    agents, _, finite = offline_chunk(as_group(agent), buffer, jax.random.PRNGKey(1)[None], 0, steps, 64)
     assert bool(finite[0])
     agent = jax.tree_util.tree_map(lambda x: x[0], agents)
     sampled = np.asarray(agent.sample_actions(jnp.ones((4000, 1)), jax.random.PRNGKey(2)))[:, 0]
