@@ -284,15 +284,19 @@ def test_each_online_update_samples_a_buffer_that_holds_its_transition():
     assert bool(finite[0]) and int(buffer.runs.online_count[0]) == 2
 
     # By hand: append transition t, then one offline-style update (key of step + t) on the grown buffer.
+    # (Every buffer here has room for 5 rows, as the online one: batches are drawn from the filled rows
+    # only, and one shape compiles once.)
     expected = as_group(start)
     for t in range(2):
-        grown = GroupBuffer.of_one_task({k: np.concatenate([offline[k], new[k][: t + 1]]) for k in offline})
+        grown = GroupBuffer.of_one_task({k: np.concatenate([offline[k], new[k][: t + 1]]) for k in offline}, capacity=5)
         expected, _, _ = offline_chunk(expected, grown, data_key[None], step + t, 1, config.batch_size)
     assert _same(agent, expected)
 
     # Not vacuous: an update that did not see its transition gives another agent.
-    unseen, _, _ = offline_chunk(as_group(start), GroupBuffer.of_one_task(offline), data_key[None], step, 1, 16)
-    with_first = GroupBuffer.of_one_task({k: np.concatenate([offline[k], new[k][:1]]) for k in offline})
+    unseen, _, _ = offline_chunk(
+        as_group(start), GroupBuffer.of_one_task(offline, capacity=5), data_key[None], step, 1, 16
+    )
+    with_first = GroupBuffer.of_one_task({k: np.concatenate([offline[k], new[k][:1]]) for k in offline}, capacity=5)
     seen, _, _ = offline_chunk(as_group(start), with_first, data_key[None], step, 1, 16)
     assert not _same(seen, unseen)
 

@@ -121,6 +121,7 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
 def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset]
     args += '--offline-steps 300 --eval-every 150 --save-every 50 --log-every 50 --updates-per-call 25'.split() + SMALL
+    args += ['--eval-episodes', '2']  # two env copies, in worker processes
     whole = str(tmp_path / 'whole')
     result = launch('offline', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
@@ -152,6 +153,7 @@ def test_o2o_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 50'.split()
     # 400 dataset rows in a ring of 500: online steps from the 101st on overwrite the oldest rows.
     args += ['--updates-per-call', '50', '--buffer-capacity', '500', *SMALL]
+    args += ['--eval-episodes', '2']  # two env copies, in worker processes
     whole = str(tmp_path / 'whole')
     result = launch('o2o', *args, '--run-dir', whole)
     assert result.returncode == 0, result.stderr
