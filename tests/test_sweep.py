@@ -98,7 +98,6 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(tmp_path):
     runs_dir = tmp_path / 'runs'
     command = [sys.executable, 'launch/sweep.py', '--suite', f'{TASK.format(1)},{TASK.format(2)}', '--seeds', '0-1']
     command += ['--runs-dir', str(runs_dir), '--local-cpus', '2', '--no-progress', '--dataset', dataset]
-    # One update per compiled call: a single compilation per run (the cost of these runs is compiling).
     command += '--offline-steps 20 --eval-every 20 --save-every 5 --log-every 5 --updates-per-call 1'.split()
     command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
     finals = [runs_dir / 'offline' / TASK.format(t) / 'fav' / f'seed{s}' / 'final.json' for t in (1, 2) for s in (0, 1)]
