@@ -85,11 +85,12 @@ def online_chunk(
     """Appends each run's new transitions (R, L, ...), then one update per transition (the paper's one
     update per env step); with `observations` and `act_keys`, also the next actions for them, drawn
     with fold_in(act_key, start_step + L) by the updated agents, so one call serves an env step.
-    Three compiled calls: the append is in place on the donated rings, the updates only read them
-    (inside one call XLA copied the whole buffer every time: 60 ms a step at 1M rows, CPU), and
-    `before_append` is separate as a read inside the append made XLA copy the buffer too."""
+    Two compiled calls: the append is in place on the donated rings, the updates only read them
+    (inside one call XLA copied the whole buffer every time: 60 ms a step at 1M rows, CPU). With
+    L > 1, a third, `before_append`, is separate as a read inside the append made XLA copy the buffer
+    too; with L = 1 (the default) the one update sees the whole append, so it samples the ring as is."""
     length = transitions['observations'].shape[1]
-    before = _before_append(buffer.runs, length)
+    before = None if length == 1 else _before_append(buffer.runs, length)
     buffer = buffer.replace(runs=_append(buffer.runs, transitions))
     agents, info, finite, actions = _updates_then_act(
         agents, buffer, data_keys, start_step, length, batch_size, before, observations, act_keys, balanced

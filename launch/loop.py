@@ -353,7 +353,8 @@ class _Loop:
                 self._reset_online_envs(range(len(self.runs)))
             while self.step < total:
                 end = _next_boundary(self.step, total, periods, args.online_updates_per_call)
-                transitions = self._collect(end - self.step)
+                # One host->device transfer: the new transitions and the observations to act on next.
+                transitions, observations = jax.device_put((self._collect(end - self.step), self.observations))
                 agents, self.buffer, info, finite, next_actions = online_chunk(
                     self.agents,
                     self.buffer,
@@ -361,7 +362,7 @@ class _Loop:
                     self.data_keys,
                     self.step,
                     batch_size,
-                    jnp.asarray(self.observations),
+                    observations,
                     self.act_keys,
                     balanced=args.balanced_sampling,
                 )
@@ -446,7 +447,7 @@ class _Loop:
             self.observations[r] = observation
 
     def _collect(self, length):
-        """`length` env steps of every run with its current policy; → transitions (R, length, ...)."""
+        """`length` env steps of every run with its current policy; → transitions (R, length, ...), on the host."""
         steps = []
         shift = self.runs[0].task.family.reward_shift
         for i in range(length):
@@ -475,8 +476,7 @@ class _Loop:
                     ended.append(r)
             if ended:
                 self._reset_online_envs(ended)
-        # One transfer call for all; (length, R, ...) -> (R, length, ...).
-        return jax.device_put({k: np.stack([s[k] for s in steps], axis=1).astype(np.float32) for k in steps[0]})
+        return {k: np.stack([s[k] for s in steps], axis=1).astype(np.float32) for k in steps[0]}  # (R, length, ...)
 
 
 # ---------------------------------------------------------------------------------------------------
