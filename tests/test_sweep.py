@@ -88,13 +88,8 @@ def _kill_lock_holders(runs_dir):
 
 
 @pytest.mark.slow
-def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(tmp_path):
+def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tmp_path):
     pytest.importorskip('ray')
-    from datasets.generate import generate_dataset
-
-    dataset, _ = generate_dataset(
-        'cube-single', str(tmp_path / 'data'), episodes=2, seed=0, workers=1, episode_length=201, progress=False
-    )
     runs_dir = tmp_path / 'runs'
     command = [sys.executable, 'launch/sweep.py', '--suite', f'{TASK.format(1)},{TASK.format(2)}', '--seeds', '0-1']
     command += ['--runs-dir', str(runs_dir), '--local-cpus', '2', '--no-progress', '--dataset', dataset]
