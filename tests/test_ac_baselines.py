@@ -368,7 +368,8 @@ def test_online_chunk_passes_balanced_sampling_through():
 )
 def test_o2o_run_resumes_to_the_same_result(agent, steps, dataset, tmp_path):
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--agent', agent, *steps]
-    args += '--online-steps 250 --eval-every 100 --save-every 50 --log-every 50 --updates-per-call 50'.split()
+    # Evaluations at step 1, the end of the offline phase and the end (each costs a 200-step episode).
+    args += '--online-steps 250 --eval-every 1000 --save-every 50 --log-every 50 --updates-per-call 50'.split()
     args += SMALL
     whole = str(tmp_path / 'whole')
     result = launch('o2o', *args, '--run-dir', whole)
