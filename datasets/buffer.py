@@ -135,8 +135,8 @@ class ReplayBuffer(flax.struct.PyTreeNode):
 
     def restore_online_rows(self, rows, online_count):
         """The ring after `online_count` appends whose surviving rows are `rows` (from
-        `GroupBuffer.online_rows`),
-        on a buffer freshly created from the same dataset (host-side, at resume)."""
+        `GroupBuffer.online_rows`), on a buffer freshly created from the same dataset (host-side, at
+        resume)."""
         count = len(rows['observations'])
         if count != min(online_count, self.capacity):
             raise ValueError(f'{count} saved online rows do not fit {online_count} appends to {self.capacity} rows')

@@ -181,7 +181,7 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
     for step in sorted(set(steps)):
         members = [i for i, s in enumerate(steps) if s == step]
         if len(members) < len(todo):
-            group = (buffer.select_runs(members), _select(agents, members), _select(keys, members))
+            group = (buffer.select_runs(members), *_select((agents, keys), members))
         else:  # the common case: no copies of the buffers
             group = (buffer, agents, keys)
         loop = _Loop(args, [todo[i] for i in members], *group)
@@ -409,7 +409,7 @@ class _Loop:
 
     def _evaluation_policy(self, indices):
         """act(observations, t) for the copies of runs `indices`: one batched policy call."""
-        agents, keys = _select(self.agents, indices), self.eval_keys[np.asarray(indices)]
+        agents, keys = _select((self.agents, self.eval_keys), indices)
 
         def act(observations, t):
             grouped = jnp.asarray(observations.reshape(len(indices), -1, observations.shape[-1]))
