@@ -1,5 +1,6 @@
 """rliable aggregates of one mode: IQM and mean with 95 % stratified-bootstrap confidence intervals,
-and the probability of improvement of FAV over each baseline (Agarwal et al., 2021).
+and the probability of improvement of FAV (the first FAV variant, with `--variant`) over each other
+agent (Agarwal et al., 2021).
 
 rliable needs a (runs × tasks) score matrix per agent. So the aggregates use the tasks on which every
 agent has a finished run, and per agent as many runs per task as its least-run task has (the lowest
@@ -12,7 +13,7 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics
 
-from launch.results import MAIN_SCORE
+from launch.results import MAIN_SCORE, base_agent
 
 
 @dataclasses.dataclass
@@ -21,7 +22,8 @@ class Aggregates:
     tasks: list  # the tasks aggregated over
     runs: dict  # agent → runs per task used
     estimates: dict  # agent → {'IQM': (point, low, high), 'Mean': (...)}
-    improvement: dict  # baseline → (P(FAV > baseline), low, high)
+    improvement: dict  # baseline → (P(reference > baseline), low, high)
+    reference: str | None = None  # the agent compared with each other: FAV, or its first variant
 
 
 def probability_of_improvement(x, y):
@@ -61,10 +63,11 @@ def compute(results, reps, seed=0):
         a: {name: (points[a][i], *intervals[a][:, i]) for i, name in enumerate(('IQM', 'Mean'))} for a in matrices
     }
     improvement = {}
-    if 'fav' in matrices:
-        pairs = {b: [matrices['fav'], matrices[b]] for b in matrices if b != 'fav'}
+    reference = next((a for a in results.agents if base_agent(a) == 'fav' and a in matrices), None)
+    if reference is not None:
+        pairs = {b: [matrices[reference], matrices[b]] for b in matrices if b != reference}
         if pairs:
             points, intervals = rly.get_interval_estimates(pairs, probability_of_improvement, reps=reps)
             improvement = {b: (float(points[b]), *np.ravel(intervals[b])) for b in pairs}
     runs = {a: m.shape[0] for a, m in matrices.items()}
-    return Aggregates(results.mode, tasks, runs, estimates, improvement)
+    return Aggregates(results.mode, tasks, runs, estimates, improvement, reference)

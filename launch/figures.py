@@ -71,8 +71,9 @@ def interval_plot(aggregates, path):
 
 
 def improvement_plot(aggregates, path):
-    pairs = {f'FAV,{display_name(b)}': v[0] for b, v in aggregates.improvement.items()}
-    intervals = {f'FAV,{display_name(b)}': np.array(v[1:]) for b, v in aggregates.improvement.items()}
+    reference = display_name(aggregates.reference)
+    pairs = {f'{reference},{display_name(b)}': v[0] for b, v in aggregates.improvement.items()}
+    intervals = {f'{reference},{display_name(b)}': np.array(v[1:]) for b, v in aggregates.improvement.items()}
     fig, ax = plt.subplots(figsize=(4, 0.6 + 0.5 * len(pairs)))
     plot_utils.plot_probability_of_improvement(pairs, intervals, ax=ax)
     return _save(fig, path)

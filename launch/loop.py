@@ -366,7 +366,8 @@ class _Loop:
                     self.act_keys,
                     balanced=args.balanced_sampling,
                 )
-                self.next_actions = np.asarray(next_actions)  # the one device->host sync of an env step
+                # The one device->host transfer of an env step: the next actions and the finite flags.
+                self.next_actions, finite = jax.device_get((next_actions, finite))
                 self._after_chunk(agents, info, finite, end, 'online')
 
     def _after_chunk(self, agents, info, finite, end, phase):

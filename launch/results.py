@@ -38,13 +38,20 @@ class Run:
     seed: int
     offline_steps: int
     final: dict | None  # final.json; None while the run is unfinished
+    settings: dict = dataclasses.field(default_factory=dict)  # config.json's agent_config
 
     def score(self, key):
         return None if self.final is None else self.final.get(key)
 
 
-def display_name(agent):
-    return DISPLAY_NAMES.get(agent, agent.upper())
+def base_agent(label):
+    """The agent of a label: 'fav' for 'fav' and for 'fav[prior_score=clipped]'."""
+    return label.split('[', 1)[0]
+
+
+def display_name(label):
+    base = base_agent(label)
+    return DISPLAY_NAMES.get(base, base.upper()) + label[len(base) :]
 
 
 def _read_json(path):
@@ -69,14 +76,20 @@ def find_run_dirs(root):
     return found
 
 
-def load_run(run_dir):
+def load_run(run_dir, variants=()):
+    """A run's record. `variants`: agent settings that tell runs of one agent apart; a run whose agent
+    has them is labelled e.g. 'fav[prior_score=clipped]', one whose agent lacks them keeps its name."""
     config_path, final_path = os.path.join(run_dir, 'config.json'), os.path.join(run_dir, 'final.json')
     config = _read_json(config_path)
     try:
         mode, task_name = config['mode'], config['task']
         agent, seed, offline_steps = config['agent'], int(config['seed']), int(config['offline_steps'])
         family = resolve_task(task_name).family.name
-    except (KeyError, TypeError, ValueError, UnknownTaskError) as e:
+        settings = config.get('agent_config', {})
+        shown = [f'{field}={_setting_text(settings[field])}' for field in variants if field in settings]
+        if shown:
+            agent += f'[{",".join(shown)}]'
+    except (KeyError, TypeError, ValueError, AttributeError, UnknownTaskError) as e:
         raise ResultsError(f'{config_path} is not a run config ({e!r}); expected mode, task, agent, seed') from None
     if mode not in SCORE_KEYS:
         raise ResultsError(f'{config_path}: mode {mode!r} is not one of {", ".join(SCORE_KEYS)}')
@@ -86,11 +99,34 @@ def load_run(run_dir):
             value = final.get(key, 'absent')
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ResultsError(f'{final_path}: {key} is {value!r}, expected a number in 0..100 (or null)')
-    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final)
+    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings)
 
 
-def load_runs(root):
-    return [load_run(d) for d in find_run_dirs(root)]
+def _setting_text(value):
+    return ','.join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def load_runs(root, variants=()):
+    """Every run under `root`. Two runs of one agent, task and seed are refused (they would share a
+    cell) unless `variants` tells them apart."""
+    runs = [load_run(d, variants) for d in find_run_dirs(root)]
+    for field in variants:
+        if not any(field in r.settings for r in runs):
+            raise ResultsError(
+                f'no run under {root} has the agent setting {field!r} (--variant takes a field of agent_config)'
+            )
+    seen = {}
+    for run in runs:
+        other = seen.setdefault((run.mode, run.task, run.agent, run.seed), run)
+        if other is not run:
+            settings = run.settings.keys() | other.settings.keys()
+            differ = sorted(k for k in settings if run.settings.get(k) != other.settings.get(k))
+            hint = f'--variant {differ[0]}' if differ else 'separate folders'
+            raise ResultsError(
+                f'{other.path} and {run.path} are both {run.agent} seed {run.seed} on {run.task}; '
+                f'tell them apart with {hint}'
+            )
+    return runs
 
 
 def read_curve(run):
@@ -173,9 +209,9 @@ class ModeResults:
         return [r for r in self.runs if r.task == task and r.agent == agent]
 
 
-def _agent_order(agent):
-    known = list(DISPLAY_NAMES)
-    return (known.index(agent), agent) if agent in known else (len(known), agent)
+def _agent_order(label):
+    known, base = list(DISPLAY_NAMES), base_agent(label)
+    return (known.index(base), label) if base in known else (len(known), label)
 
 
 def results_by_mode(runs):

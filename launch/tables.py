@@ -5,7 +5,7 @@ python launch/tables.py runs --out results [--published]
 Writes, per mode present (offline, o2o): `<mode>.md` and `<mode>.tex` (per-task, per-environment and
 suite-average tables, mean ± std over seeds, one column per agent; O2O cells read "offline → online"),
 and with the `tables` extra (rliable, matplotlib) `<mode>_rliable.md/.tex` (IQM and mean with 95 %
-stratified-bootstrap CIs, probability of improvement of FAV over each baseline) and the figures
+stratified-bootstrap CIs, probability of improvement of FAV over each other agent) and the figures
 (launch/figures.py).
 """
 
@@ -198,11 +198,12 @@ def aggregate_table(aggregates):
         for a in agents
     ]
     score = 'online score' if mode == 'o2o' else 'score'
+    better = f'P({display_name(aggregates.reference or "fav")} > X)'
     notes = [
         f'rliable over the {len(aggregates.tasks)} task(s) on which every agent has a finished run, '
-        f'{score} 0-100; [95 % stratified-bootstrap CI]. P(FAV > X): probability of improvement.'
+        f'{score} 0-100; [95 % stratified-bootstrap CI]. {better}: probability of improvement.'
     ]
-    header = ['agent', 'runs per task', 'IQM', 'Mean', 'P(FAV > X)']
+    header = ['agent', 'runs per task', 'IQM', 'Mean', better]
     return Table(f'{mode}: rliable aggregates', header, rows, notes)
 
 
@@ -222,10 +223,10 @@ def write_text(path, text):
     return path
 
 
-def write_all(runs_dir, out, published=False, reps=10_000):
+def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
     """Reads the runs, writes every table and figure; returns the paths written and the suite-average
-    tables in Markdown."""
-    by_mode = results_by_mode(load_runs(runs_dir))
+    tables in Markdown. `variants`: agent settings whose values split an agent into rows."""
+    by_mode = results_by_mode(load_runs(runs_dir, variants))
     written, summary = [], []
     for mode, results in by_mode.items():
         tables = build_tables(results, published)
@@ -258,11 +259,19 @@ def main(argv=None):
     p.add_argument('--out', default='results', help='where the tables and figures go (default: results/)')
     p.add_argument('--published', action='store_true', help="show the paper's published suite averages beside")
     p.add_argument('--reps', type=int, default=10_000, help='bootstrap replicates of the rliable CIs')
+    p.add_argument(
+        '--variant',
+        action='append',
+        default=[],
+        metavar='FIELD',
+        help="an agent setting (a field of config.json's agent_config) whose values get rows of their own, "
+        'e.g. --variant prior_score; repeatable',
+    )
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f'--reps must be >= 1, got {args.reps}')
     try:
-        written, summary = write_all(args.runs_dir, args.out, args.published, args.reps)
+        written, summary = write_all(args.runs_dir, args.out, args.published, args.reps, args.variant)
     except ResultsError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

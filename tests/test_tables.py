@@ -16,11 +16,13 @@ TASK = 'cube-single-play-singletask-task{}-v0'
 SCENE = 'scene-play-singletask-task2-v0'
 
 
-def _run(root, mode, task, agent, seed, score=None, online=None, offline_steps=100):
+def _run(root, mode, task, agent, seed, score=None, online=None, offline_steps=100, agent_config=None, folder=None):
     """A run directory as launch/loop.py leaves it; `score=None` and `online=None`: unfinished."""
-    run_dir = Path(root, mode, task, agent, f'seed{seed}')
+    run_dir = Path(root, mode, task, folder or agent, f'seed{seed}')
     run_dir.mkdir(parents=True)
     config = dict(mode=mode, task=task, agent=agent, seed=seed, offline_steps=offline_steps)
+    if agent_config is not None:
+        config['agent_config'] = agent_config
     (run_dir / 'config.json').write_text(json.dumps(config))
     rows = [(1, 0.0), (100, 0.5), (200, 0.25 * (seed + 1))]
     (run_dir / 'eval.csv').write_text('step,phase,success\n' + ''.join(f'{s},offline,{v}\n' for s, v in rows))
@@ -153,3 +155,40 @@ def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert str(corrupt) in result.stderr
     assert not (tmp_path / 'out').exists()  # nothing written
+
+
+def test_variants_split_an_agent_into_rows(tmp_path, capsys):
+    """--variant prior_score: FAV's runs with each prior score get their own column and rliable row, the
+    first FAV variant is compared with every other row; FQL (no such setting) keeps its name."""
+    root = tmp_path / 'runs'
+    scores = {'clipped': [[50, 70], [20, 40]], 'softmax': [[10, 30], [0, 10]]}  # [task][seed]
+    for form, per_task in scores.items():
+        for task, seeds in enumerate(per_task, start=1):
+            for seed, score in enumerate(seeds):
+                settings = dict(prior_score=form, hidden_dims=[64, 64])
+                _run(root, 'offline', TASK.format(task), 'fav', seed, score, agent_config=settings, folder=form)
+    for task in (1, 2):
+        _run(root, 'offline', TASK.format(task), 'fql', 0, 35, agent_config=dict(alpha=300.0))
+    out = tmp_path / 'out'
+    assert tables.main([str(root), '--out', str(out), '--variant', 'prior_score', '--reps', '200']) == 0
+    md = (out / 'offline.md').read_text()
+    assert '| environment | task | FAV[prior_score=clipped] | FAV[prior_score=softmax] | FQL |' in md
+    assert _rows(md, 'cube-single-play')[0].endswith('| task1 | **60.0 ± 10.0** | 20.0 ± 10.0 | 35.0 |')
+    rliable_md = (out / 'offline_rliable.md').read_text()
+    assert 'P(FAV[prior_score=clipped] > X)' in rliable_md
+    # Every clipped score beats every softmax score on both tasks: P = 1; against FQL's 35: task1 1 (50, 70),
+    # task2 0.5 (20 < 35 < 40) → 0.75.
+    assert '| FAV[prior_score=softmax] | 2 | ' in rliable_md and '| 1.00 [1.00, 1.00] |' in rliable_md
+    assert '| FQL | 1 | 35.0 [35.0, 35.0] | 35.0 [35.0, 35.0] | 0.75 [' in rliable_md
+
+    # Without --variant, two runs of FAV with one seed on one task cannot share a cell: one line naming
+    # the setting they differ in, nothing written.
+    capsys.readouterr()
+    assert tables.main([str(root), '--out', str(tmp_path / 'plain')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'both fav seed 0' in err and '--variant prior_score' in err
+    assert not (tmp_path / 'plain').exists()
+
+    assert tables.main([str(root), '--out', str(tmp_path / 'bad'), '--variant', 'prior_scor']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'prior_scor'" in err and not (tmp_path / 'bad').exists()
