@@ -121,11 +121,10 @@ def load_runs(root, variants=()):
         if other is not run:
             settings = run.settings.keys() | other.settings.keys()
             differ = sorted(k for k in settings if run.settings.get(k) != other.settings.get(k))
-            hint = f'--variant {differ[0]}' if differ else 'separate folders'
-            raise ResultsError(
-                f'{other.path} and {run.path} are both {run.agent} seed {run.seed} on {run.task}; '
-                f'tell them apart with {hint}'
-            )
+            what = f'{other.path} and {run.path} are both {run.agent} seed {run.seed} on {run.task}'
+            if differ:
+                raise ResultsError(f'{what}; they differ in {differ[0]}: tell them apart with --variant {differ[0]}')
+            raise ResultsError(f'{what} with the same settings; pass a folder that holds only one of them')
     return runs
 
 

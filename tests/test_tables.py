@@ -192,3 +192,11 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     assert tables.main([str(root), '--out', str(tmp_path / 'bad'), '--variant', 'prior_scor']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'prior_scor'" in err and not (tmp_path / 'bad').exists()
+
+    # The same run twice (a copy in another folder) is refused even with --variant.
+    twice = tmp_path / 'twice'
+    for folder in ('a', 'b'):
+        _run(twice, 'offline', TASK.format(1), 'fav', 0, 10, agent_config=dict(prior_score='clipped'), folder=folder)
+    assert tables.main([str(twice), '--out', str(tmp_path / 'twice_out'), '--variant', 'prior_score']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'with the same settings' in err and str(twice / 'offline') in err
