@@ -88,7 +88,7 @@ def load_run(run_dir, variants=()):
         settings = config.get('agent_config', {})
         shown = [f'{field}={_setting_text(settings[field])}' for field in variants if field in settings]
         if shown:
-            agent += f'[{",".join(shown)}]'
+            agent += f'[{"; ".join(shown)}]'
     except (KeyError, TypeError, ValueError, AttributeError, UnknownTaskError) as e:
         raise ResultsError(f'{config_path} is not a run config ({e!r}); expected mode, task, agent, seed') from None
     if mode not in SCORE_KEYS:
@@ -103,7 +103,7 @@ def load_run(run_dir, variants=()):
 
 
 def _setting_text(value):
-    return ','.join(map(str, value)) if isinstance(value, list) else str(value)
+    return 'x'.join(map(str, value)) if isinstance(value, list) else str(value)  # hidden_dims=256x256x256
 
 
 def load_runs(root, variants=()):

@@ -264,8 +264,8 @@ def main(argv=None):
         action='append',
         default=[],
         metavar='FIELD',
-        help="an agent setting (a field of config.json's agent_config) whose values get rows of their own, "
-        'e.g. --variant prior_score; repeatable',
+        help="an agent setting (a field of config.json's agent_config) whose values split an agent into "
+        'columns of their own, e.g. --variant prior_score; repeatable',
     )
     args = p.parse_args(argv)
     if args.reps < 1:

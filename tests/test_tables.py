@@ -181,6 +181,12 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     assert '| FAV[prior_score=softmax] | 2 | ' in rliable_md and '| 1.00 [1.00, 1.00] |' in rliable_md
     assert '| FQL | 1 | 35.0 [35.0, 35.0] | 35.0 [35.0, 35.0] | 0.75 [' in rliable_md
 
+    # Two settings, one of them a list: one label each, and the improvement figure still pairs them.
+    both = tmp_path / 'both'
+    assert tables.main([str(root), '--out', str(both), '--variant', 'prior_score', '--variant', 'hidden_dims']) == 0
+    assert '| FAV[prior_score=softmax; hidden_dims=64x64] | 2 | ' in (both / 'offline_rliable.md').read_text()
+    assert (both / 'offline_improvement.png').read_bytes().startswith(b'\x89PNG')
+
     # Without --variant, two runs of FAV with one seed on one task cannot share a cell: one line naming
     # the setting they differ in, nothing written.
     capsys.readouterr()
