@@ -184,7 +184,8 @@ def bench_o2o(args, family_name, runs_list):
             agents, buffer, _, finite, next_actions = online_chunk(
                 agents, buffer, transition, keys, step, config.batch_size, on_device, keys
             )
-            (actions, _), observations = jax.device_get((next_actions, finite)), next_observations
+            actions, _ = jax.device_get((next_actions, finite))
+            observations = next_observations
             t3 = time.perf_counter()
             spent['env'] += t1 - t0
             spent['call'] += t3 - t2

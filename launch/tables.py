@@ -225,7 +225,7 @@ def write_text(path, text):
 
 def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
     """Reads the runs, writes every table and figure; returns the paths written and the suite-average
-    tables in Markdown. `variants`: agent settings whose values split an agent into rows."""
+    tables in Markdown. `variants`: agent settings whose values split an agent into columns."""
     by_mode = results_by_mode(load_runs(runs_dir, variants))
     written, summary = [], []
     for mode, results in by_mode.items():
