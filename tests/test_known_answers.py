@@ -18,7 +18,7 @@ from envs.factory import EpisodeMonitor
 from envs.pool import EnvPool
 from envs.registry import FAMILIES
 from launch.compiled import as_group, offline_chunk, online_chunk
-from launch.loop import env_transition
+from launch.training import make_transition
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -217,6 +217,13 @@ class _ScriptedEnv(gymnasium.Env):
         truncated = (self.episode == 0 and self.t == 2) or self.t == 3
         observation = np.array([self.episode, self.t], np.float32)
         return observation, float(10 * self.episode + self.t), terminated, truncated, {'success': float(terminated)}
+
+
+def env_transition(env, observation, action, reward_shift):
+    """One env step as the O2O loop stores it → (transition, the episode's statistics if it just ended)."""
+    next_observation, reward, terminated, truncated, info = env.step(action)
+    transition = make_transition(observation, action, next_observation, reward, terminated, truncated, reward_shift)
+    return transition, info['episode'] if terminated or truncated else None
 
 
 def test_online_transitions_mark_truncation_and_termination_and_shift_rewards():
