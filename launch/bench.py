@@ -21,6 +21,10 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from launch.xla_cpu import turn_off_ynn_fusions  # noqa: E402
+
+turn_off_ynn_fusions()  # before anything starts JAX's backend
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -30,6 +34,7 @@ from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import resolve_task  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
+from launch.trace_summary import print_summary  # noqa: E402
 
 # (observation size, action size, dataset rows) of each OGBench family (singletask envs, official data).
 SIZES = {
@@ -140,7 +145,8 @@ def bench_agent(name, module, args, family, data, probe):
 
 
 def bench_o2o(args, family_name, runs_list):
-    """Env steps/s of R runs acting, appending and updating once per env step, as the O2O loop does."""
+    """Env steps/s of R runs acting, appending and updating once per env step, as the O2O loop does;
+    with --profile, then a traced stretch of the same steps and where its time went."""
     task = resolve_task(family_name)
     obs_dim, act_dim, _ = SIZES[task.family.name]
     module = AGENTS['fav']
@@ -149,25 +155,27 @@ def bench_o2o(args, family_name, runs_list):
     print(f'\n## O2O on {task.name} envs (FAV, hidden {config.hidden_dims}): one update per env step')
     print('| runs | env steps/s (all runs) | per run | env stepping | compiled call | other host work |')
     print('| --- | --- | --- | --- | --- | --- |')
+    profiles = []
     for runs in runs_list:
         pool = make_env_pool([task] * runs)
-        buffer = GroupBuffer.of_one_task(data, runs=runs, capacity=args.rows + args.online_steps + 1)
+        extra = args.profile_steps if args.profile else 0
+        buffer = GroupBuffer.of_one_task(data, runs=runs, capacity=args.rows + args.online_steps + extra + 1)
         agents = make_agents(module, config, data, runs)
         keys = jax.random.split(jax.random.PRNGKey(1), runs)
         observations = np.stack(pool.reset(list(range(runs)), list(range(runs)))).astype(np.float32)
         actions = np.asarray(policy_action(agents, jnp.asarray(observations), keys, 0))
-        spent = dict(env=0.0, call=0.0)
-        for step in range(args.online_steps + 1):
-            if step == 1:  # the first step compiles
-                started, spent = time.perf_counter(), dict(env=0.0, call=0.0)
+        state = dict(agents=agents, buffer=buffer, observations=observations, actions=actions)
+
+        def env_step(step, state=state, pool=pool, runs=runs, keys=keys):
+            """One env step of every run, as the O2O loop makes it → (seconds in the env, in the calls)."""
             t0 = time.perf_counter()
-            results = pool.step(actions)
+            results = pool.step(state['actions'])
             t1 = time.perf_counter()
             next_observations = np.stack([r[0] for r in results]).astype(np.float32)
             done = [r for r, res in enumerate(results) if res[2] or res[3]]
             transition = dict(
-                observations=observations,
-                actions=actions,
+                observations=state['observations'],
+                actions=state['actions'],
                 next_observations=next_observations,
                 rewards=np.array([res[1] for res in results], np.float32),
                 masks=np.ones(runs, np.float32),
@@ -181,22 +189,37 @@ def bench_o2o(args, family_name, runs_list):
                 ({k: v[:, None].astype(np.float32) for k, v in transition.items()}, next_observations)
             )
             t2 = time.perf_counter()
-            agents, buffer, _, finite, next_actions = online_chunk(
-                agents, buffer, transition, keys, step, config.batch_size, on_device, keys
+            state['agents'], state['buffer'], _, finite, next_actions = online_chunk(
+                state['agents'], state['buffer'], transition, keys, step, config.batch_size, on_device, keys
             )
-            actions, _ = jax.device_get((next_actions, finite))
-            observations = next_observations
-            t3 = time.perf_counter()
-            spent['env'] += t1 - t0
-            spent['call'] += t3 - t2
+            state['actions'], _ = jax.device_get((next_actions, finite))
+            state['observations'] = next_observations
+            return t1 - t0, time.perf_counter() - t2
+
+        env_step(0)  # compiles
+        spent = dict(env=0.0, call=0.0)
+        started = time.perf_counter()
+        for step in range(1, args.online_steps + 1):
+            env_s, call_s = env_step(step)
+            spent['env'] += env_s
+            spent['call'] += call_s
         total = time.perf_counter() - started
-        pool.close()
         rate = args.online_steps * runs / total
         env_share, call_share = spent['env'] / total, spent['call'] / total
         print(
             f'| {runs} | {rate:,.1f} | {rate / runs:,.1f} | {100 * env_share:.0f} % | {100 * call_share:.0f} % | '
             f'{100 * (1 - env_share - call_share):.0f} % |'
         )
+        if args.profile:
+            trace_dir = os.path.join(args.profile, f'o2o-{runs}-runs')
+            with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+                for step in range(args.online_steps + 1, args.online_steps + 1 + args.profile_steps):
+                    env_step(step)
+            profiles.append((runs, trace_dir))
+        pool.close()
+    for runs, trace_dir in profiles:
+        print(f'\n### Profile: {args.profile_steps} env steps of {runs} O2O run(s), per env step ({trace_dir})')
+        print_summary(trace_dir, args.profile_steps, top=args.profile_top)
 
 
 def device_memory():
@@ -244,6 +267,9 @@ def main():
     p.add_argument('--online-steps', type=int, default=200, help='timed env steps per O2O measurement')
     p.add_argument('--rows', type=int, default=100_000, help='dataset rows on the device (random data)')
     p.add_argument('--seconds', type=float, default=3.0, help='time each measurement at least this long')
+    p.add_argument('--profile', metavar='DIR', help='also trace the O2O steps into DIR and print where the time went')
+    p.add_argument('--profile-steps', type=int, default=50, help='env steps traced per O2O measurement')
+    p.add_argument('--profile-top', type=int, default=20, help='events listed per profile, most self time first')
     args = p.parse_args()
     try:
         args.hidden_dims = tuple(int(w) for w in args.hidden_dims.split(','))
@@ -263,7 +289,7 @@ def main():
     print(
         f'# device: {device.device_kind} ({jax.default_backend()}, {os.cpu_count()} CPU cores), jax {jax.__version__}; '
         f'{task.family.name} sizes (obs {obs_dim}, act {act_dim}), {args.rows:,} random rows; '
-        f'matmul probe {probe / 1e9:,.1f} GFLOP/s'
+        f'matmul probe {probe / 1e9:,.1f} GFLOP/s; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "(none)"}'
     )
     for name in args.agents.split(','):
         bench_agent(name, AGENTS[name], args, task.family, data, probe)

@@ -18,6 +18,10 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from launch.xla_cpu import turn_off_ynn_fusions  # noqa: E402
+
+turn_off_ynn_fusions()  # before anything starts JAX's backend
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

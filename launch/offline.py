@@ -6,6 +6,10 @@ import sys
 # Run as a script, Python puts launch/ on the path; the project's packages live one level up.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from launch.xla_cpu import turn_off_ynn_fusions  # noqa: E402
+
+turn_off_ynn_fusions()  # before anything starts JAX's backend
+
 from launch.loop import main  # noqa: E402
 
 if __name__ == '__main__':

@@ -6,6 +6,8 @@ import tempfile
 
 import pytest
 
+from launch.xla_cpu import turn_off_ynn_fusions
+
 
 def pytest_configure(config):
     # The CLI tests start many short processes (a run, a killed run, its resumption) that compile the same
@@ -19,6 +21,8 @@ def pytest_configure(config):
     # backend (LLVM) optimizations off compiles about a third faster; what a program computes is the same.
     if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
         os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
+    # As the entry points do; the CLIs the tests start inherit it.
+    turn_off_ynn_fusions()
 
 
 def pytest_unconfigure(config):

@@ -1,0 +1,72 @@
+"""launch/bench.py's O2O profile and the trace summary behind it."""
+
+import gzip
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from launch.trace_summary import print_summary, self_times
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _event(name, ts, dur, pid=1, tid=1):
+    return dict(ph='X', name=name, ts=ts, dur=dur, pid=pid, tid=tid)
+
+
+def test_self_time_is_duration_less_the_nested_events_of_the_same_thread(tmp_path):
+    events = [
+        _event('outer', 0, 100),
+        _event('first child', 10, 30),
+        _event('grandchild', 20, 10),
+        _event('second child', 50, 10),
+        _event('outer', 200, 20),  # a second call: its self time adds to the first's
+        _event('kernel', 15, 50, pid=2, tid=7),  # another process: not a child of 'outer'
+        _event('$profiler.py:271 stop_trace', 300, 1000),  # the profiler's own: left out
+    ]
+    processes = {1: '/host:CPU', 2: '/device:GPU:0'}
+    totals = self_times(events, processes)
+    assert totals == {
+        ('/host:CPU', 'outer'): [60.0 + 20.0, 2],
+        ('/host:CPU', 'first child'): [20.0, 1],
+        ('/host:CPU', 'grandchild'): [10.0, 1],
+        ('/host:CPU', 'second child'): [10.0, 1],
+        ('/device:GPU:0', 'kernel'): [50.0, 1],
+    }
+
+    # The same events as the profiler writes them, summarized per step (2 steps).
+    metadata = [dict(ph='M', pid=pid, name='process_name', args=dict(name=name)) for pid, name in processes.items()]
+    trace_dir = tmp_path / 'plugins' / 'profile' / 'run'
+    trace_dir.mkdir(parents=True)
+    with gzip.open(trace_dir / 'host.perfetto_trace.json.gz', 'wt') as f:
+        json.dump(dict(traceEvents=metadata + events), f)
+    lines = []
+    print_summary(str(tmp_path), steps=2, top=2, out=lines.append)
+    assert '| /host:CPU | 0.060 |' in lines  # 120 µs of host self time over 2 steps
+    assert '| /device:GPU:0 | 0.025 |' in lines
+    assert lines[-2:] == ['| /host:CPU | `outer` | 0.040 | 1.0 |', '| /device:GPU:0 | `kernel` | 0.025 | 0.5 |']
+
+
+@pytest.mark.slow
+def test_bench_prints_the_o2o_table_and_where_a_traced_step_went(tmp_path):
+    steps = 6
+    out = subprocess.run(
+        [sys.executable, 'launch/bench.py', '--agents', 'fav', '--hidden-dims', '16,16', '--stack', '1',
+         '--o2o-runs', '2', '--online-steps', '4', '--rows', '500', '--seconds', '0.05',
+         '--profile', str(tmp_path / 'profile'), '--profile-steps', str(steps), '--profile-top', '1000'],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    row = re.search(r'^\| 2 \| ([\d,.]+) \| ([\d,.]+) \| (\d+) % \| (\d+) % \|', out.stdout, re.M)
+    assert row, out.stdout
+    total, per_run = float(row[1].replace(',', '')), float(row[2].replace(',', ''))
+    assert total > 0 and per_run == pytest.approx(total / 2, abs=0.1)
+    assert f'### Profile: {steps} env steps of 2 O2O run(s)' in out.stdout
+    # The traced stretch is `steps` env steps, each one call of bench's env_step for both runs at once.
+    env_step = re.search(r'^\| /host:CPU \| `\$bench\.py:\d+ env_step` \| ([\d.]+) \| ([\d.]+) \|$', out.stdout, re.M)
+    assert env_step, out.stdout
+    assert float(env_step[2]) == 1.0 and float(env_step[1]) > 0
