@@ -280,6 +280,10 @@ def main():
     unknown = sorted(set(args.agents.split(',')) - set(AGENTS))
     if unknown:
         p.error(f'unknown agent {unknown[0]}; valid: {", ".join(AGENTS)}')
+    if args.profile and not o2o_runs:
+        p.error('--profile traces O2O steps: give --o2o-runs too, e.g. --o2o-runs 1')
+    if args.profile_steps < 1 or args.profile_top < 1:
+        p.error('--profile-steps and --profile-top must be at least 1')
 
     task = resolve_task(args.env)
     obs_dim, act_dim, _ = SIZES[task.family.name]

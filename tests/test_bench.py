@@ -70,3 +70,19 @@ def test_bench_prints_the_o2o_table_and_where_a_traced_step_went(tmp_path):
     env_step = re.search(r'^\| /host:CPU \| `\$bench\.py:\d+ env_step` \| ([\d.]+) \| ([\d.]+) \|$', out.stdout, re.M)
     assert env_step, out.stdout
     assert float(env_step[2]) == 1.0 and float(env_step[1]) > 0
+
+
+@pytest.mark.parametrize(
+    'flags, message',
+    [
+        (['--o2o-runs', ''], '--profile traces O2O steps: give --o2o-runs too, e.g. --o2o-runs 1'),
+        (['--profile-steps', '0'], '--profile-steps and --profile-top must be at least 1'),
+    ],
+)
+def test_bench_refuses_a_profile_it_cannot_take_in_one_line(tmp_path, flags, message):
+    out = subprocess.run(
+        [sys.executable, 'launch/bench.py', '--profile', str(tmp_path / 'profile'), *flags],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(message)
+    assert not (tmp_path / 'profile').exists()
