@@ -116,7 +116,7 @@ def bench_agent(name, module, args, family, data, probe):
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     flops = float(cost.get('flops', float('nan')))
 
-    rows = []
+    rows, profiles = [], []
     for runs in args.stack:
         buffer = GroupBuffer.of_one_task(data, runs=runs)
         agents = make_agents(module, config, data, runs)
@@ -130,6 +130,11 @@ def bench_agent(name, module, args, family, data, probe):
 
         rate, _ = timed(fused_chunk, args.seconds)
         rows.append((runs, rate * k * runs))
+        if args.profile:
+            trace_dir = os.path.join(args.profile, f'{name}-{runs}-stacked')
+            with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+                fused_chunk()
+            profiles.append((runs, trace_dir))
     single = rows[0][1] if rows[0][0] == 1 else float('nan')
     print(f'\n## {name}: hidden {config.hidden_dims}, batch {batch_size}, K = {k} updates per call')
     print(f'GFLOP per update (XLA cost analysis): {flops / 1e9:.4f}')
@@ -142,6 +147,9 @@ def bench_agent(name, module, args, family, data, probe):
             f'| {runs} | {rate:,.0f} | {rate / single:.2f}× | {rate / (plain_rate * args.plain_steps):.2f}× | '
             f'{achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
         )
+    for runs, trace_dir in profiles:
+        print(f'\n### Profile: one chunk of {k} updates of {runs} stacked run(s), per update ({trace_dir})')
+        print_summary(trace_dir, k, top=args.profile_top, unit='update')
 
 
 def bench_o2o(args, family_name, runs_list):
@@ -267,7 +275,11 @@ def main():
     p.add_argument('--online-steps', type=int, default=200, help='timed env steps per O2O measurement')
     p.add_argument('--rows', type=int, default=100_000, help='dataset rows on the device (random data)')
     p.add_argument('--seconds', type=float, default=3.0, help='time each measurement at least this long')
-    p.add_argument('--profile', metavar='DIR', help='also trace the O2O steps into DIR and print where the time went')
+    p.add_argument(
+        '--profile',
+        metavar='DIR',
+        help='also trace one fused chunk per stacked-run count and the O2O steps into DIR; print where the time went',
+    )
     p.add_argument('--profile-steps', type=int, default=50, help='env steps traced per O2O measurement')
     p.add_argument('--profile-top', type=int, default=20, help='events listed per profile, most self time first')
     args = p.parse_args()
@@ -280,8 +292,6 @@ def main():
     unknown = sorted(set(args.agents.split(',')) - set(AGENTS))
     if unknown:
         p.error(f'unknown agent {unknown[0]}; valid: {", ".join(AGENTS)}')
-    if args.profile and not o2o_runs:
-        p.error('--profile traces O2O steps: give --o2o-runs too, e.g. --o2o-runs 1')
     if args.profile_steps < 1 or args.profile_top < 1:
         p.error('--profile-steps and --profile-top must be at least 1')
 

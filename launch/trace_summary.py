@@ -54,18 +54,19 @@ def self_times(events, processes):
     return {key: value for key, value in totals.items() if not key[1].startswith(PROFILER_EVENTS)}
 
 
-def print_summary(trace_dir, steps, top=20, out=print):
-    """Per process, its busy time per step; then the `top` events by self time per step, as Markdown."""
+def print_summary(trace_dir, steps, top=20, out=print, unit='step'):
+    """Per process, its busy time per `unit` (the trace holds `steps` of them); then the `top` events by
+    self time per unit, as Markdown."""
     totals = self_times(*load_trace(trace_dir))
     busy = collections.Counter()
     for (process, _), (micros, _) in totals.items():
         busy[process] += micros
-    out('| process (threads and streams summed) | busy ms per step |')
+    out(f'| process (threads and streams summed) | busy ms per {unit} |')
     out('| --- | --- |')
     for process, micros in busy.most_common():
         out(f'| {process} | {micros / steps / 1e3:.3f} |')
     out('')
-    out('| process | event | self ms per step | calls per step |')
+    out(f'| process | event | self ms per {unit} | calls per {unit} |')
     out('| --- | --- | --- | --- |')
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
     for (process, name), (micros, count) in ranked:

@@ -4,6 +4,7 @@ import gzip
 import json
 import pathlib
 import re
+import statistics
 import subprocess
 import sys
 
@@ -52,11 +53,11 @@ def test_self_time_is_duration_less_the_nested_events_of_the_same_thread(tmp_pat
 
 
 @pytest.mark.slow
-def test_bench_prints_the_o2o_table_and_where_a_traced_step_went(tmp_path):
+def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path):
     steps = 6
     out = subprocess.run(
-        [sys.executable, 'launch/bench.py', '--agents', 'fav', '--hidden-dims', '16,16', '--stack', '1',
-         '--o2o-runs', '2', '--online-steps', '4', '--rows', '500', '--seconds', '0.05',
+        [sys.executable, 'launch/bench.py', '--agents', 'fav', '--hidden-dims', '16,16', '--stack', '2',
+         '--updates-per-call', '5', '--o2o-runs', '2', '--online-steps', '4', '--rows', '500', '--seconds', '0.05',
          '--profile', str(tmp_path / 'profile'), '--profile-steps', str(steps), '--profile-top', '1000'],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -71,18 +72,19 @@ def test_bench_prints_the_o2o_table_and_where_a_traced_step_went(tmp_path):
     assert env_step, out.stdout
     assert float(env_step[2]) == 1.0 and float(env_step[1]) > 0
 
+    # The fused chunk's profile: most XLA operations of the update run once per update.
+    chunk = out.stdout.split('### Profile: one chunk of 5 updates of 2 stacked run(s), per update')[1].split('###')[0]
+    assert '| process | event | self ms per update | calls per update |' in chunk
+    calls = [float(c) for c in re.findall(r'^\| /host:CPU \| `[^`]+` \| [\d.]+ \| ([\d.]+) \|$', chunk, re.M)]
+    assert len(calls) > 10 and statistics.mode(calls) == 1.0
 
-@pytest.mark.parametrize(
-    'flags, message',
-    [
-        (['--o2o-runs', ''], '--profile traces O2O steps: give --o2o-runs too, e.g. --o2o-runs 1'),
-        (['--profile-steps', '0'], '--profile-steps and --profile-top must be at least 1'),
-    ],
-)
-def test_bench_refuses_a_profile_it_cannot_take_in_one_line(tmp_path, flags, message):
+
+@pytest.mark.parametrize('flag', ['--profile-steps', '--profile-top'])
+def test_bench_refuses_an_empty_profile_in_one_line(tmp_path, flag):
     out = subprocess.run(
-        [sys.executable, 'launch/bench.py', '--profile', str(tmp_path / 'profile'), *flags],
+        [sys.executable, 'launch/bench.py', '--profile', str(tmp_path / 'profile'), flag, '0'],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
-    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(message)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].endswith('--profile-steps and --profile-top must be at least 1')
     assert not (tmp_path / 'profile').exists()
