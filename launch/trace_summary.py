@@ -71,4 +71,4 @@ def print_summary(trace_dir, steps, top=20, out=print, unit='step'):
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
     for (process, name), (micros, count) in ranked:
         short = (name if len(name) <= 90 else name[:87] + '...').replace('|', '\\|')
-        out(f'| {process} | `{short}` | {micros / steps / 1e3:.3f} | {count / steps:.1f} |')
+        out(f'| {process} | `{short}` | {micros / steps / 1e3:.3f} | {count / steps:.2f} |')

@@ -49,7 +49,7 @@ def test_self_time_is_duration_less_the_nested_events_of_the_same_thread(tmp_pat
     print_summary(str(tmp_path), steps=2, top=2, out=lines.append)
     assert '| /host:CPU | 0.060 |' in lines  # 120 µs of host self time over 2 steps
     assert '| /device:GPU:0 | 0.025 |' in lines
-    assert lines[-2:] == ['| /host:CPU | `outer` | 0.040 | 1.0 |', '| /device:GPU:0 | `kernel` | 0.025 | 0.5 |']
+    assert lines[-2:] == ['| /host:CPU | `outer` | 0.040 | 1.00 |', '| /device:GPU:0 | `kernel` | 0.025 | 0.50 |']
 
 
 @pytest.mark.slow
