@@ -2,6 +2,7 @@
 
     python launch/bench.py                          # paper-sized networks (4×512, batch 256)
     python launch/bench.py --hidden-dims 64,64 --stack 1,4,8
+    python launch/bench.py --agents fav --stack 1,8 --o2o-runs 1 --profile /tmp/profile   # + where time goes
 
 Per agent: updates/s of the fused path (K updates per compiled call, batches sampled on the device)
 against a plain per-step loop (a batch sampled on the host, one jitted update per call: the pattern of
@@ -10,7 +11,9 @@ update (XLA's cost analysis), the FLOP/s achieved and its fraction of a matmul p
 O2O env steps/s of 1 and 8 runs on cube-double envs (env included) with the share of time in env
 steps, the compiled call (append + update + next action) and the rest, and the device memory of one
 run for cube-double and humanoidmaze-large with the number of stacked runs that fit. Random data of
-the task's sizes: no dataset needed.
+the task's sizes: no dataset needed. With --profile, one fused chunk per stacked-run count and a
+stretch of O2O steps are also traced with JAX's profiler, and the events with the most self time per
+update or env step are listed (launch/trace_summary.py).
 """
 
 import argparse
