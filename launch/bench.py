@@ -269,7 +269,7 @@ def bench_memory(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--env', default='cube-double', help='family whose sizes the update benchmark uses')
-    p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, from {", ".join(AGENTS)}')
+    p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, from {", ".join(AGENTS)}; empty: none')
     p.add_argument('--hidden-dims', default='512,512,512,512')
     p.add_argument('--stack', default='1,4,8,40', help='numbers of stacked runs to time (1 first)')
     p.add_argument('--o2o-runs', default='1,8', help='numbers of O2O runs to time (empty: skip)')
@@ -292,7 +292,8 @@ def main():
         o2o_runs = [int(r) for r in args.o2o_runs.split(',') if r.strip()]
     except ValueError:
         p.error('--hidden-dims, --stack and --o2o-runs take comma-separated integers, e.g. 1,4,8')
-    unknown = sorted(set(args.agents.split(',')) - set(AGENTS))
+    agents = [name for name in args.agents.split(',') if name.strip()]
+    unknown = sorted(set(agents) - set(AGENTS))
     if unknown:
         p.error(f'unknown agent {unknown[0]}; valid: {", ".join(AGENTS)}')
     if args.profile_steps < 1 or args.profile_top < 1:
@@ -308,7 +309,7 @@ def main():
         f'{task.family.name} sizes (obs {obs_dim}, act {act_dim}), {args.rows:,} random rows; '
         f'matmul probe {probe / 1e9:,.1f} GFLOP/s; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "(none)"}'
     )
-    for name in args.agents.split(','):
+    for name in agents:
         bench_agent(name, AGENTS[name], args, task.family, data, probe)
     if o2o_runs:
         bench_o2o(args, 'cube-double', o2o_runs)

@@ -88,3 +88,14 @@ def test_bench_refuses_an_empty_profile_in_one_line(tmp_path, flag):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith('--profile-steps and --profile-top must be at least 1')
     assert not (tmp_path / 'profile').exists()
+
+
+def test_bench_with_no_agents_and_no_o2o_runs_prints_only_the_memory_table():
+    out = subprocess.run(
+        [sys.executable, 'launch/bench.py', '--agents', '', '--o2o-runs', '', '--seconds', '0.05', '--rows', '500'],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    headings = re.findall(r'^##+ .*', out.stdout, re.M)
+    assert headings == ['## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows + agent state, FAV)']
+    assert '| cube-double-play |' in out.stdout and '| humanoidmaze-large-navigate |' in out.stdout
