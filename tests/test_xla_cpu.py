@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -50,8 +51,6 @@ def _compiles_with_ynn(preamble):
 
 @pytest.mark.parametrize('script', ['offline.py', 'o2o.py', 'bench.py', 'diagnose.py'])
 def test_entry_points_turn_off_ynn_before_jax_starts(script):
-    import platform
-
     if jaxlib_release() not in SLOW_YNN_RELEASES or platform.machine().lower() not in ('x86_64', 'amd64'):
         pytest.skip(f'jaxlib {jaxlib_release()} on {platform.machine()}: the entry points leave XLA_FLAGS alone')
     assert _compiles_with_ynn(''), 'this jaxlib makes no YNNPACK fusion here: the check below would prove nothing'
