@@ -71,9 +71,10 @@ def interval_plot(aggregates, path):
 
 
 def improvement_plot(aggregates, path):
-    reference, separator = display_name(aggregates.reference), '\t'  # labels may hold commas
-    pairs = {f'{reference}{separator}{display_name(b)}': v[0] for b, v in aggregates.improvement.items()}
-    intervals = {f'{reference}{separator}{display_name(b)}': np.array(v[1:]) for b, v in aggregates.improvement.items()}
+    separator = '\t'  # labels may hold commas
+    labels = {b: f'{display_name(aggregates.reference)}{separator}{display_name(b)}' for b in aggregates.improvement}
+    pairs = {labels[b]: v[0] for b, v in aggregates.improvement.items()}
+    intervals = {labels[b]: np.array(v[1:]) for b, v in aggregates.improvement.items()}
     fig, ax = plt.subplots(figsize=(4, 0.6 + 0.5 * len(pairs)))
     plot_utils.plot_probability_of_improvement(pairs, intervals, pair_separator=separator, ax=ax)
     return _save(fig, path)
