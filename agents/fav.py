@@ -1,8 +1,8 @@
 """FAV: a one-step generator actor trained by amortized SVGD toward p_ref(a|s)·exp(β Q(s, a)).
 
-Per update (DESIGN.md §2): draw M actor samples per state, compute the SVGD direction φ that moves
-them toward the Q-tilted behavior distribution (KDE reference score + β∇Q, kernel-smoothed, plus
-repulsion), and regress the actor onto the moved samples: L = mean_j ||sg(x_j + φ(x_j)) - x_j||².
+Per update (docs/algorithm.md, 'The FAV update'): draw M actor samples per state, compute the SVGD
+direction φ that moves them toward the Q-tilted behavior distribution (KDE reference score + β∇Q,
+kernel-smoothed, plus repulsion), and regress the actor onto the moved samples: L = mean_j ||sg(x_j + φ(x_j)) - x_j||².
 The critic is a 2-network LayerNorm ensemble trained by TD with a Polyak-averaged target.
 """
 

@@ -2,7 +2,7 @@
 
 Files are looked for locally first (an explicit path, a generated dataset, or the official file in
 the dataset directory); the official file is downloaded when missing, and when that fails the
-manipulation play datasets are regenerated locally (DESIGN.md §5). Every file is checked before
+manipulation play datasets are regenerated locally (README, 'Data'). Every file is checked before
 OGBench reads it, so a truncated or foreign file fails with a message naming it.
 """
 

@@ -1,6 +1,6 @@
 """Every task of the paper's benchmark by name, with its per-environment defaults.
 
-The numbers are the paper's settings (DESIGN.md §3). A task is one OGBench singletask
+The numbers are the paper's settings (docs/algorithm.md, 'Per-environment settings'). A task is one OGBench singletask
 variant (`<env>-singletask-task<k>-v0`) or one D4RL AntMaze dataset.
 """
 

@@ -64,7 +64,7 @@ def _bumps(centers, width, heights):
 
 
 PROBLEMS = {
-    # Closed form: Gaussian behavior, quadratic Q (DESIGN §2's sanity case).
+    # Closed form: Gaussian behavior, quadratic Q (the posterior is Gaussian: precision 1/s0² + 2β).
     'gauss1d': Problem('gauss1d', ((-0.3,),), (1.0,), 0.2, lambda a: -jnp.sum((a - 0.5) ** 2, -1)),
     # Three behavior modes; Q rewards the two outer ones (unequally): the target is bimodal.
     'mix1d': Problem(

@@ -73,7 +73,7 @@ def _run_keys(seed):
 
 
 def run(args, mode):
-    validate_args(args)
+    validate_args(args, mode)
     seeds = parse_seeds(args)
     try:
         tasks = [with_backend(task, args.backend) for task in resolve_tasks(args)]

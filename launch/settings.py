@@ -159,7 +159,7 @@ def agent_module(name):
     return AGENTS[RLPD['agent'] if name == 'rlpd' else name]
 
 
-def validate_args(args):
+def validate_args(args, mode):
     positive = [
         'eval_episodes',
         'eval_envs',
@@ -175,6 +175,8 @@ def validate_args(args):
             raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
     if args.offline_steps < 0 or args.online_steps < 0 or args.offline_steps + args.online_steps < 1:
         raise UserError('--offline-steps and --online-steps must be >= 0 and not both 0')
+    if mode == 'o2o' and args.online_steps < 1:
+        raise UserError('--online-steps must be >= 1 for an O2O run (offline training alone: launch/offline.py)')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
 
@@ -186,6 +188,8 @@ def validate_args(args):
 def parse_seeds(args):
     """`--seed S` or `--seeds 0-7` / `--seeds 0,3,5` → the list of seeds (default [0])."""
     if args.seeds is None:
+        if args.seed is not None and args.seed < 0:
+            raise UserError(f'--seed must be >= 0, got {args.seed}')
         return [0 if args.seed is None else args.seed]
     if args.seed is not None:
         raise UserError('give --seed or --seeds, not both')

@@ -15,11 +15,12 @@ import numpy as np
 from flax import serialization
 from tqdm import tqdm
 
-from envs.evaluation import episode_seed, evaluate, evaluation_rounds
+from envs.evaluation import evaluate, evaluation_rounds
 from envs.factory import make_env_pool
 from envs.pool import PoolView
 from launch.checkpoint import CheckpointError, save_checkpoint
 from launch.compiled import offline_chunk, online_chunk, policy_action
+from launch.online_envs import OnlineEnvs
 
 
 class NonFiniteError(Exception):
@@ -52,22 +53,6 @@ def select_runs(tree, indices):
     return _take(tree, np.asarray(indices))
 
 
-def make_transition(observation, action, next_observation, reward, terminated, truncated, reward_shift):
-    """The stored transition of an env step (arrays, or arrays over runs). `masks` is 0 only on
-    termination: a truncated episode's last value still bootstraps. `terminals` marks either end of an
-    episode. Rewards get the family's shift, as the dataset's did."""
-    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-    transition = dict(
-        observations=observation,
-        actions=action,  # the buffer clips what it stores
-        next_observations=next_observation,
-        rewards=np.asarray(reward, np.float32) + np.float32(reward_shift),
-        masks=1.0 - terminated,
-        terminals=terminated | truncated,
-    )
-    return {k: np.asarray(v, np.float32) for k, v in transition.items()}
-
-
 class GroupTrainer:
     """Training state of a group of runs at the same step, and the two phases; each run's part of it
     (`run_state`) goes into its own run directory's checkpoint."""
@@ -84,13 +69,7 @@ class GroupTrainer:
             [r.task.name for r in runs], runs[0].settings['eval_envs'], args.max_eval_envs
         )
         self.eval_pool = make_env_pool([tasks[name] for name in copy_tasks])
-        self.online_pool = None
-        # Online interaction, per run: episodes are reset with seeds from their index, and the actions
-        # of the episode in progress are kept so a resumed run can replay its env to the same state.
-        self.episode_index = [0] * len(runs)
-        self.episode_actions = [[] for _ in runs]
-        self.recent_episodes = [[] for _ in runs]  # (success, return, length) since the last log row
-        self.observations = None  # (R, obs) of the episodes in progress
+        self.online = OnlineEnvs([r.seed for r in runs], runs[0].task.family.reward_shift)
         self.next_actions = None  # (R, act): computed with the last update, for the next env step
 
     def elapsed(self):
@@ -98,8 +77,7 @@ class GroupTrainer:
 
     def close(self):
         self.eval_pool.close()
-        if self.online_pool is not None:
-            self.online_pool.close()
+        self.online.close()
 
     # -- checkpointing ------------------------------------------------------------------------------
 
@@ -114,9 +92,7 @@ class GroupTrainer:
             rows=self.loggers[r].rows,
             online_rows=online_rows,
             online_count=online_count,
-            episode_index=self.episode_index[r],
-            episode_actions=np.asarray(self.episode_actions[r], np.float32).reshape(-1, action_dim),
-            recent_episodes=np.asarray(self.recent_episodes[r], np.float64).reshape(-1, 3),
+            **self.online.state(r, action_dim),
             next_action=np.zeros((0, action_dim), np.float32)
             if self.next_actions is None
             else self.next_actions[r : r + 1],
@@ -129,9 +105,7 @@ class GroupTrainer:
             for r, state in enumerate(states):
                 agents.append(serialization.from_state_dict(template, state['agent']))
                 rings.append(self.buffer.run(r).restore_online_rows(state['online_rows'], int(state['online_count'])))
-                self.episode_index[r] = int(state['episode_index'])
-                self.episode_actions[r] = list(state['episode_actions'])
-                self.recent_episodes[r] = [tuple(e) for e in state['recent_episodes']]
+                self.online.restore(r, state)
                 self.logger_rows[r] = {k: list(v) for k, v in state['rows'].items()}
             self.step = int(states[0]['step'])
             self.prior_elapsed = float(states[0]['elapsed'])
@@ -169,12 +143,11 @@ class GroupTrainer:
                 )
                 self._after_chunk(agents, info, finite, end, 'offline')
             if self.step < total:
-                self.online_pool = make_env_pool([r.task for r in self.runs])
-                self._reset_online_envs(range(len(self.runs)))
+                self.online.start(make_env_pool([r.task for r in self.runs]))
             while self.step < total:
                 end = _next_boundary(self.step, total, periods, args.online_updates_per_call)
                 # One host->device transfer: the new transitions and the observations to act on next.
-                transitions, observations = jax.device_put((self._collect(end - self.step), self.observations))
+                transitions, observations = jax.device_put((self._collect(end - self.step), self.online.observations))
                 agents, self.buffer, info, finite, next_actions = online_chunk(
                     self.agents,
                     self.buffer,
@@ -212,15 +185,7 @@ class GroupTrainer:
             self.log_step, self.log_time = end, now
             for r, logger in enumerate(self.loggers):
                 row = dict(step=end, phase=phase, **{k: float(v[r]) for k, v in info.items()})
-                if self.recent_episodes[r]:
-                    success, episode_return, length = np.mean(self.recent_episodes[r], axis=0)
-                    row.update(
-                        online_success=success,
-                        online_return=episode_return,
-                        online_length=length,
-                        online_episodes=self.episode_index[r],
-                    )
-                    self.recent_episodes[r] = []
+                row.update(self.online.pop_recent(r))
                 row['steps_per_s'] = steps_per_s
                 logger.log('train', row)
         if _is_eval_step(end, args):
@@ -258,43 +223,14 @@ class GroupTrainer:
 
     # -- online interaction -------------------------------------------------------------------------
 
-    def _reset_online_envs(self, which):
-        """Puts each run's env where it was: reset with the episode's seed, then replay its actions so far."""
-        seeds = [episode_seed(self.runs[r].seed, 2, self.episode_index[r]) for r in which]
-        observations = self.online_pool.reset(list(which), seeds, [self.episode_actions[r] for r in which])
-        if self.observations is None:
-            self.observations = np.stack(observations).astype(np.float32)
-        for r, observation in zip(which, observations, strict=True):
-            self.observations[r] = observation
-
     def _collect(self, length):
         """`length` env steps of every run with its current policy; → transitions (R, length, ...), on the host."""
         steps = []
-        shift = self.runs[0].task.family.reward_shift
         for i in range(length):
             if self.next_actions is None:
-                actions = np.asarray(
-                    policy_action(self.agents, jnp.asarray(self.observations), self.act_keys, self.step + i)
-                )
+                observations = jnp.asarray(self.online.observations)
+                actions = np.asarray(policy_action(self.agents, observations, self.act_keys, self.step + i))
             else:
                 actions, self.next_actions = self.next_actions, None
-            results = self.online_pool.step(actions)
-            next_observations = np.stack([res[0] for res in results]).astype(np.float32)
-            terminated = np.array([res[2] for res in results])
-            truncated = np.array([res[3] for res in results])
-            rewards = [res[1] for res in results]
-            steps.append(
-                make_transition(self.observations, actions, next_observations, rewards, terminated, truncated, shift)
-            )
-            self.observations = next_observations
-            ended = []
-            for r, (_, _, _, _, success, episode_return, episode_length) in enumerate(results):
-                self.episode_actions[r].append(actions[r])
-                if terminated[r] or truncated[r]:
-                    self.recent_episodes[r].append((success, episode_return, episode_length))
-                    self.episode_index[r] += 1
-                    self.episode_actions[r] = []
-                    ended.append(r)
-            if ended:
-                self._reset_online_envs(ended)
+            steps.append(self.online.step(actions))
         return {k: np.stack([s[k] for s in steps], axis=1).astype(np.float32) for k in steps[0]}  # (R, length, ...)

@@ -14,7 +14,7 @@ from launch.compiled import as_group, offline_chunk
 
 
 def _reference_phi(x, y, grad_q, sigma, beta):
-    """φ from DESIGN §2 written out with loops; the repulsive gradient by autodiff of the kernel."""
+    """φ from docs/algorithm.md written out with loops; the repulsive gradient by autodiff of the kernel."""
     m, d = x.shape
 
     def kernel(a, b):

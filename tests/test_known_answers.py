@@ -1,7 +1,7 @@
 """Known answers for the learning logic: each expected value is computed here, by hand, from the batch
 and fixed networks, never by running the code under test a second time.
 
-Pinned: FAV's critic target and loss, the target-network update, the actor loss against DESIGN §2's
+Pinned: FAV's critic target and loss, the target-network update, the actor loss against docs/algorithm.md's
 formula, the online transitions, the order of append and update online, and evaluation seeding.
 """
 
@@ -18,7 +18,7 @@ from envs.factory import EpisodeMonitor
 from envs.pool import EnvPool
 from envs.registry import FAMILIES
 from launch.compiled import as_group, offline_chunk, online_chunk
-from launch.training import make_transition
+from launch.online_envs import OnlineEnvs
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -55,7 +55,7 @@ def _f64(x):
 @pytest.mark.parametrize(
     'family, q_agg, discount, aggregate',
     [
-        # antmaze-giant: γ = 0.995 and min over the ensemble (DESIGN §3), from the registry via get_config.
+        # antmaze-giant: γ = 0.995 and min over the ensemble (docs/algorithm.md), from the registry via get_config.
         ('antmaze-giant-navigate', None, 0.995, np.min),
         ('antmaze-giant-navigate', 'mean', 0.995, np.mean),
         ('cube-double-play', None, 0.99, np.mean),
@@ -124,7 +124,7 @@ def _quadratic_critic(params, observations, actions):
 
 
 def _prior_score(x, y, sigma, form):
-    """∇log p̂_ref(x) of DESIGN §2 for samples x (M, d) and reference particles y (K, d)."""
+    """∇log p̂_ref(x) of docs/algorithm.md for samples x (M, d) and reference particles y (K, d)."""
     sq = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
     if form == 'softmax':
         w = np.exp(-(sq - sq.min(1, keepdims=True)) / sigma)
@@ -219,40 +219,34 @@ class _ScriptedEnv(gymnasium.Env):
         return observation, float(10 * self.episode + self.t), terminated, truncated, {'success': float(terminated)}
 
 
-def env_transition(env, observation, action, reward_shift):
-    """One env step as the O2O loop stores it → (transition, the episode's statistics if it just ended)."""
-    next_observation, reward, terminated, truncated, info = env.step(action)
-    transition = make_transition(observation, action, next_observation, reward, terminated, truncated, reward_shift)
-    return transition, info['episode'] if terminated or truncated else None
-
-
 def test_online_transitions_mark_truncation_and_termination_and_shift_rewards():
+    """The O2O loop's own env stepping (OnlineEnvs, as GroupTrainer uses it) over the scripted episodes."""
     shift = -1.0  # e.g. the D4RL AntMaze families' r ← r - 1
     assert FAMILIES['antmaze-umaze-v2'].reward_shift == shift
-    env = EpisodeMonitor(_ScriptedEnv())
-    observation, _ = env.reset(seed=0)
+    pool = EnvPool([lambda: EpisodeMonitor(_ScriptedEnv())])
+    online = OnlineEnvs([0], shift)
+    online.start(pool)
     sent = np.array([[0.1, -0.2], [1.5, -1.5], [0.3, 0.4], [-0.5, 0.6]], np.float32)  # one outside [-1, 1]
-    stored, episodes = [], []
-    for action in sent:
-        transition, episode = env_transition(env, observation, action, shift)
-        stored.append(transition)
-        observation = transition['next_observations']
-        if episode is not None:
-            episodes.append(episode)
-            observation, _ = env.reset()
+    stored = [online.step(action[None]) for action in sent]  # one run: (1, ...) per step
 
     def column(key):
-        return np.stack([t[key] for t in stored])
+        return np.concatenate([t[key] for t in stored])
 
     # Steps: (episode 0, t 1), (0, 2) truncated, (1, 1) terminated, (2, 1).
     np.testing.assert_array_equal(column('masks'), [1, 1, 0, 1])
     np.testing.assert_array_equal(column('terminals'), [0, 1, 1, 0])
     np.testing.assert_array_equal(column('rewards'), [1 - 1, 2 - 1, 11 - 1, 21 - 1])
     np.testing.assert_array_equal(column('observations'), [[0, 100], [0, 1], [1, 100], [2, 100]])
+    # An episode's last transition keeps its own next observation, not the next episode's first one
+    # (the truncated one bootstraps from it).
     np.testing.assert_array_equal(column('next_observations'), [[0, 1], [0, 2], [1, 1], [2, 1]])
     np.testing.assert_array_equal(column('actions'), sent)
-    np.testing.assert_array_equal(np.stack(env.unwrapped.actions), sent)
-    assert [(e['l'], e['success']) for e in episodes] == [(2, 0.0), (1, 1.0)]
+    np.testing.assert_array_equal(np.stack(pool.local[0].unwrapped.actions), sent)
+    np.testing.assert_array_equal(online.observations, [[2, 1]])  # the episode in progress
+    # Finished episodes as (success, return before the shift, length), then as the log's means.
+    assert online.episode_index == [2] and online.recent_episodes == [[(0.0, 3.0, 2.0), (1.0, 11.0, 1.0)]]
+    assert online.pop_recent(0) == dict(online_success=0.5, online_return=7.0, online_length=1.5, online_episodes=2)
+    assert online.pop_recent(0) == {}
 
 
 def _rows(n, value):

@@ -324,21 +324,23 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
 
 
 @pytest.mark.parametrize(
-    'argv, words',
+    'mode, argv, words',
     [
-        (['--env', 'cube-single', '--seeds', '3-1'], '--seeds 3-1'),
-        (['--env', 'cube-single', '--seeds', 'a'], '--seeds a'),
-        (['--env', 'cube-single', '--seeds', '0,0'], 'twice'),
-        (['--env', 'cube-single', '--seed', '1', '--seeds', '0-1'], '--seeds'),
-        (['--env', 'cube-single-play-singletask-task1-v0', '--task', 'all'], '--task all'),
-        (['--env', 'cube-single', '--task', 'al'], "'all'"),
-        (['--env', 'cube-single', '--task', '7'], '1..5'),
+        ('offline', ['--env', 'cube-single', '--seeds', '3-1'], '--seeds 3-1'),
+        ('offline', ['--env', 'cube-single', '--seeds', 'a'], '--seeds a'),
+        ('offline', ['--env', 'cube-single', '--seeds', '0,0'], 'twice'),
+        ('offline', ['--env', 'cube-single', '--seed', '1', '--seeds', '0-1'], '--seeds'),
+        ('o2o', ['--env', 'cube-single', '--seed', '-1'], '--seed must be >= 0'),
+        ('offline', ['--env', 'cube-single-play-singletask-task1-v0', '--task', 'all'], '--task all'),
+        ('offline', ['--env', 'cube-single', '--task', 'al'], "'all'"),
+        ('offline', ['--env', 'cube-single', '--task', '7'], '1..5'),
+        ('o2o', ['--env', 'cube-single', '--online-steps', '0'], '--online-steps must be >= 1'),
     ],
 )
-def test_bad_seeds_or_task_fail_in_one_line_writing_nothing(argv, words, tmp_path, capsys):
+def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):
     from launch.loop import main
 
-    assert main('offline', [*argv, '--run-dir', str(tmp_path / 'r')]) == 2
+    assert main(mode, [*argv, '--run-dir', str(tmp_path / 'r')]) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'r').exists()

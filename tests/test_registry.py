@@ -1,4 +1,4 @@
-"""The registry against DESIGN §3: the suites, the per-environment settings, name resolution."""
+"""The registry against docs/algorithm.md: the suites, the per-environment settings, name resolution."""
 
 import subprocess
 import sys
