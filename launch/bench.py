@@ -37,6 +37,7 @@ from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import resolve_task  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
+from launch.online_envs import OnlineEnvs  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
 
 # (observation size, action size, dataset rows) of each OGBench family (singletask envs, official data).
@@ -173,38 +174,25 @@ def bench_o2o(args, family_name, runs_list):
         buffer = GroupBuffer.of_one_task(data, runs=runs, capacity=args.rows + args.online_steps + extra + 1)
         agents = make_agents(module, config, data, runs)
         keys = jax.random.split(jax.random.PRNGKey(1), runs)
-        observations = np.stack(pool.reset(list(range(runs)), list(range(runs)))).astype(np.float32)
-        actions = np.asarray(policy_action(agents, jnp.asarray(observations), keys, 0))
-        state = dict(agents=agents, buffer=buffer, observations=observations, actions=actions)
+        online = OnlineEnvs(list(range(runs)), task.family.reward_shift)  # the O2O loop's env stepping
+        online.start(pool)
+        actions = np.asarray(policy_action(agents, jnp.asarray(online.observations), keys, 0))
+        state = dict(agents=agents, buffer=buffer, actions=actions)
 
-        def env_step(step, state=state, pool=pool, runs=runs, keys=keys):
+        def env_step(step, state=state, online=online, keys=keys):
             """One env step of every run, as the O2O loop makes it → (seconds in the env, in the calls)."""
             t0 = time.perf_counter()
-            results = pool.step(state['actions'])
+            transition = online.step(state['actions'])
             t1 = time.perf_counter()
-            next_observations = np.stack([r[0] for r in results]).astype(np.float32)
-            done = [r for r, res in enumerate(results) if res[2] or res[3]]
-            transition = dict(
-                observations=state['observations'],
-                actions=state['actions'],
-                next_observations=next_observations,
-                rewards=np.array([res[1] for res in results], np.float32),
-                masks=np.ones(runs, np.float32),
-                terminals=np.array([res[3] for res in results], np.float32),
-            )
-            if done:
-                for r, obs in zip(done, pool.reset(done, [None] * len(done)), strict=True):
-                    next_observations[r] = obs
             # As the O2O loop: one transfer to the device, two compiled calls, one transfer back.
-            transition, on_device = jax.device_put(
-                ({k: v[:, None].astype(np.float32) for k, v in transition.items()}, next_observations)
+            transition, observations = jax.device_put(
+                ({k: v[:, None] for k, v in transition.items()}, online.observations)
             )
             t2 = time.perf_counter()
             state['agents'], state['buffer'], _, finite, next_actions = online_chunk(
-                state['agents'], state['buffer'], transition, keys, step, config.batch_size, on_device, keys
+                state['agents'], state['buffer'], transition, keys, step, config.batch_size, observations, keys
             )
             state['actions'], _ = jax.device_get((next_actions, finite))
-            state['observations'] = next_observations
             return t1 - t0, time.perf_counter() - t2
 
         env_step(0)  # compiles
