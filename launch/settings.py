@@ -107,6 +107,9 @@ def build_parser(mode):
         help=f'default: runs/{mode}/<task>/<agent>/seed<seed>; with several runs, their parent: '
         '<run-dir>/<task>/seed<seed>',
     )
+    p.add_argument(
+        '--runs-dir', help=f'root of the default layout: <runs-dir>/{mode}/<task>/<agent>/seed<seed> (default: runs)'
+    )
     p.add_argument('--resume', action='store_true', help="continue from the run directory's checkpoint")
     p.add_argument('--wandb', choices=['online', 'offline', 'disabled'], default='disabled')
     p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
@@ -177,6 +180,8 @@ def validate_args(args, mode):
         raise UserError('--offline-steps and --online-steps must be >= 0 and not both 0')
     if mode == 'o2o' and args.online_steps < 1:
         raise UserError('--online-steps must be >= 1 for an O2O run (offline training alone: launch/offline.py)')
+    if args.run_dir and args.runs_dir:
+        raise UserError("give --run-dir (a run's directory, or a group's parent) or --runs-dir (a root), not both")
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
 
@@ -295,7 +300,7 @@ def plan_runs(args, mode, tasks, seeds, config):
             elif args.run_dir:
                 run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')
             else:
-                run_dir = os.path.join('runs', mode, task.name, args.agent, f'seed{seed}')
+                run_dir = os.path.join(args.runs_dir or 'runs', mode, task.name, args.agent, f'seed{seed}')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
             if os.path.exists(os.path.join(run_dir, 'config.json')):
                 check_same_run(run_dir, run.settings)

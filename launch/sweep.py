@@ -2,9 +2,11 @@
 
 python launch/sweep.py --suite offline56 --agent fav --agent fql --seeds 0-7 [--runs-dir runs] [--address ADDR]
 
-A job runs the CLI (launch/offline.py or launch/o2o.py) in a subprocess with `--run-dir
-<runs-dir>/<mode>/<task>/<agent>/seed<seed>`, so a killed job resumes from its checkpoint when the
-sweep is rerun, and a finished run is never redone. Settings the sweep does not know (e.g.
+A job runs the CLI (launch/offline.py or launch/o2o.py) in a subprocess: by default the seeds of one
+task and agent as one stacked group (`--group seeds`), or the 5 tasks of a family too (`--group
+family`), or each run alone (`--group none`). Every run has its directory
+<runs-dir>/<mode>/<task>/<agent>/seed<seed>, so a killed job resumes from its runs' checkpoints when
+the sweep is rerun, and a finished run is never redone. Settings the sweep does not know (e.g.
 `--offline-steps 300 --agent.hidden_dims=64,64`) are passed to every run.
 """
 
@@ -31,11 +33,13 @@ from envs.registry import FAMILIES, SUITES, UnknownTaskError, resolve_task  # no
 from launch.settings import UserError, parse_args  # noqa: E402
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
-# Rates measured on one NVIDIA H100 with paper-sized networks (README, "Speed"): offline updates with
-# 1000 updates per compiled call, and env steps of a whole O2O run's online phase (env and host work
-# included). Used only for --dry-run's GPU-hour estimate.
-H100_OFFLINE_UPDATES_PER_S = 1374
-H100_O2O_ENV_STEPS_PER_S = 65
+GROUPINGS = ('seeds', 'family', 'none')
+# FAV's rates on one NVIDIA H100 with paper-sized networks, summed over R runs stacked in one group
+# (README, "Speed"; launch/bench.py): offline updates/s, and O2O env steps/s with one update each (env
+# and host work included). A group of R runs is estimated at the rate of the largest measured R' <= R.
+# Used only for the GPU-hour estimate the sweep prints.
+H100_OFFLINE_UPDATES_PER_S = {1: 1062, 4: 1980, 8: 2279, 40: 2484}
+H100_O2O_ENV_STEPS_PER_S = {1: 163, 8: 782}
 # Settings the sweep sets per run itself.
 OWN_SETTINGS = ('--env', '--task', '--agent', '--seed', '--run-dir', '--resume', '--list-tasks')
 
@@ -55,34 +59,78 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """Runs trained by one process. Today always one run; stacked groups (seeds, the tasks of a family)
-    would be several runs here, formed in `make_jobs`, with `command` passing them to the CLI."""
+    """Runs of one agent trained by one process, as one stacked group: one run, the seeds of a task, or
+    the seeds of a family's 5 tasks (`make_jobs` forms them)."""
 
     runs: tuple
     settings: tuple  # run settings passed through to the CLI
+    runs_dir: str
 
     @property
     def name(self):
-        return self.runs[0].run_dir
+        """The job's runs, relative to the runs directory: mode/task/agent/seed<s>, or for a group
+        mode/<task or family>/agent/seeds<seeds>."""
+        run = self.runs[0]
+        if len(self.runs) == 1:
+            return os.path.relpath(run.run_dir, self.runs_dir)
+        return os.path.join(run.mode, self._env(), run.agent, f'seeds{format_seeds(self._seeds())}')
 
     @property
     def finished(self):
         return all(r.finished for r in self.runs)
 
+    @property
+    def unfinished(self):
+        return sum(not r.finished for r in self.runs)
+
+    def _env(self):
+        tasks = {r.task for r in self.runs}
+        return self.runs[0].task if len(tasks) == 1 else resolve_task(self.runs[0].task).family.short_name
+
+    def _seeds(self):
+        return sorted({r.seed for r in self.runs})
+
     def arguments(self):
-        """The CLI's arguments after `python`."""
-        (run,) = self.runs
-        own = ['--env', run.task, '--agent', run.agent, '--seed', str(run.seed), '--run-dir', run.run_dir]
+        """The CLI's arguments after `python`. A group's finished runs are skipped by the CLI itself."""
+        run = self.runs[0]
+        if len(self.runs) == 1:
+            own = ['--env', run.task, '--agent', run.agent, '--seed', str(run.seed), '--run-dir', run.run_dir]
+        else:
+            env = ['--env', self._env()] + ([] if self._env() == run.task else ['--task', 'all'])
+            own = [*env, '--agent', run.agent, '--seeds', format_seeds(self._seeds()), '--runs-dir', self.runs_dir]
         return [f'launch/{run.mode}.py', *own, '--no-progress', *self.settings]
 
 
-def make_jobs(runs, settings):
-    """The single place where runs are grouped into jobs (one run per job for now)."""
-    return [Job((run,), tuple(settings)) for run in runs]
+def make_jobs(runs, settings, group, runs_dir):
+    """The single place where runs are grouped into jobs, per agent: each run alone (`none`), the seeds
+    of a task (`seeds`), or the seeds of a family's 5 tasks where the suite has all 5 (`family`; its
+    other tasks by `seeds`)."""
+    suite_tasks_of = {}
+    for run in runs:
+        suite_tasks_of.setdefault(resolve_task(run.task).family.name, set()).add(run.task)
+
+    def key(run):
+        if group == 'none':
+            return run.run_dir
+        family = resolve_task(run.task).family
+        whole_family = len(family.task_names()) > 1 and suite_tasks_of[family.name] == set(family.task_names())
+        return (family.name if group == 'family' and whole_family else run.task, run.agent)
+
+    jobs = {}
+    for run in runs:
+        jobs.setdefault(key(run), []).append(run)
+    return [Job(tuple(job_runs), tuple(settings), runs_dir) for job_runs in jobs.values()]
 
 
 # ---------------------------------------------------------------------------------------------------
 # What to run
+
+
+def format_seeds(seeds):
+    """Sorted seeds → '0-7' when consecutive, else '0,3,5' (as --seeds reads them)."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f'{seeds[0]}-{seeds[-1]}'
+    return ','.join(map(str, seeds))
 
 
 def parse_seeds(text):
@@ -114,6 +162,8 @@ def suite_tasks(suite):
 
 def plan(args, settings):
     mode = args.mode or ('o2o' if args.suite == 'o2o30' else 'offline')
+    if mode == 'offline' and 'rlpd' in args.agent:
+        raise UserError('--agent rlpd trains online from scratch: sweep it in O2O mode (--suite o2o30 or --mode o2o)')
     runs_dir = os.path.abspath(args.runs_dir)
     runs = [
         Run(mode, task, agent, seed, os.path.join(runs_dir, mode, task, agent, f'seed{seed}'))
@@ -121,22 +171,28 @@ def plan(args, settings):
         for agent in args.agent
         for seed in parse_seeds(args.seeds)
     ]
-    return mode, runs, make_jobs(runs, settings)
+    return mode, runs, make_jobs(runs, settings, args.group, runs_dir)
 
 
 def run_settings(mode, passed, runs):
-    """Checks the passed-through settings with the CLI's own parser; returns the parsed settings."""
+    """Checks the passed-through settings with the CLI's own parser, for every agent of the sweep;
+    returns {agent: its parsed settings}."""
     for item in passed:
         if item.split('=', 1)[0] in OWN_SETTINGS:
             raise UserError(f'{item.split("=", 1)[0]} is set by the sweep per run; drop it (seeds: --seeds 0-7)')
-    return parse_args([*passed, '--env', runs[0].task, '--agent', runs[0].agent], mode)
+    agents = dict.fromkeys(run.agent for run in runs)
+    return {agent: parse_args([*passed, '--env', runs[0].task, '--agent', agent], mode) for agent in agents}
 
 
-def gpu_hours(mode, cli):
-    """Estimated GPU-hours of one run at the measured H100 rates."""
-    seconds = cli.offline_steps / H100_OFFLINE_UPDATES_PER_S
+def _group_rate(rates, runs):
+    return rates[max(r for r in rates if r <= runs)]
+
+
+def gpu_hours(mode, cli, runs):
+    """Estimated GPU-hours of `runs` runs trained as one group, at FAV's measured H100 rates."""
+    seconds = runs * cli.offline_steps / _group_rate(H100_OFFLINE_UPDATES_PER_S, runs)
     if mode == 'o2o':
-        seconds += cli.online_steps / H100_O2O_ENV_STEPS_PER_S
+        seconds += runs * cli.online_steps / _group_rate(H100_O2O_ENV_STEPS_PER_S, runs)
     return seconds / 3600
 
 
@@ -179,10 +235,9 @@ def run_command(arguments, log_path, *_after):
     return code, lines[-1] if lines else ''
 
 
-def log_path(runs_dir, run):
-    """Job output beside the run directories, outside them: <runs-dir>/logs/<mode>/<task>/<agent>/seed<s>.log"""
-    relative = os.path.relpath(run.run_dir, runs_dir)
-    return os.path.join(runs_dir, 'logs', relative + '.log')
+def log_path(job):
+    """Job output beside the run directories, outside them: <runs-dir>/logs/<job name>.log"""
+    return os.path.join(job.runs_dir, 'logs', job.name + '.log')
 
 
 class Progress:
@@ -229,7 +284,7 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
 
     def submit(job):
         after = [prepared[f] for f in {resolve_task(r.task).family.name for r in job.runs} if f in prepared]
-        return remote.options(**job_options).remote(job.arguments(), log_path(runs_dir, job.runs[0]), *after)
+        return remote.options(**job_options).remote(job.arguments(), log_path(job), *after)
 
     pending = {submit(job): job for job in jobs}
     slots = resources.get('CPU', 1) // args.cpus_per_job
@@ -275,7 +330,7 @@ def run_jobs_in_turn(jobs, preparations, args, runs_dir):
         for job in jobs:
             progress.update(pending=len(jobs) - progress.bar.n)
             for _ in range(args.max_retries + 1):
-                code, last = run_command(job.arguments(), log_path(runs_dir, job.runs[0]))
+                code, last = run_command(job.arguments(), log_path(job))
                 if code in (0, 2):
                     break
             if code:
@@ -301,8 +356,17 @@ def build_parser():
         '--suite', required=True, help='offline56, o2o30, an environment (cube-single) or a task; several: A,B'
     )
     p.add_argument('--mode', choices=['offline', 'o2o'], help='default: o2o for --suite o2o30, else offline')
-    p.add_argument('--agent', action='append', choices=sorted(AGENTS), help='repeat for several agents')
+    p.add_argument(
+        '--agent', action='append', choices=[*sorted(AGENTS), 'rlpd'], help='repeat for several agents (rlpd: O2O)'
+    )
     p.add_argument('--seeds', default='0-7', help="'0-7', '0,2,5' or one seed (default 0-7)")
+    p.add_argument(
+        '--group',
+        choices=GROUPINGS,
+        default='seeds',
+        help="runs per job, trained as one stacked group: a task's seeds (default), a family's 5 tasks × seeds "
+        "where the suite has all 5 ('family'), or one run ('none')",
+    )
     p.add_argument('--runs-dir', default='runs')
     p.add_argument('--address', help="Ray cluster address (e.g. 'auto' or HOST:6379); default: a local cluster")
     p.add_argument('--local-cpus', type=int, help='CPUs of the local Ray cluster (default: all)')
@@ -328,10 +392,12 @@ def main(argv=None):
         return 2
     runs_dir = os.path.abspath(args.runs_dir)
     todo = [job for job in jobs if not job.finished]
-    hours = gpu_hours(mode, cli) * sum(len(job.runs) for job in todo)
+    unfinished = sum(job.unfinished for job in todo)
+    hours = sum(gpu_hours(mode, cli[job.runs[0].agent], job.unfinished) for job in todo)
     print(
-        f'{len(jobs)} job(s) of {len(runs)} {mode} run(s); {len(jobs) - len(todo)} already finished, {len(todo)} to run'
-        f' (about {hours:.2f} GPU-hours on an H100 at the measured rates)'
+        f'{len(jobs)} job(s) of {len(runs)} {mode} run(s) (--group {args.group}); {len(runs) - unfinished} run(s) '
+        f'already finished, {unfinished} to run in {len(todo)} job(s) (about {hours:.2f} GPU-hours on an H100 at '
+        "FAV's measured rates)"
     )
     if args.dry_run:
         for job in todo:
@@ -339,7 +405,7 @@ def main(argv=None):
         return 0
     if not todo:
         return 0
-    preparations = data_preparations([r for job in todo for r in job.runs], cli)
+    preparations = data_preparations([r for job in todo for r in job.runs], next(iter(cli.values())))
     try:
         import ray  # noqa: F401
 
@@ -353,7 +419,7 @@ def main(argv=None):
     failures = (run_jobs_with_ray if use_ray else run_jobs_in_turn)(todo, preparations, args, runs_dir)
     print(f'{len(todo) - len(failures)} of {len(todo)} job(s) finished in {time.time() - start:.0f} s')
     for job, (code, last) in failures.items():
-        print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(runs_dir, job.runs[0])}]')
+        print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(job)}]')
     return 1 if failures else 0
 
 

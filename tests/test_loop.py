@@ -335,6 +335,7 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
         ('offline', ['--env', 'cube-single', '--task', 'al'], "'all'"),
         ('offline', ['--env', 'cube-single', '--task', '7'], '1..5'),
         ('o2o', ['--env', 'cube-single', '--online-steps', '0'], '--online-steps must be >= 1'),
+        ('offline', ['--env', 'cube-single', '--runs-dir', 'elsewhere'], '--runs-dir (a root), not both'),
     ],
 )
 def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):

@@ -24,26 +24,79 @@ def test_seeds_and_suites():
     assert sweep.suite_tasks(TASK.format(3)) == [TASK.format(3)]
 
 
-def test_dry_run_lists_jobs_skips_finished_and_estimates_gpu_hours(tmp_path, capsys):
+def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_path, capsys):
     finished = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0'
     finished.mkdir(parents=True)
     (finished / 'final.json').write_text('{}')
     args = ['--suite', 'cube-single', '--agent', 'fav', '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']
-    assert sweep.main([*args, '--offline-steps', '2748', '--agent.hidden_dims=64,64']) == 0
+    assert sweep.main([*args, '--offline-steps', '2124', '--agent.hidden_dims=64,64']) == 0
     out = capsys.readouterr().out.splitlines()
-    # 9 runs to do × 2748 updates at 1374 updates/s = 18 s = 0.005 GPU-hours.
+    # 9 runs to do, in groups of 1 or 2 (estimated at one run's rate) × 2124 updates at 1062 updates/s = 18 s.
     assert out[0] == (
-        '10 job(s) of 10 offline run(s); 1 already finished, 9 to run (about 0.01 GPU-hours on an H100 at the '
-        'measured rates)'
+        '5 job(s) of 10 offline run(s) (--group seeds); 1 run(s) already finished, 9 to run in 5 job(s) '
+        "(about 0.01 GPU-hours on an H100 at FAV's measured rates)"
     )
     commands = out[1:]
-    assert len(commands) == 9 and not any(f'--run-dir {finished} ' in c for c in commands)
-    assert commands[0].startswith(f'python launch/offline.py --env {TASK.format(1)} --agent fav --seed 1 ')
-    assert commands[0].endswith('--no-progress --offline-steps 2748 --agent.hidden_dims=64,64')
-    # The paper's O2O suite: 240 runs × (1M / 1374 + 1M / 65) s = 240 × 16112.4 s = 1074.16 h.
-    assert sweep.main(['--suite', 'o2o30', '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    assert len(commands) == 5
+    for k, command in enumerate(commands, 1):  # the CLI skips the group's finished run itself
+        assert command == (
+            f'python launch/offline.py --env {TASK.format(k)} --agent fav --seeds 0-1 --runs-dir {tmp_path} '
+            '--no-progress --offline-steps 2124 --agent.hidden_dims=64,64'
+        )
+    # Run by run, as before groups: the finished run has no job.
+    assert sweep.main([*args, '--group', 'none', '--offline-steps', '2124']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith('10 job(s) of 10 offline run(s) (--group none); 1 run(s) already finished, 9 to run in 9')
+    assert out[1] == (
+        f'python launch/offline.py --env {TASK.format(1)} --agent fav --seed 1 --run-dir '
+        f'{tmp_path}/offline/{TASK.format(1)}/fav/seed1 --no-progress --offline-steps 2124'
+    )
+
+
+@pytest.mark.parametrize(
+    'group, jobs, hours',
+    [
+        # 30 groups of 8 seeds: 30 × 8 × (1M / 2279 + 1M / 782) s = 114.50 h.
+        ('seeds', 30, '114.50'),
+        # 240 runs alone: 240 × (1M / 1062 + 1M / 163) s = 471.77 h.
+        ('none', 240, '471.77'),
+    ],
+)
+def test_the_paper_o2o_suite_estimate_by_grouping(group, jobs, hours, tmp_path, capsys):
+    assert sweep.main(['--suite', 'o2o30', '--group', group, '--runs-dir', str(tmp_path), '--dry-run']) == 0
     head = capsys.readouterr().out.splitlines()[0]
-    assert head.startswith('240 job(s) of 240 o2o run(s)') and 'about 1074.16 GPU-hours' in head
+    assert head.startswith(f'{jobs} job(s) of 240 o2o run(s) (--group {group})') and f'about {hours} GPU-hours' in head
+
+
+def test_family_groups_take_whole_families_only(tmp_path, capsys):
+    suite = f'{TASK.format(1)},cube-double,antmaze-large-play-v2'
+    argv = ['--suite', suite, '--agent', 'fav', '--agent', 'iql', '--seeds', '0,2', '--group', 'family']
+    assert sweep.main([*argv, '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith('6 job(s) of 28 offline run(s) (--group family)')
+    tail = f'--seeds 0,2 --runs-dir {tmp_path} --no-progress'
+    assert out[1:] == [
+        f'python launch/offline.py --env {TASK.format(1)} --agent fav {tail}',  # one task of its family
+        f'python launch/offline.py --env {TASK.format(1)} --agent iql {tail}',
+        f'python launch/offline.py --env cube-double --task all --agent fav {tail}',  # all 5: 10 runs
+        f'python launch/offline.py --env cube-double --task all --agent iql {tail}',
+        f'python launch/offline.py --env antmaze-large-play-v2 --agent fav {tail}',  # a D4RL family of one task
+        f'python launch/offline.py --env antmaze-large-play-v2 --agent iql {tail}',
+    ]
+    jobs = sweep.make_jobs(sweep.plan(sweep.build_parser().parse_args(argv), [])[1], (), 'family', str(tmp_path))
+    assert [job.name for job in jobs][2] == 'offline/cube-double/fav/seeds0,2'
+    assert [len(job.runs) for job in jobs] == [2, 2, 10, 10, 2, 2]
+
+
+def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
+    argv = ['--suite', TASK.format(2), '--agent', 'rlpd', '--seeds', '0-2', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main([*argv, '--mode', 'o2o']) == 0
+    command = capsys.readouterr().out.splitlines()[1]
+    assert command.startswith(f'python launch/o2o.py --env {TASK.format(2)} --agent rlpd --seeds 0-2 ')
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'rlpd trains online from scratch' in err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -53,6 +106,8 @@ def test_dry_run_lists_jobs_skips_finished_and_estimates_gpu_hours(tmp_path, cap
         (['--suite', 'cube-single', '--seeds', 'a-b'], '--seeds a-b'),
         (['--suite', 'cube-single', '--seed', '1'], '--seed is set by the sweep'),
         (['--suite', 'cube-single', '--agent.nope=1'], 'unknown agent setting --agent.nope'),
+        # Checked for every agent of the sweep, not only the first: IQL has no sigma.
+        (['--suite', 'cube-single', '--agent', 'fav', '--agent', 'iql', '--agent.sigma=0.1'], '--agent.sigma'),
     ],
 )
 def test_bad_settings_one_line(argv, words, tmp_path, capsys):
@@ -91,8 +146,9 @@ def _kill_lock_holders(runs_dir):
 def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tmp_path):
     pytest.importorskip('ray')
     runs_dir = tmp_path / 'runs'
+    # Two jobs (a task's two seeds as one group each), one at a time: the kill comes after the first.
     command = [sys.executable, 'launch/sweep.py', '--suite', f'{TASK.format(1)},{TASK.format(2)}', '--seeds', '0-1']
-    command += ['--runs-dir', str(runs_dir), '--local-cpus', '2', '--no-progress', '--dataset', dataset]
+    command += ['--runs-dir', str(runs_dir), '--local-cpus', '1', '--no-progress', '--dataset', dataset]
     command += '--offline-steps 20 --eval-every 20 --save-every 5 --log-every 5 --updates-per-call 1'.split()
     command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
     finals = [runs_dir / 'offline' / TASK.format(t) / 'fav' / f'seed{s}' / 'final.json' for t in (1, 2) for s in (0, 1)]
@@ -112,7 +168,7 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert f'{len(done_before)} already finished, {4 - len(done_before)} to run' in rerun.stdout
+    assert f'{len(done_before)} run(s) already finished, {4 - len(done_before)} to run' in rerun.stdout
     assert {f: f.stat().st_mtime_ns for f in finals if f in done_before} == done_before  # nothing redone
     for f in finals:  # nothing lost: every run finished with its two evaluations
         assert json.loads(f.read_text())['steps'] == 20
@@ -120,4 +176,6 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
         assert steps == ['1', '20']
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and '4 already finished, 0 to run' in again.stdout
+    assert again.returncode == 0 and '4 run(s) already finished, 0 to run in 0 job(s)' in again.stdout
+    logs = sorted(p.relative_to(runs_dir).as_posix() for p in (runs_dir / 'logs').rglob('*.log'))
+    assert logs == [f'logs/offline/{TASK.format(t)}/fav/seeds0-1.log' for t in (1, 2)]
