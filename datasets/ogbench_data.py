@@ -84,10 +84,10 @@ def _download(task, dataset_dir):
 def _official_path(task, dataset_dir, workers):
     path = os.path.join(dataset_dir, f'{task.dataset_name}.npz')
     if _complete(path):
-        return path
+        return path, 'official'
     failure = _download(task, dataset_dir)
     if failure is None and _complete(path):
-        return path
+        return path, 'official'
     missing = f'official dataset {path} (and its -val file) is missing and could not be downloaded ({failure})'
     if not task.family.generatable:
         download = f"python -c \"import ogbench; ogbench.download_datasets(['{task.dataset_name}'], '{dataset_dir}')\""
@@ -101,7 +101,7 @@ def _official_path(task, dataset_dir, workers):
         file=sys.stderr,
         flush=True,
     )
-    return _generated_path(task, dataset_dir, OFFICIAL_EPISODES, 0, workers)
+    return _generated_path(task, dataset_dir, OFFICIAL_EPISODES, 0, workers), 'regenerated'
 
 
 def _check_file(path, task, env):
@@ -142,23 +142,32 @@ def _check_file(path, task, env):
             raise DatasetError(f'dataset file {path} has non-finite {k}')
 
 
-def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None):
-    """(train, val): dicts of float32 arrays with TRANSITION_KEYS, rewards and masks per OGBench's task.
+def find_task_file(task, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None):
+    """(the train file of a task's data, its origin), generating or downloading it where needed.
 
-    `env` is the task's env from `envs.factory.make_env`; OGBench resets it to read the task goal.
-    Source, in order: `dataset_path` (with its -val file); a generated dataset of `dataset_episodes`
-    episodes under `<dataset_dir>/generated/`; the official file in `dataset_dir` (downloaded, or
-    regenerated locally at full size when offline and the family allows it).
+    In order: `dataset_path` (with its -val file; origin 'given'); a dataset of `dataset_episodes`
+    episodes generated under `<dataset_dir>/generated/` ('generated'); the official file in
+    `dataset_dir`, found or downloaded ('official'), or when it cannot be had and the family allows it,
+    the full-size play dataset generated locally by OGBench's oracles ('regenerated': the official
+    recipe, not the official file).
     """
     if task.family.source != 'ogbench':
         raise DatasetError(f'{task.name} is not an OGBench task; its data is not read by this loader')
     dataset_dir = os.path.expanduser(dataset_dir or generate.DEFAULT_DATASET_DIR)
     if dataset_path is not None:
-        path = _explicit_path(dataset_path)
-    elif dataset_episodes is not None:
-        path = _generated_path(task, dataset_dir, dataset_episodes, seed, workers)
-    else:
-        path = _official_path(task, dataset_dir, workers)
+        return _explicit_path(dataset_path), 'given'
+    if dataset_episodes is not None:
+        return _generated_path(task, dataset_dir, dataset_episodes, seed, workers), 'generated'
+    return _official_path(task, dataset_dir, workers)
+
+
+def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None):
+    """(train, val): dicts of float32 arrays with TRANSITION_KEYS, rewards and masks per OGBench's task.
+
+    `env` is the task's env from `envs.factory.make_env`; OGBench resets it to read the task goal. The
+    file is the one `find_task_file` gives for the same arguments.
+    """
+    path, _ = find_task_file(task, dataset_path, dataset_dir, dataset_episodes, seed, workers)
     for p in (path, val_path(path)):
         _check_file(p, task, env)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from datasets.buffer import LABEL_KEYS, GroupBuffer, default_capacity
 from datasets.d4rl_data import load_d4rl_data
-from datasets.ogbench_data import DatasetError, load_task_data
+from datasets.ogbench_data import DatasetError, find_task_file, load_task_data
 from envs.evaluation import final_score
 from envs.factory import make_env, with_backend
 from envs.registry import UnknownTaskError, suite_tasks
@@ -28,6 +28,7 @@ from launch.run_logs import RunLogger, read_json, write_json
 from launch.settings import (
     UserError,
     agent_module,
+    check_same_run,
     jsonable,
     parse_args,
     parse_seeds,
@@ -39,23 +40,20 @@ from launch.training import GroupTrainer, NonFiniteError, select_runs
 
 
 def _load_group_data(args, tasks):
-    """The dataset's transitions once (without LABEL_KEYS), and each task's reward/mask relabeling."""
+    """The dataset's transitions once (without LABEL_KEYS), each task's reward/mask relabeling, and the
+    data's origin ('official', 'regenerated', 'generated' or 'given'; see find_task_file)."""
     dataset, labels = None, {k: [] for k in LABEL_KEYS}
     for task in tasks:
         env = make_env(task)  # reads the task's goal to relabel the dataset
         try:
             if task.family.source == 'd4rl':
                 train_data = load_d4rl_data(task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir)
+                origin = 'official' if args.dataset is None else 'given'  # the backend's own datasets
             else:
-                train_data, _ = load_task_data(
-                    task,
-                    env,
-                    dataset_path=args.dataset,
-                    dataset_dir=args.dataset_dir,
-                    dataset_episodes=args.dataset_episodes,
-                    seed=0,
-                    workers=args.workers,
+                path, origin = find_task_file(
+                    task, args.dataset, args.dataset_dir, args.dataset_episodes, seed=0, workers=args.workers
                 )
+                train_data, _ = load_task_data(task, env, dataset_path=path)
         finally:
             env.close()
         if dataset is None:
@@ -63,7 +61,7 @@ def _load_group_data(args, tasks):
         for k in LABEL_KEYS:
             labels[k].append(train_data[k])
         del train_data
-    return dataset, {k: np.stack(v) for k, v in labels.items()}
+    return dataset, {k: np.stack(v) for k, v in labels.items()}, origin
 
 
 def _run_keys(seed):
@@ -98,10 +96,12 @@ def run(args, mode):
     todo = [r for r in runs if r.run_dir not in finals]
     if not todo:
         return [finals[r.run_dir] for r in runs]
-    dataset, labels = _load_group_data(args, tasks)
+    dataset, labels, origin = _load_group_data(args, tasks)
     capacity = _buffer_capacity(args, mode, len(dataset['observations']))
     for r in todo:
-        r.settings['buffer_capacity'] = capacity
+        r.settings.update(buffer_capacity=capacity, dataset_origin=origin)
+        if os.path.exists(os.path.join(r.run_dir, 'config.json')):  # a resumed run goes on with the same data
+            check_same_run(r.run_dir, r.settings)
     # Run directories appear only once the data is good, so a bad --dataset leaves nothing behind.
     for r in todo:
         os.makedirs(r.run_dir, exist_ok=True)

@@ -39,6 +39,7 @@ class Run:
     offline_steps: int
     final: dict | None  # final.json; None while the run is unfinished
     settings: dict = dataclasses.field(default_factory=dict)  # config.json's agent_config
+    dataset_origin: str | None = None  # official, regenerated, generated or given (None: not recorded)
 
     def score(self, key):
         return None if self.final is None else self.final.get(key)
@@ -99,7 +100,8 @@ def load_run(run_dir, variants=()):
             value = final.get(key, 'absent')
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ResultsError(f'{final_path}: {key} is {value!r}, expected a number in 0..100 (or null)')
-    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings)
+    origin = config.get('dataset_origin')
+    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings, origin)
 
 
 def _setting_text(value):
@@ -203,6 +205,14 @@ class ModeResults:
 
     def missing_runs(self):
         return sum(self.cell(a, self.tasks)[-1].missing for a in self.agents)
+
+    def unofficial_data(self, tasks):
+        """origin → count of the finished runs on `tasks` whose data is not the official datasets."""
+        counts = {}
+        for r in self.runs:
+            if r.final is not None and r.task in tasks and r.dataset_origin not in (None, 'official'):
+                counts[r.dataset_origin] = counts.get(r.dataset_origin, 0) + 1
+        return counts
 
     def runs_of(self, task, agent):
         return [r for r in self.runs if r.task == task and r.agent == agent]

@@ -22,6 +22,8 @@ from launch.run_logs import read_json
 
 # Settings that may change between a run and its resumption without changing the result.
 RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers', 'max_eval_envs')
+# Settings known once the data is loaded (config.json records the resolved values).
+RESOLVED_WITH_THE_DATA = ('buffer_capacity', 'dataset_origin')
 # RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
 RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
 
@@ -241,6 +243,7 @@ def run_settings(args, task, seed, config, mode):
         online_updates_per_call=args.online_updates_per_call,
         balanced_sampling=args.balanced_sampling,
         buffer_capacity=args.buffer_capacity,  # replaced by the rows it resolves to once the data is loaded
+        dataset_origin=None,  # set once the data is loaded: official, regenerated, generated or given
         backend=task.backend,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,
@@ -258,8 +261,9 @@ def run_settings(args, task, seed, config, mode):
 def check_same_run(run_dir, settings):
     saved = read_json(os.path.join(run_dir, 'config.json'))
     for key in sorted(set(saved) | set(settings)):
-        if key in RESUMABLE_DIFFERENCES or (key == 'buffer_capacity' and settings[key] is None):
-            continue  # a default capacity resolves to the same rows for the same data
+        resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
+        if key in RESUMABLE_DIFFERENCES or resolved_later:
+            continue  # checked again once the data is loaded (older runs did not record the data's origin)
         if saved.get(key) != jsonable(settings.get(key)):
             raise UserError(
                 f'{run_dir} holds a run with {key}={saved.get(key)!r}, not {settings.get(key)!r}; '

@@ -44,6 +44,12 @@ PUBLISHED = {
         'iql': (6, 7),
     },
 }
+# How the notes name a run's `dataset_origin` (config.json) other than 'official'.
+DATA_ORIGINS = {
+    'generated': 'a small generated dataset (--dataset-episodes)',
+    'regenerated': "a full-size dataset generated locally by OGBench's recipe (the official file was missing)",
+    'given': 'a dataset file given with --dataset',
+}
 PUBLISHED_NAMES = {'qam': 'QAM', 'dsrl': 'DSRL', 'cac': 'CAC', 'srpo': 'SRPO', 'fawac': 'FAWAC'}
 
 
@@ -107,6 +113,13 @@ def _notes(results):
         if missing
         else f'All runs finished (seeds per task: {seeds}).'
     )
+    unofficial = results.unofficial_data(results.tasks)
+    if unofficial:
+        counts = ', '.join(f'{n} on {DATA_ORIGINS.get(origin, origin)}' for origin, n in sorted(unofficial.items()))
+        notes.append(
+            f'† : rows with finished runs trained on data other than the official datasets ({counts}): '
+            "their scores are not comparable with the paper's."
+        )
     return notes
 
 
@@ -117,14 +130,21 @@ def _seed_text(seeds):
 def build_tables(results, published=False):
     agents, names = results.agents, [display_name(a) for a in results.agents]
     notes = _notes(results)
+
+    def dagger(tasks):  # marks a row whose numbers include runs on data other than the official datasets
+        return ' †' if results.unofficial_data(tasks) else ''
+
     task_rows = [
-        [results.task_family[t], t.rsplit('-singletask-', 1)[-1].removesuffix('-v0')]
+        [results.task_family[t], t.rsplit('-singletask-', 1)[-1].removesuffix('-v0') + dagger([t])]
         + [results.cell(a, [t]) for a in agents]
         for t in results.tasks
     ]
-    family_rows = [[f] + [results.cell(a, results.family_tasks[f]) for a in agents] for f in results.families]
+    family_rows = [
+        [f + dagger(results.family_tasks[f])] + [results.cell(a, results.family_tasks[f]) for a in agents]
+        for f in results.families
+    ]
     suite = SUITES[results.mode]
-    suite_row = [f'average over tasks with runs (the suite has {len(suite)})'] + [
+    suite_row = [f'average over tasks with runs (the suite has {len(suite)}){dagger(results.tasks)}'] + [
         _suite_cell(results, a, len(suite)) for a in agents
     ]
     suite_header, suite_rows = ['', *names], [suite_row]
@@ -185,7 +205,8 @@ def to_latex(tables):
 
 def _latex_text(text):
     text = text.replace('%', r'\%').replace('>', '$>$').replace('_', r'\_').replace('±', r'$\pm$')
-    return text.replace('→', r'$\rightarrow$').replace('—', '--').replace('*', r'$^*$')
+    text = text.replace('→', r'$\rightarrow$').replace('—', '--').replace('*', r'$^*$')
+    return text.replace('†', r'$^\dagger$')
 
 
 def aggregate_table(aggregates):

@@ -10,7 +10,7 @@ import pytest
 
 from datasets import generate, ogbench_data
 from datasets.buffer import ACTION_CLIP
-from datasets.ogbench_data import DatasetError, load_task_data
+from datasets.ogbench_data import DatasetError, find_task_file, load_task_data
 from envs.factory import make_env
 from envs.registry import resolve_task
 
@@ -172,7 +172,13 @@ def test_missing_official_file_without_network(tmp_path, monkeypatch):
     finally:
         env.close()
     assert len(train['observations']) == LENGTH - 1
-    assert list(generate.generated_dir(tmp_path, 1, 0, LENGTH).glob('*.npz'))
+    generated = generate.generated_dir(tmp_path, 1, 0, LENGTH) / f'{task.dataset_name}.npz'
+    # Its origin says so (config.json records it; the tables mark such runs): not the official file.
+    assert find_task_file(task, dataset_dir=str(tmp_path)) == (str(generated), 'regenerated')
+    for suffix in ('.npz', '-val.npz'):  # once the official files are in the dataset directory, they are used
+        official = tmp_path / f'{task.dataset_name}{suffix}'
+        official.write_bytes(Path(str(generated).replace('.npz', suffix)).read_bytes())
+    assert find_task_file(task, dataset_dir=str(tmp_path)) == (str(tmp_path / f'{task.dataset_name}.npz'), 'official')
 
 
 @pytest.mark.parametrize(

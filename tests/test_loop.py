@@ -136,6 +136,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     assert config['success_timing'] == 'post' and config['agent_config']['hidden_dims'] == [32, 32]
     assert config['agent_config']['sigma'] == 0.05  # cube-single's σ from the registry
     assert config['buffer_capacity'] == 400  # offline: just the dataset (2 episodes of 200 transitions)
+    assert config['dataset_origin'] == 'given'  # --dataset
     evals = Path(whole, 'eval.csv').read_text().splitlines()
     assert [line.split(',')[0] for line in evals[1:]] == ['1', '150', '300']
     train_rows = Path(whole, 'train.csv').read_text().splitlines()

@@ -16,11 +16,26 @@ TASK = 'cube-single-play-singletask-task{}-v0'
 SCENE = 'scene-play-singletask-task2-v0'
 
 
-def _run(root, mode, task, agent, seed, score=None, online=None, offline_steps=100, agent_config=None, folder=None):
-    """A run directory as launch/loop.py leaves it; `score=None` and `online=None`: unfinished."""
+def _run(
+    root,
+    mode,
+    task,
+    agent,
+    seed,
+    score=None,
+    online=None,
+    offline_steps=100,
+    agent_config=None,
+    folder=None,
+    origin=None,
+):
+    """A run directory as launch/loop.py leaves it; `score=None` and `online=None`: unfinished. `origin`: the
+    config's dataset_origin (None: not recorded, as in runs from before it was)."""
     run_dir = Path(root, mode, task, folder or agent, f'seed{seed}')
     run_dir.mkdir(parents=True)
     config = dict(mode=mode, task=task, agent=agent, seed=seed, offline_steps=offline_steps)
+    if origin is not None:
+        config['dataset_origin'] = origin
     if agent_config is not None:
         config['agent_config'] = agent_config
     (run_dir / 'config.json').write_text(json.dumps(config))
@@ -78,6 +93,25 @@ def test_markdown_numbers_missing_runs_and_uneven_seeds(out):
     o2o = (out / 'o2o.md').read_text()
     assert _rows(o2o, 'scene-play')[0] == '| scene-play | task2 | **35.0 ± 5.0 → 70.0 ± 10.0** | — → 50.0 |'
     assert 'All runs finished' in o2o
+
+
+def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
+    runs, out = tmp_path / 'runs', tmp_path / 'out'
+    _run(runs, 'offline', TASK.format(1), 'fav', 0, 10, origin='official')
+    _run(runs, 'offline', TASK.format(1), 'fav', 1, 20, origin='generated')
+    _run(runs, 'offline', TASK.format(2), 'fav', 0, 30, origin='official')
+    _run(runs, 'offline', TASK.format(2), 'fav', 1, None, origin='regenerated')  # unfinished: not counted
+    _run(runs, 'offline', SCENE, 'fav', 0, 40)  # origin not recorded: not marked
+    assert tables.main([str(runs), '--out', str(out), '--reps', '50']) == 0
+    md = (out / 'offline.md').read_text()
+    assert _rows(md, 'cube-single-play')[:2] == [
+        '| cube-single-play | task1 † | 15.0 ± 5.0 |',
+        '| cube-single-play | task2 | 30.0* |',
+    ]
+    assert '| cube-single-play † | 22.5 (2/5 tasks)* |' in md and '| scene-play | 40.0 (1/5 tasks)* |' in md
+    assert '| average over tasks with runs (the suite has 56) † |' in md
+    assert '(1 on a small generated dataset (--dataset-episodes))' in md and 'regenerated' not in md
+    assert r'task1 $^\dagger$ & $15.0 \pm 5.0$' in (out / 'offline.tex').read_text()
 
 
 def test_latex_numbers(out):
