@@ -86,9 +86,15 @@ def _read_hdf5(path):
             missing = [k for k in _D4RL_KEYS if k not in f]
             if missing:
                 raise DatasetError(f'{path} lacks key(s) {", ".join(missing)}; is it a D4RL AntMaze file?')
-            return {k: f[k][...] for k in _D4RL_KEYS}
+            arrays = {k: f[k][...] for k in _D4RL_KEYS}
     except OSError as e:
         raise DatasetError(f'{path} is not a readable HDF5 file (truncated or corrupt?): {e}') from None
+    rows = {k: len(v) for k, v in arrays.items()}
+    if len(set(rows.values())) != 1 or min(rows.values()) < 2:
+        raise DatasetError(
+            f'{path} is not a D4RL AntMaze file: its arrays need one length (2 rows or more), got {rows}'
+        )
+    return arrays
 
 
 def _download_d4rl(url, path):
@@ -149,9 +155,12 @@ def _minari_dataset(task, dataset_path, dataset_dir):
                 'or ~/.minari/datasets; point --dataset-dir at that root), or pass --dataset DIR'
             )
     try:
-        return minari.MinariDataset(data)
+        dataset = minari.MinariDataset(data)
     except Exception as e:  # noqa: BLE001
         raise DatasetError(f'{root} is not a readable Minari dataset: {" ".join(str(e).split())}') from None
+    if dataset.total_episodes == 0:
+        raise DatasetError(f'Minari dataset {root} holds no episodes')
+    return dataset
 
 
 def _download_minari(minari, dataset_id):

@@ -184,6 +184,8 @@ def validate_args(args, mode):
         raise UserError('--online-steps must be >= 1 for an O2O run (offline training alone: launch/offline.py)')
     if args.run_dir and args.runs_dir:
         raise UserError("give --run-dir (a run's directory, or a group's parent) or --runs-dir (a root), not both")
+    if args.dataset is not None and args.dataset_episodes is not None:
+        raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
 
@@ -305,6 +307,8 @@ def plan_runs(args, mode, tasks, seeds, config):
                 run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')
             else:
                 run_dir = os.path.join(args.runs_dir or 'runs', mode, task.name, args.agent, f'seed{seed}')
+            if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+                raise UserError(f'{run_dir} is a file, not a run directory: pass another --run-dir')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
             if os.path.exists(os.path.join(run_dir, 'config.json')):
                 check_same_run(run_dir, run.settings)

@@ -87,6 +87,13 @@ def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
     (tmp_path / 'foreign.hdf5').write_bytes(b'not hdf5')
     with pytest.raises(DatasetError, match='not a readable HDF5'):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'foreign.hdf5'))
+    import h5py
+
+    with h5py.File(tmp_path / 'ragged.hdf5', 'w') as f:  # every key, but one array a row short
+        for key, rows in [('observations', 5), ('actions', 5), ('rewards', 5), ('terminals', 4), ('timeouts', 5)]:
+            f[key] = np.zeros((rows, 2) if key in ('observations', 'actions') else rows, np.float32)
+    with pytest.raises(DatasetError, match=r"need one length .*'terminals': 4"):
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'ragged.hdf5'))
 
 
 class OldAntMaze:
@@ -154,8 +161,8 @@ def test_legacy_env_creates_and_steps():
 # Minari
 
 
-def write_minari_dataset(root, task_name='antmaze-umaze-v2'):
-    """Two episodes (3 and 2 steps) under `root`/<Minari id>; episode 1 sits at the goal on steps 1-2
+def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
+    """Two episodes (3 and 2 steps; none with `empty`) under `root`/<Minari id>; episode 1 sits at the goal on steps 1-2
     (reward 1; Minari's AntMaze never terminates). achieved_goal = (10 t, episode), observation = 0.5."""
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -181,7 +188,7 @@ def write_minari_dataset(root, task_name='antmaze-umaze-v2'):
             warnings.simplefilter('ignore')  # minari asks for author, description, ... metadata
             minari.create_dataset_from_buffers(
                 minari_id(resolve_task(task_name)),
-                [episode(0, [0, 1, 1]), episode(1, [0, 0])],
+                [] if empty else [episode(0, [0, 1, 1]), episode(1, [0, 0])],
                 observation_space=spaces.observation_space,
                 action_space=spaces.action_space,
             )
@@ -229,6 +236,9 @@ def test_minari_dataset_missing_is_one_line(tmp_path):
     assert 'D4RL/antmaze/medium-play-v1' in message and 'minari download' in message and '\n' not in message
     with pytest.raises(DatasetError, match='not a Minari dataset'):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path))
+    empty = write_minari_dataset(tmp_path / 'empty', empty=True)
+    with pytest.raises(DatasetError, match='holds no episodes'):
+        load_d4rl_data(_task('antmaze-umaze-v2', 'minari'), _dims_env(), dataset_path=str(empty))
 
 
 @needs_minari

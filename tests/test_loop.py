@@ -337,6 +337,7 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
         ('offline', ['--env', 'cube-single', '--task', '7'], '1..5'),
         ('o2o', ['--env', 'cube-single', '--online-steps', '0'], '--online-steps must be >= 1'),
         ('offline', ['--env', 'cube-single', '--runs-dir', 'elsewhere'], '--runs-dir (a root), not both'),
+        ('offline', ['--env', 'cube-single', '--dataset', 'd.npz', '--dataset-episodes', '3'], 'not both'),
     ],
 )
 def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):
@@ -346,6 +347,19 @@ def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, wo
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'r').exists()
+
+
+def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, capsys):
+    from launch.loop import main
+
+    (tmp_path / 'notes.txt').write_text('mine')
+    assert (
+        main('offline', ['--env', 'cube-single', '--dataset', 'nowhere.npz', '--run-dir', str(tmp_path / 'notes.txt')])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('notes.txt is a file, not a run directory: pass another --run-dir') and '\n' not in err
+    assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
 def test_group_refused_in_one_line_when_another_process_holds_one_of_its_run_dirs(dataset, tmp_path, capsys):
