@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
-from launch.results import display_name, read_curve  # noqa: E402
+from launch.results import base_agent, display_name, read_curve  # noqa: E402
 
 MODE_TITLES = {'offline': 'Offline', 'o2o': 'Offline-to-online'}
 
@@ -41,7 +41,7 @@ def summary_bars(by_mode, path, published=None):
         else:
             ax.bar(x, first, width, color='tab:blue', yerr=std, label='measured')
         if published:
-            numbers = [published[mode].get(a) for a in agents]
+            numbers = [published[mode].get(base_agent(a)) for a in agents]  # a variant: its agent's numbers
             heights = [np.nan if n is None else n[-1] for n in numbers]
             ax.bar(x + width, heights, width, fill=False, hatch='//', label='published (paper)')
         ax.set_xticks(x + (width / 2 if published else 0), [display_name(a) for a in agents])

@@ -41,14 +41,15 @@ from launch.training import GroupTrainer, NonFiniteError, select_runs
 
 def _load_group_data(args, tasks):
     """The dataset's transitions once (without LABEL_KEYS), each task's reward/mask relabeling, and the
-    data's origin ('official', 'regenerated', 'generated' or 'given'; see find_task_file)."""
+    data's origin ('official', 'regenerated', 'generated', 'given' (see find_task_file) or 'minari')."""
     dataset, labels = None, {k: [] for k in LABEL_KEYS}
     for task in tasks:
         env = make_env(task)  # reads the task's goal to relabel the dataset
         try:
             if task.family.source == 'd4rl':
                 train_data = load_d4rl_data(task, env, dataset_path=args.dataset, dataset_dir=args.dataset_dir)
-                origin = 'official' if args.dataset is None else 'given'  # the backend's own datasets
+                # Minari's AntMaze data (found, downloaded or given) was re-collected: not D4RL's files.
+                origin = 'minari' if task.backend == 'minari' else ('given' if args.dataset else 'official')
             else:
                 path, origin = find_task_file(
                     task, args.dataset, args.dataset_dir, args.dataset_episodes, seed=0, workers=args.workers

@@ -245,7 +245,7 @@ def run_settings(args, task, seed, config, mode):
         online_updates_per_call=args.online_updates_per_call,
         balanced_sampling=args.balanced_sampling,
         buffer_capacity=args.buffer_capacity,  # replaced by the rows it resolves to once the data is loaded
-        dataset_origin=None,  # set once the data is loaded: official, regenerated, generated or given
+        dataset_origin=None,  # set once the data is loaded: official, regenerated, generated, given or minari
         backend=task.backend,
         dataset=args.dataset,
         dataset_dir=args.dataset_dir,

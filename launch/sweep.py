@@ -119,7 +119,20 @@ def make_jobs(runs, settings, group, runs_dir):
     jobs = {}
     for run in runs:
         jobs.setdefault(key(run), []).append(run)
-    return [Job(tuple(job_runs), tuple(settings), runs_dir) for job_runs in jobs.values()]
+    return [Job(tuple(rs), _settings_for(rs[0].task, settings), runs_dir) for rs in jobs.values()]
+
+
+def _settings_for(task, settings):
+    """The passed-through settings a job of `task` gets: --backend (the D4RL AntMaze tasks' data and envs)
+    only reaches D4RL tasks, so that `--suite offline56 --backend minari` leaves the OGBench tasks alone."""
+    if resolve_task(task).family.source == 'd4rl':
+        return tuple(settings)
+    kept, value_next = [], False
+    for item in settings:
+        if not value_next and item != '--backend' and not item.startswith('--backend='):
+            kept.append(item)
+        value_next = item == '--backend'
+    return tuple(kept)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,6 +175,7 @@ def suite_tasks(suite):
 
 def plan(args, settings):
     mode = args.mode or ('o2o' if args.suite == 'o2o30' else 'offline')
+    args.agent = args.agent or ['fav']
     if mode == 'offline' and 'rlpd' in args.agent:
         raise UserError('--agent rlpd trains online from scratch: sweep it in O2O mode (--suite o2o30 or --mode o2o)')
     runs_dir = os.path.abspath(args.runs_dir)
@@ -181,7 +195,10 @@ def run_settings(mode, passed, runs):
         if item.split('=', 1)[0] in OWN_SETTINGS:
             raise UserError(f'{item.split("=", 1)[0]} is set by the sweep per run; drop it (seeds: --seeds 0-7)')
     agents = dict.fromkeys(run.agent for run in runs)
-    return {agent: parse_args([*passed, '--env', runs[0].task, '--agent', agent], mode) for agent in agents}
+    task = runs[0].task
+    if any(item.split('=', 1)[0] == '--backend' for item in passed):  # checked on a task it reaches: D4RL's
+        task = next((r.task for r in runs if resolve_task(r.task).family.source == 'd4rl'), task)
+    return {agent: parse_args([*passed, '--env', task, '--agent', agent], mode) for agent in agents}
 
 
 def _group_rate(rates, runs):
@@ -203,7 +220,8 @@ def data_preparations(runs, cli):
         return {}
     out = {}
     for family in dict.fromkeys(resolve_task(r.task).family for r in runs):
-        directory = generate.generated_dir(cli.dataset_dir, cli.dataset_episodes, 0, EPISODE_LENGTH)
+        dataset_dir = cli.dataset_dir or generate.DEFAULT_DATASET_DIR  # the loader's default
+        directory = generate.generated_dir(dataset_dir, cli.dataset_episodes, 0, EPISODE_LENGTH)
         train, val = generate.output_paths(family, directory)
         if family.generatable and not (train.exists() and val.exists()):
             command = ['-m', 'datasets.generate', '--env', family.name, '--episodes', str(cli.dataset_episodes)]
@@ -222,9 +240,13 @@ def _die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def run_command(arguments, log_path, *_after):
+def run_command(arguments, log_path, *after):
     """Runs `python ARGUMENTS` in the repository with its output in `log_path`; returns (exit code, last
-    line of the log). `_after`: results of jobs that must finish first (Ray waits on them)."""
+    line of the log). `after`: results of the data preparations it waits on (Ray waits on them); if one
+    failed, the job does not run and reports that failure."""
+    for code, last in after:
+        if code != 0:
+            return code, f'its data preparation failed: {last}'
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, 'ab') as log:
         code = subprocess.run(
@@ -306,7 +328,10 @@ def _collect(ray, pending, progress, args, submit):
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
                 job = pending.pop(ref)
-                code, last = ray.get(ref)
+                try:
+                    code, last = ray.get(ref)
+                except ray.exceptions.RayError as e:  # its worker died (out of memory, a lost node): a failed try
+                    code, last = 1, f'{type(e).__name__}: {" ".join(str(e).split())[:300]}'
                 attempts[job] = attempts.get(job, 0) + 1
                 if code != 0 and code != 2 and attempts[job] <= args.max_retries:  # 2: bad settings
                     pending[submit(job)] = job  # it resumes from its checkpoint
@@ -320,18 +345,16 @@ def _collect(ray, pending, progress, args, submit):
 
 
 def run_jobs_in_turn(jobs, preparations, args, runs_dir):
-    for family, command in preparations.items():
-        code, last = run_command(command, _data_log(runs_dir, family))
-        if code != 0:
-            return {job: (code, f'data for {family}: {last}') for job in jobs}
+    prepared = {family: run_command(command, _data_log(runs_dir, family)) for family, command in preparations.items()}
     progress = Progress(len(jobs), args.progress)
     failures = {}
     try:
         for job in jobs:
             progress.update(pending=len(jobs) - progress.bar.n)
+            after = [prepared[f] for f in {resolve_task(r.task).family.name for r in job.runs} if f in prepared]
             for _ in range(args.max_retries + 1):
-                code, last = run_command(job.arguments(), log_path(job))
-                if code in (0, 2):
+                code, last = run_command(job.arguments(), log_path(job), *after)
+                if code in (0, 2) or any(c for c, _ in after):
                     break
             if code:
                 failures[job] = (code, last)
@@ -381,7 +404,6 @@ def build_parser():
 
 def main(argv=None):
     args, passed = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    args.agent = args.agent or ['fav']
     try:
         if args.max_retries < 0 or args.cpus_per_job <= 0 or (args.gpus_per_job or 0) < 0:
             raise UserError('--max-retries, --cpus-per-job and --gpus-per-job must be non-negative (cpus > 0)')

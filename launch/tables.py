@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from envs.registry import SUITES  # noqa: E402
-from launch.results import ResultsError, display_name, load_runs, results_by_mode  # noqa: E402
+from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402
 
 # The paper's headline suite averages (0-100), for `--published`: offline over its 56 tasks, O2O over
 # its 30 tasks as (offline, online).
@@ -49,6 +49,7 @@ DATA_ORIGINS = {
     'generated': 'a small generated dataset (--dataset-episodes)',
     'regenerated': "a full-size dataset generated locally by OGBench's recipe (the official file was missing)",
     'given': 'a dataset file given with --dataset',
+    'minari': "Minari's re-collected D4RL AntMaze data, not the paper's D4RL files",
 }
 PUBLISHED_NAMES = {'qam': 'QAM', 'dsrl': 'DSRL', 'cac': 'CAC', 'srpo': 'SRPO', 'fawac': 'FAWAC'}
 
@@ -149,7 +150,7 @@ def build_tables(results, published=False):
     ]
     suite_header, suite_rows = ['', *names], [suite_row]
     if published:
-        extra = [a for a in PUBLISHED[results.mode] if a not in agents]
+        extra = [a for a in PUBLISHED[results.mode] if a not in {base_agent(label) for label in agents}]
         suite_header += [PUBLISHED_NAMES.get(a, display_name(a)) for a in extra]
         suite_row += ['not run'] * len(extra)
         suite_rows.append(
@@ -167,8 +168,8 @@ def _suite_cell(results, agent, suite_size):
     return tuple(dataclasses.replace(s, of_tasks=suite_size) for s in results.cell(agent, results.tasks))
 
 
-def _published_text(mode, agent):
-    numbers = PUBLISHED[mode].get(agent)
+def _published_text(mode, label):
+    numbers = PUBLISHED[mode].get(base_agent(label))  # a variant column shows its agent's published numbers
     return 'not published' if numbers is None else ' → '.join(str(n) for n in numbers)
 
 

@@ -299,6 +299,7 @@ def test_minari_backend_runs_end_to_end(minari_root, tmp_path):
     assert result.returncode == 0, result.stderr
     config = json.loads((run_dir / 'config.json').read_text())
     assert config['backend'] == 'minari' and config['task'] == 'antmaze-umaze-v2'
+    assert config['dataset_origin'] == 'minari'  # re-collected data: the tables mark it
     assert config['agent_config']['sigma'] == 0.5 and config['buffer_capacity'] == 5
     final = json.loads((run_dir / 'final.json').read_text())
     assert final['steps'] == 60 and 0 <= final['score'] <= 100

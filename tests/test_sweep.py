@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,73 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
     assert again.returncode == 0 and '4 run(s) already finished, 0 to run in 0 job(s)' in again.stdout
     logs = sorted(p.relative_to(runs_dir).as_posix() for p in (runs_dir / 'logs').rglob('*.log'))
     assert logs == [f'logs/offline/{TASK.format(t)}/fav/seeds0-1.log' for t in (1, 2)]
+
+
+def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
+    args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
+    passed = ['--dataset-episodes', '3']  # and no --dataset-dir
+    _, runs, _ = sweep.plan(args, passed)
+    (command,) = sweep.data_preparations(runs, sweep.run_settings('offline', passed, runs)['fav']).values()
+    assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
+
+
+def test_backend_reaches_the_d4rl_jobs_only(tmp_path, capsys):
+    suite = f'{TASK.format(1)},antmaze-umaze-v2'
+    argv = ['--suite', suite, '--seeds', '0', '--runs-dir', str(tmp_path), '--dry-run', '--backend', 'minari']
+    assert sweep.main(argv) == 0
+    ogbench, d4rl = capsys.readouterr().out.splitlines()[1:]
+    assert ogbench.endswith('--no-progress') and d4rl.endswith('--no-progress --backend minari')
+    with pytest.raises(SystemExit):  # still checked up front, on a D4RL task, by the CLI's own parser
+        sweep.main([*argv[:-2], '--backend', 'tpu'])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+def test_a_failed_data_preparation_stops_only_the_jobs_that_need_it(tmp_path, monkeypatch):
+    scene = 'scene-play-singletask-task2-v0'
+    suite = ['--suite', f'{TASK.format(1)},{scene}', '--seeds', '0', '--no-progress', '--runs-dir', str(tmp_path)]
+    args = sweep.build_parser().parse_args(suite)
+    _, _, jobs = sweep.plan(args, [])
+    real_run, ran = sweep.run_command, []
+
+    def run(arguments, log, *after):  # the generation fails; a job runs `python -c pass` in its place
+        if arguments[:2] == ['-m', 'datasets.generate']:
+            return 1, 'no space left on device'
+        ran.append(arguments[2])  # its task (launch/offline.py --env TASK ...)
+        return real_run(['-c', 'pass'], log, *after)
+
+    monkeypatch.setattr(sweep, 'run_command', run)
+    failures = sweep.run_jobs_in_turn(jobs, {'cube-single-play': ['-m', 'datasets.generate']}, args, str(tmp_path))
+    failed = {job.runs[0].task: result for job, result in failures.items()}
+    assert failed == {TASK.format(1): (1, 'its data preparation failed: no space left on device')}
+    assert ran == [TASK.format(1), scene]  # tried once (no retries after a failed preparation), then the other
+    assert [p.name for p in tmp_path.rglob('*.log')] == ['seed0.log']  # only the scene job ran
+    assert sweep.log_path(jobs[1]).endswith(f'logs/offline/{scene}/fav/seed0.log')
+
+
+class _RayError(Exception):
+    pass
+
+
+def test_a_job_whose_ray_worker_died_is_retried_then_reported(monkeypatch):
+    """ray.get raising (a worker killed for memory, a lost node) is a failed try, not the sweep's end."""
+    outcomes = iter([_RayError('worker died\nunexpectedly'), (0, 'done'), _RayError('node lost')])
+
+    def get(ref):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    fake_ray = types.SimpleNamespace(
+        wait=lambda refs, num_returns, timeout: (refs[:1], refs[1:]),
+        get=get,
+        exceptions=types.SimpleNamespace(RayError=_RayError),
+    )
+    progress = sweep.Progress(2, enabled=False)
+    args = types.SimpleNamespace(max_retries=1)
+    first = sweep._collect(fake_ray, {'ref-a': 'job-a'}, progress, args, submit=lambda job: f'ref-{job}-again')
+    assert first == {}  # died once, then finished on its retry
+    args.max_retries = 0
+    second = sweep._collect(fake_ray, {'ref-b': 'job-b'}, sweep.Progress(1, enabled=False), args, submit=None)
+    assert second == {'job-b': (1, '_RayError: node lost')}

@@ -214,6 +214,14 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     # task2 0.5 (20 < 35 < 40) → 0.75.
     assert '| FAV[prior_score=softmax] | 2 | ' in rliable_md and '| 1.00 [1.00, 1.00] |' in rliable_md
     assert '| FQL | 1 | 35.0 [35.0, 35.0] | 35.0 [35.0, 35.0] | 0.75 [' in rliable_md
+    # --published: each FAV variant column shows FAV's published number, and no extra FAV column says "not run".
+    published = tmp_path / 'published'
+    assert tables.main([str(root), '--out', str(published), '--variant', 'prior_score', '--published']) == 0
+    suite_md = (published / 'offline.md').read_text().split('suite average')[1]
+    assert '| | FAV[prior_score=clipped] | FAV[prior_score=softmax] | FQL | QAM | DSRL | IFQL |' in suite_md.replace(
+        '|  |', '| |'
+    )
+    assert '| published in the FAV paper (56 tasks; not measured here) | 54 | 54 | 48 | 45 | 40 | 34 |' in suite_md
 
     # Two settings, one of them a list: one label each, and the improvement figure still pairs them.
     both = tmp_path / 'both'
