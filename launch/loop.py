@@ -38,6 +38,9 @@ from launch.settings import (
 )
 from launch.training import GroupTrainer, NonFiniteError, select_runs
 
+# Written into a run directory whose run stopped on non-finite values: a rerun skips it (delete it to retry).
+STOPPED_NAME = 'stopped.json'
+
 
 def _load_group_data(args, tasks):
     """The dataset's transitions once (without LABEL_KEYS), each task's reward/mask relabeling, and the
@@ -88,15 +91,27 @@ def run(args, mode):
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
     runs = plan_runs(args, mode, tasks, seeds, config)
-    finals = {}
+    finals, stopped = {}, {}
     for run in runs:
-        final_path = os.path.join(run.run_dir, 'final.json')
+        final_path, stopped_path = (os.path.join(run.run_dir, name) for name in ('final.json', STOPPED_NAME))
         if os.path.exists(final_path):
             print(f'{run.run_dir} is complete: {final_path}')
             finals[run.run_dir] = read_json(final_path)
-    todo = [r for r in runs if r.run_dir not in finals]
-    if not todo:
-        return [finals[r.run_dir] for r in runs]
+        elif os.path.exists(stopped_path):
+            stopped[run.run_dir] = read_json(stopped_path).get('error', 'stopped')
+            print(f'{run.run_dir} stopped earlier on non-finite values; delete {stopped_path} to train it again')
+    todo = [r for r in runs if r.run_dir not in finals and r.run_dir not in stopped]
+    if todo:
+        _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped)
+    if stopped:
+        raise NonFiniteError(stopped)
+    return [finals[r.run_dir] for r in runs]
+
+
+def _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped):
+    """Loads the data, takes the runs' locks and trains them, recording each one's final.json in `finals`.
+    A run that produces non-finite values stops (its last good checkpoint kept, STOPPED_NAME written, its
+    message in `stopped`), and the other runs of its group go on from their own checkpoints."""
     dataset, labels, origin = _load_group_data(args, tasks)
     capacity = _buffer_capacity(args, mode, len(dataset['observations']))
     for r in todo:
@@ -114,9 +129,17 @@ def run(args, mode):
             if os.path.exists(final_path):
                 finals[r.run_dir] = read_json(final_path)
         todo = [r for r in todo if r.run_dir not in finals]
-        if todo:
-            _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals)
-    return [finals[r.run_dir] for r in runs]
+        while todo:
+            try:
+                _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals)
+                break
+            except NonFiniteError as e:
+                for run_dir, message in e.stopped.items():
+                    write_json(os.path.join(run_dir, STOPPED_NAME), dict(error=message))
+                stopped.update(e.stopped)
+                todo = [r for r in todo if r.run_dir not in finals and r.run_dir not in stopped]
+                if todo:
+                    print(f'error: {e}; the {len(todo)} other run(s) go on from their checkpoints', file=sys.stderr)
 
 
 def _buffer_capacity(args, mode, offline_rows):

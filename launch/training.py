@@ -24,7 +24,14 @@ from launch.online_envs import OnlineEnvs
 
 
 class NonFiniteError(Exception):
-    """Training produced NaN/inf: reported with the step and metric, exit code 1."""
+    """Training produced NaN/inf in some runs: `stopped` maps each one's run directory to its message (the
+    step and the metrics). Exit code 1."""
+
+    def __init__(self, stopped):
+        self.stopped = dict(stopped)
+        messages = list(self.stopped.values())
+        more = f' (and {len(messages) - 1} other run(s) of the group)' if len(messages) > 1 else ''
+        super().__init__(messages[0] + more)
 
 
 def _next_boundary(step, end, every, k):
@@ -167,14 +174,17 @@ class GroupTrainer:
         start, args = self.step, self.args
         finite = np.asarray(finite)
         if not finite.all():
-            bad_run = int(np.flatnonzero(~finite)[0])
-            bad = sorted(k for k, v in info.items() if not np.all(np.isfinite(np.asarray(v)[bad_run])))
             where = f'step {end}' if end - start == 1 else f'steps {start + 1}..{end}'
-            checkpoint = self.runs[bad_run].checkpoint_path
-            raise NonFiniteError(
-                f'non-finite {", ".join(bad) or "metric"} at {where} of {self.runs[bad_run].run_dir}; stopped, '
-                f'last good checkpoint kept at {checkpoint if os.path.exists(checkpoint) else "(none yet)"}'
-            )
+            stopped = {}
+            for bad_run in np.flatnonzero(~finite):
+                bad = sorted(k for k, v in info.items() if not np.all(np.isfinite(np.asarray(v)[bad_run])))
+                run = self.runs[bad_run]
+                checkpoint = run.checkpoint_path if os.path.exists(run.checkpoint_path) else '(none yet)'
+                stopped[run.run_dir] = (
+                    f'non-finite {", ".join(bad) or "metric"} at {where} of {run.run_dir}; stopped, '
+                    f'last good checkpoint kept at {checkpoint}'
+                )
+            raise NonFiniteError(stopped)
         self.agents, self.step = agents, end
         self.bar.update(end - start)
         if end % args.log_every == 0 or end == args.offline_steps + args.online_steps:

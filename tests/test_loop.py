@@ -208,6 +208,43 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state['agent']))
 
 
+@pytest.mark.slow
+def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset, tmp_path, monkeypatch, capsys):
+    from launch import loop, training
+
+    real_chunk = training.offline_chunk
+
+    def chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
+        """The real chunk, but in the 2-run group the second run (seed 1) reports non-finite after update 40."""
+        agents, info, finite = real_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced)
+        if len(finite) == 2 and start_step + length > 40:
+            finite = finite.at[1].set(False)
+        return agents, info, finite
+
+    monkeypatch.setattr(training, 'offline_chunk', chunk)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '100']
+    args += ['--eval-every', '50', '--save-every', '20', '--log-every', '10', '--updates-per-call', '10', *SMALL]
+    group = tmp_path / 'g' / 'cube-single-play-singletask-task1-v0'
+    assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g')]) == 1
+    err = capsys.readouterr().err
+    assert f'non-finite metric at steps 41..50 of {group / "seed1"}; stopped, last good checkpoint kept at' in err
+    assert 'the 1 other run(s) go on from their checkpoints' in err
+    # Seed 1 stopped at its last good checkpoint (step 40) and says why; seed 0 finished as it does alone.
+    assert load_checkpoint(str(group / 'seed1' / 'checkpoint.msgpack'))['step'] == 40
+    assert 'steps 41..50' in json.loads((group / 'seed1' / 'stopped.json').read_text())['error']
+    assert not (group / 'seed1' / 'final.json').exists()
+    assert loop.main('offline', [*args, '--seed', '0', '--run-dir', str(tmp_path / 'alone')]) == 0
+    _assert_close_to_alone(group / 'seed0', tmp_path / 'alone')
+    # A rerun trains nothing: seed 0 is complete, seed 1 stopped (until its stopped.json is deleted).
+    capsys.readouterr()
+    before = (group / 'seed1' / 'checkpoint.msgpack').stat().st_mtime_ns
+    assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g')]) == 1
+    out, err = capsys.readouterr()
+    assert 'seed0 is complete' in out and 'seed1 stopped earlier on non-finite values; delete' in out
+    assert err.strip().startswith('error: non-finite metric at steps 41..50')
+    assert (group / 'seed1' / 'checkpoint.msgpack').stat().st_mtime_ns == before
+
+
 @pytest.mark.parametrize(
     'setting, words',
     [
