@@ -64,7 +64,8 @@ def _bumps(centers, width, heights):
 
 
 PROBLEMS = {
-    # Closed form: Gaussian behavior, quadratic Q (the posterior is Gaussian: precision 1/s0² + 2β).
+    # Closed form: Gaussian behavior, quadratic Q; the target is Gaussian, of precision 1/(s0² + σ/2) + 2β
+    # (the KDE kernel adds σ/2 to the behavior's variance).
     'gauss1d': Problem('gauss1d', ((-0.3,),), (1.0,), 0.2, lambda a: -jnp.sum((a - 0.5) ** 2, -1)),
     # Three behavior modes; Q rewards the two outer ones (unequally): the target is bimodal.
     'mix1d': Problem(
