@@ -86,6 +86,7 @@ def training_curves(results, task, path):
     fig, ax = plt.subplots(figsize=(4.5, 3))
     for agent in results.agents:
         curves = [dict(zip(*read_curve(r), strict=True)) for r in results.runs_of(task, agent)]
+        curves = [c for c in curves if c]  # runs with an evaluation so far: the seeds the legend counts
         steps = sorted({s for c in curves for s in c})
         if not steps:
             continue

@@ -248,3 +248,19 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     assert tables.main([str(twice), '--out', str(tmp_path / 'twice_out'), '--variant', 'prior_score']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'with the same settings' in err and str(twice / 'offline') in err
+
+
+def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypatch):
+    pytest.importorskip('matplotlib')
+    from launch import figures
+
+    for seed in (0, 1, 2):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, None)  # unfinished, with evaluations...
+    (tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed2' / 'eval.csv').unlink()  # ...but seed 2 has none yet
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.training_curves(ModeResults('offline', load_runs(tmp_path)), TASK.format(1), str(tmp_path / 'c.png'))
+    legend = [text.get_text() for text in saved[0].axes[0].get_legend().get_texts()]
+    assert legend == ['FAV (2 seeds)']
+    (line,) = saved[0].axes[0].get_lines()
+    np.testing.assert_allclose(line.get_ydata(), [0, 50, 37.5])  # step 200: seeds at 25 and 50
