@@ -24,11 +24,12 @@ from envs.factory import make_env, with_backend
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_checkpoint
 from launch.run_lock import RunLockedError, run_lock
-from launch.run_logs import RunLogger, read_json, write_json
+from launch.run_logs import STOPPED_NAME, RunLogger, read_json, write_json
 from launch.settings import (
     UserError,
     agent_module,
     check_same_run,
+    code_version,
     jsonable,
     parse_args,
     parse_seeds,
@@ -37,9 +38,6 @@ from launch.settings import (
     validate_args,
 )
 from launch.training import GroupTrainer, NonFiniteError, select_runs
-
-# Written into a run directory whose run stopped on non-finite values: a rerun skips it (delete it to retry).
-STOPPED_NAME = 'stopped.json'
 
 
 def _load_group_data(args, tasks):
@@ -116,19 +114,27 @@ def _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped):
     capacity = _buffer_capacity(args, mode, len(dataset['observations']))
     for r in todo:
         r.settings.update(buffer_capacity=capacity, dataset_origin=origin)
-        if os.path.exists(os.path.join(r.run_dir, 'config.json')):  # a resumed run goes on with the same data
+        config_path = os.path.join(r.run_dir, 'config.json')
+        if os.path.exists(config_path):  # a resumed run goes on with the same data
             check_same_run(r.run_dir, r.settings)
+            # config.json keeps the code the run started with; final.json records the code that finished it.
+            started_with = read_json(config_path).get('code_version')
+            if started_with != r.settings['code_version']:
+                print(f'note: {r.run_dir} started with code {started_with}, goes on with {code_version()}')
+            r.settings['code_version'] = started_with
     # Run directories appear only once the data is good, so a bad --dataset leaves nothing behind.
     for r in todo:
         os.makedirs(r.run_dir, exist_ok=True)
     with contextlib.ExitStack() as locks:
         for r in todo:  # one process per run directory; another one is refused naming the holder
             locks.enter_context(run_lock(r.run_dir))
-        for r in todo:  # finished by another process while this one loaded the data
-            final_path = os.path.join(r.run_dir, 'final.json')
+        for r in todo:  # finished (or stopped) by another process while this one loaded the data
+            final_path, stopped_path = (os.path.join(r.run_dir, name) for name in ('final.json', STOPPED_NAME))
             if os.path.exists(final_path):
                 finals[r.run_dir] = read_json(final_path)
-        todo = [r for r in todo if r.run_dir not in finals]
+            elif os.path.exists(stopped_path):
+                stopped[r.run_dir] = read_json(stopped_path).get('error', 'stopped')
+        todo = [r for r in todo if r.run_dir not in finals and r.run_dir not in stopped]
         while todo:
             try:
                 _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals)
@@ -200,6 +206,7 @@ def _write_final(run, mode, evals, steps, elapsed):
         mode=mode,
         steps=steps,
         wall_time_s=round(elapsed, 1),
+        code_version=code_version(),
     )
     offline_evals = [r['success'] for r in evals if r['phase'] == 'offline']
     online_evals = [r['success'] for r in evals if r['phase'] == 'online']

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from envs.registry import SUITES, UnknownTaskError, resolve_task
+from launch.run_logs import STOPPED_NAME
 
 # The score a mode's tables show: offline runs have one, O2O runs show "offline → online".
 SCORE_KEYS = {'offline': ('score',), 'o2o': ('offline_score', 'online_score')}
@@ -39,7 +40,8 @@ class Run:
     offline_steps: int
     final: dict | None  # final.json; None while the run is unfinished
     settings: dict = dataclasses.field(default_factory=dict)  # config.json's agent_config
-    dataset_origin: str | None = None  # official, regenerated, generated or given (None: not recorded)
+    dataset_origin: str | None = None  # official, regenerated, generated, given or minari (None: not recorded)
+    stopped: bool = False  # stopped on non-finite values (STOPPED_NAME in its directory), not finished
 
     def score(self, key):
         return None if self.final is None else self.final.get(key)
@@ -100,8 +102,9 @@ def load_run(run_dir, variants=()):
             value = final.get(key, 'absent')
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ResultsError(f'{final_path}: {key} is {value!r}, expected a number in 0..100 (or null)')
+    stopped = final is None and os.path.exists(os.path.join(run_dir, STOPPED_NAME))
     origin = config.get('dataset_origin')
-    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings, origin)
+    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings, origin, stopped)
 
 
 def _setting_text(value):

@@ -8,6 +8,9 @@ import os
 
 from launch.checkpoint import atomic_write_bytes
 
+# Written into a run directory whose run stopped on non-finite values: a rerun skips it (delete it to retry).
+STOPPED_NAME = 'stopped.json'
+
 
 def write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())

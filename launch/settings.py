@@ -7,8 +7,11 @@ holds a run with other settings. `launch/loop.py` trains the runs.
 
 import argparse
 import dataclasses
+import functools
 import os
+import pathlib
 import re
+import subprocess
 from importlib import metadata
 from typing import Any
 
@@ -21,7 +24,7 @@ from launch.checkpoint import CHECKPOINT_NAME
 from launch.run_logs import read_json
 
 # Settings that may change between a run and its resumption without changing the result.
-RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers', 'max_eval_envs')
+RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers', 'max_eval_envs', 'code_version')
 # Settings known once the data is loaded (config.json records the resolved values).
 RESOLVED_WITH_THE_DATA = ('buffer_capacity', 'dataset_origin')
 # RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
@@ -39,6 +42,7 @@ class UserError(Exception):
 def build_parser(mode):
     p = argparse.ArgumentParser(
         prog=f'launch/{mode}.py',
+        allow_abbrev=False,  # '--runs X' must not pass for --runs-dir (the sweep sets it per job)
         description=f'{"Offline" if mode == "offline" else "Offline-to-online"} RL on one benchmark task. '
         'Agent settings: --agent.FIELD=VALUE (e.g. --agent.beta=0.5 --agent.hidden_dims=64,64).',
     )
@@ -256,6 +260,7 @@ def run_settings(args, task, seed, config, mode):
         progress=args.progress,
         success_timing=SUCCESS_TIMING,
         ogbench_version=metadata.version('ogbench'),
+        code_version=code_version(),
         agent_config=dataclasses.asdict(config),
     )
 
@@ -296,6 +301,31 @@ class Run:
         return os.path.join(self.run_dir, CHECKPOINT_NAME)
 
 
+def _file_in_the_way(path):
+    """The nearest existing path on the way to `path` (itself included) if it is not a directory, else None."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return None if os.path.isdir(path) else path
+
+
+@functools.cache
+def code_version():
+    """This repository's commit (`git describe --always --dirty`: '-dirty' with uncommitted changes), or None
+    outside a git checkout: config.json and final.json record it, so runs of different code can be told apart."""
+    try:
+        out = subprocess.run(
+            ['git', 'describe', '--always', '--dirty', '--abbrev=12'],
+            cwd=pathlib.Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def plan_runs(args, mode, tasks, seeds, config):
     """The group's runs; checks every existing run directory before anything is written."""
     runs = []
@@ -307,8 +337,9 @@ def plan_runs(args, mode, tasks, seeds, config):
                 run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')
             else:
                 run_dir = os.path.join(args.runs_dir or 'runs', mode, task.name, args.agent, f'seed{seed}')
-            if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-                raise UserError(f'{run_dir} is a file, not a run directory: pass another --run-dir')
+            blocker = _file_in_the_way(run_dir)
+            if blocker:
+                raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another --run-dir')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
             if os.path.exists(os.path.join(run_dir, 'config.json')):
                 check_same_run(run_dir, run.settings)

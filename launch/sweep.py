@@ -30,6 +30,7 @@ from agents import AGENTS  # noqa: E402
 from datasets import generate  # noqa: E402
 from datasets.ogbench_data import EPISODE_LENGTH  # noqa: E402
 from envs.registry import FAMILIES, SUITES, UnknownTaskError, resolve_task  # noqa: E402
+from launch.run_logs import STOPPED_NAME  # noqa: E402
 from launch.settings import UserError, parse_args  # noqa: E402
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
@@ -56,6 +57,11 @@ class Run:
     def finished(self):
         return os.path.exists(os.path.join(self.run_dir, 'final.json'))
 
+    @property
+    def stopped(self):
+        """Stopped on non-finite values (launch/loop.py's STOPPED_NAME): not rerun until that file is deleted."""
+        return not self.finished and os.path.exists(os.path.join(self.run_dir, STOPPED_NAME))
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -77,11 +83,12 @@ class Job:
 
     @property
     def finished(self):
-        return all(r.finished for r in self.runs)
+        """Nothing left to train: every run finished or stopped."""
+        return all(r.finished or r.stopped for r in self.runs)
 
     @property
     def unfinished(self):
-        return sum(not r.finished for r in self.runs)
+        return sum(not (r.finished or r.stopped) for r in self.runs)
 
     def _env(self):
         tasks = {r.task for r in self.runs}
@@ -415,12 +422,18 @@ def main(argv=None):
     runs_dir = os.path.abspath(args.runs_dir)
     todo = [job for job in jobs if not job.finished]
     unfinished = sum(job.unfinished for job in todo)
+    stopped = [r for r in runs if r.stopped]
     hours = sum(gpu_hours(mode, cli[job.runs[0].agent], job.unfinished) for job in todo)
     print(
-        f'{len(jobs)} job(s) of {len(runs)} {mode} run(s) (--group {args.group}); {len(runs) - unfinished} run(s) '
-        f'already finished, {unfinished} to run in {len(todo)} job(s) (about {hours:.2f} GPU-hours on an H100 at '
-        "FAV's measured rates)"
+        f'{len(jobs)} job(s) of {len(runs)} {mode} run(s) (--group {args.group}); '
+        f'{len(runs) - unfinished - len(stopped)} run(s) already finished, {unfinished} to run in {len(todo)} job(s) '
+        f"(about {hours:.2f} GPU-hours on an H100 at FAV's measured rates)"
     )
+    if stopped:
+        print(
+            f'{len(stopped)} run(s) stopped on non-finite values are left alone (delete their {STOPPED_NAME} '
+            f'to train them again), e.g. {stopped[0].run_dir}'
+        )
     if args.dry_run:
         for job in todo:
             print(' '.join(['python', *job.arguments()]))

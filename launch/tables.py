@@ -20,6 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from envs.registry import SUITES  # noqa: E402
 from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402
+from launch.run_logs import STOPPED_NAME  # noqa: E402
 
 # The paper's headline suite averages (0-100), for `--published`: offline over its 56 tasks, O2O over
 # its 30 tasks as (offline, online).
@@ -114,6 +115,12 @@ def _notes(results):
         if missing
         else f'All runs finished (seeds per task: {seeds}).'
     )
+    stopped = sum(r.stopped for r in results.runs)
+    if stopped:
+        notes.append(
+            f'Of the runs missing or unfinished, {stopped} stopped on non-finite values ({STOPPED_NAME} in their '
+            'directories says where).'
+        )
     unofficial = results.unofficial_data(results.tasks)
     if unofficial:
         counts = ', '.join(f'{n} on {DATA_ORIGINS.get(origin, origin)}' for origin, n in sorted(unofficial.items()))

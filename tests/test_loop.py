@@ -211,6 +211,7 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
 @pytest.mark.slow
 def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset, tmp_path, monkeypatch, capsys):
     from launch import loop, training
+    from launch.settings import code_version
 
     real_chunk = training.offline_chunk
 
@@ -243,6 +244,15 @@ def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset,
     assert 'seed0 is complete' in out and 'seed1 stopped earlier on non-finite values; delete' in out
     assert err.strip().startswith('error: non-finite metric at steps 41..50')
     assert (group / 'seed1' / 'checkpoint.msgpack').stat().st_mtime_ns == before
+    # With stopped.json deleted, seed 1 resumes from step 40 (alone now, so it stays finite here). Its
+    # config.json keeps the code it started with, final.json records the code that finished it.
+    (group / 'seed1' / 'stopped.json').unlink()
+    config_path = group / 'seed1' / 'config.json'
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), 'code_version': 'abc123'}))
+    assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g')]) == 0
+    assert f'note: {group / "seed1"} started with code abc123, goes on with {code_version()}' in capsys.readouterr().out
+    assert json.loads(config_path.read_text())['code_version'] == 'abc123'
+    assert json.loads((group / 'seed1' / 'final.json').read_text())['code_version'] == code_version() is not None
 
 
 @pytest.mark.parametrize(
@@ -395,7 +405,12 @@ def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, ca
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert err.endswith('notes.txt is a file, not a run directory: pass another --run-dir') and '\n' not in err
+    assert err.endswith('notes.txt cannot be a run directory: pass another --run-dir') and '\n' not in err
+    # A group's runs go below --run-dir (or --runs-dir): a file there is refused in one line too.
+    for flag in ('--run-dir', '--runs-dir'):
+        argv = ['--env', 'cube-single', '--seeds', '0-1', '--dataset', 'nowhere.npz', flag, str(tmp_path / 'notes.txt')]
+        assert main('offline', argv) == 2
+        assert f'notes.txt is a file, so {tmp_path / "notes.txt"}' in capsys.readouterr().err
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 

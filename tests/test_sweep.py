@@ -44,11 +44,16 @@ def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_pa
             f'python launch/offline.py --env {TASK.format(k)} --agent fav --seeds 0-1 --runs-dir {tmp_path} '
             '--no-progress --offline-steps 2124 --agent.hidden_dims=64,64'
         )
-    # Run by run, as before groups: the finished run has no job.
+    # Run by run, as before groups: the finished run has no job, nor has a run stopped on non-finite values.
+    stopped = tmp_path / 'offline' / TASK.format(5) / 'fav' / 'seed1'
+    stopped.mkdir(parents=True)
+    (stopped / 'stopped.json').write_text('{"error": "non-finite critic_loss"}')
     assert sweep.main([*args, '--group', 'none', '--offline-steps', '2124']) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith('10 job(s) of 10 offline run(s) (--group none); 1 run(s) already finished, 9 to run in 9')
-    assert out[1] == (
+    assert out[0].startswith('10 job(s) of 10 offline run(s) (--group none); 1 run(s) already finished, 8 to run in 8')
+    assert out[1].startswith('1 run(s) stopped on non-finite values are left alone (delete their stopped.json')
+    assert not any(f'--run-dir {stopped} ' in line for line in out)
+    assert out[2] == (
         f'python launch/offline.py --env {TASK.format(1)} --agent fav --seed 1 --run-dir '
         f'{tmp_path}/offline/{TASK.format(1)}/fav/seed1 --no-progress --offline-steps 2124'
     )

@@ -102,6 +102,7 @@ def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     _run(runs, 'offline', TASK.format(2), 'fav', 0, 30, origin='official')
     _run(runs, 'offline', TASK.format(2), 'fav', 1, None, origin='regenerated')  # unfinished: not counted
     _run(runs, 'offline', SCENE, 'fav', 0, 40)  # origin not recorded: not marked
+    (runs / 'offline' / TASK.format(2) / 'fav' / 'seed1' / 'stopped.json').write_text('{"error": "non-finite"}')
     assert tables.main([str(runs), '--out', str(out), '--reps', '50']) == 0
     md = (out / 'offline.md').read_text()
     assert _rows(md, 'cube-single-play')[:2] == [
@@ -111,6 +112,7 @@ def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     assert '| cube-single-play † | 22.5 (2/5 tasks)* |' in md and '| scene-play | 40.0 (1/5 tasks)* |' in md
     assert '| average over tasks with runs (the suite has 56) † |' in md
     assert '(1 on a small generated dataset (--dataset-episodes))' in md and 'regenerated' not in md
+    assert 'Of the runs missing or unfinished, 1 stopped on non-finite values' in md  # the unfinished seed 1
     assert r'task1 $^\dagger$ & $15.0 \pm 5.0$' in (out / 'offline.tex').read_text()
 
 
