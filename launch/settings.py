@@ -271,6 +271,11 @@ def check_same_run(run_dir, settings):
         resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
         if key in RESUMABLE_DIFFERENCES or resolved_later:
             continue  # checked again once the data is loaded (older runs did not record the data's origin)
+        if key == 'dataset_origin' and saved[key] != settings[key]:
+            raise UserError(
+                f'{run_dir} was trained on {saved[key]} data, but this time the data is {settings[key]}; pass '
+                f'another --run-dir, or make its {saved[key]} data the one found again to resume it'
+            )
         if saved.get(key) != jsonable(settings.get(key)):
             raise UserError(
                 f'{run_dir} holds a run with {key}={saved.get(key)!r}, not {settings.get(key)!r}; '

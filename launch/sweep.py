@@ -41,6 +41,8 @@ GROUPINGS = ('seeds', 'family', 'none')
 # Used only for the GPU-hour estimate the sweep prints.
 H100_OFFLINE_UPDATES_PER_S = {1: 1062, 4: 1980, 8: 2279, 40: 2484}
 H100_O2O_ENV_STEPS_PER_S = {1: 163, 8: 782}
+# Settings whose value is a path (made absolute for the jobs).
+PATH_SETTINGS = ('--dataset', '--dataset-dir')
 # Settings the sweep sets per run itself.
 OWN_SETTINGS = ('--env', '--task', '--agent', '--seed', '--run-dir', '--resume', '--list-tasks')
 
@@ -130,15 +132,21 @@ def make_jobs(runs, settings, group, runs_dir):
 
 
 def _settings_for(task, settings):
-    """The passed-through settings a job of `task` gets: --backend (the D4RL AntMaze tasks' data and envs)
-    only reaches D4RL tasks, so that `--suite offline56 --backend minari` leaves the OGBench tasks alone."""
-    if resolve_task(task).family.source == 'd4rl':
-        return tuple(settings)
-    kept, value_next = [], False
-    for item in settings:
-        if not value_next and item != '--backend' and not item.startswith('--backend='):
-            kept.append(item)
-        value_next = item == '--backend'
+    """The passed-through settings a job of `task` gets. --backend (the D4RL AntMaze tasks' data and envs)
+    only reaches D4RL tasks, so that `--suite offline56 --backend minari` leaves the OGBench tasks alone.
+    Paths are made absolute: jobs run in the repository, not in the directory the sweep was started from."""
+    d4rl = resolve_task(task).family.source == 'd4rl'
+    kept, items, i = [], list(settings), 0
+    while i < len(items):
+        name, equals, value = items[i].partition('=')
+        separate = not equals and name in ('--backend', *PATH_SETTINGS) and i + 1 < len(items)  # '--flag value'
+        value = items[i + 1] if separate else value
+        i += 2 if separate else 1
+        if name == '--backend' and not d4rl:
+            continue
+        if name in PATH_SETTINGS:
+            value = os.path.abspath(os.path.expanduser(value))
+        kept += [name, value] if separate else [f'{name}={value}' if equals else name]
     return tuple(kept)
 
 

@@ -396,6 +396,16 @@ def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, wo
     assert not (tmp_path / 'r').exists()
 
 
+def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
+    from launch.settings import UserError, check_same_run
+
+    (tmp_path / 'config.json').write_text(json.dumps(dict(seed=0, dataset_origin='regenerated')))
+    check_same_run(str(tmp_path), dict(seed=0, dataset_origin=None))  # before the data is loaded: not yet known
+    check_same_run(str(tmp_path), dict(seed=0, dataset_origin='regenerated'))
+    with pytest.raises(UserError, match='was trained on regenerated data, but this time the data is official'):
+        check_same_run(str(tmp_path), dict(seed=0, dataset_origin='official'))
+
+
 def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, capsys):
     from launch.loop import main
 

@@ -196,12 +196,14 @@ def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypa
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
 
 
-def test_backend_reaches_the_d4rl_jobs_only(tmp_path, capsys):
+def test_backend_reaches_the_d4rl_jobs_only_and_paths_become_absolute(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # jobs run in the repository: a relative path must not reach them as it is
     suite = f'{TASK.format(1)},antmaze-umaze-v2'
     argv = ['--suite', suite, '--seeds', '0', '--runs-dir', str(tmp_path), '--dry-run', '--backend', 'minari']
-    assert sweep.main(argv) == 0
+    assert sweep.main([*argv, '--dataset-dir', 'data']) == 0
     ogbench, d4rl = capsys.readouterr().out.splitlines()[1:]
-    assert ogbench.endswith('--no-progress') and d4rl.endswith('--no-progress --backend minari')
+    assert ogbench.endswith(f'--no-progress --dataset-dir {tmp_path / "data"}')
+    assert d4rl.endswith(f'--no-progress --backend minari --dataset-dir {tmp_path / "data"}')
     with pytest.raises(SystemExit):  # still checked up front, on a D4RL task, by the CLI's own parser
         sweep.main([*argv[:-2], '--backend', 'tpu'])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
