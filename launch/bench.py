@@ -152,8 +152,9 @@ def bench_agent(name, module, args, family, data, probe):
             f'{achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
         )
     for runs, trace_dir in profiles:
-        print(f'\n### Profile: one chunk of {k} updates of {runs} stacked run(s), per update ({trace_dir})')
-        print_summary(trace_dir, k, top=args.profile_top, unit='update')
+        unit = 'update' if runs == 1 else 'stacked step'  # a stacked step: one update of each of the runs
+        print(f'\n### Profile: one chunk of {k} updates of {runs} stacked run(s), per {unit} ({trace_dir})')
+        print_summary(trace_dir, k, top=args.profile_top, unit=unit)
 
 
 def bench_o2o(args, family_name, runs_list):

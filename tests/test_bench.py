@@ -73,8 +73,10 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
     assert float(env_step[2]) == 1.0 and float(env_step[1]) > 0
 
     # The fused chunk's profile: most XLA operations of the update run once per update.
-    chunk = out.stdout.split('### Profile: one chunk of 5 updates of 2 stacked run(s), per update')[1].split('###')[0]
-    assert '| process | event | self ms per update | calls per update |' in chunk
+    # (A stacked step: one update of each of the 2 runs.)
+    chunk = out.stdout.split('### Profile: one chunk of 5 updates of 2 stacked run(s), per stacked step')[1]
+    chunk = chunk.split('###')[0]
+    assert '| process | event | self ms per stacked step | calls per stacked step |' in chunk
     calls = [float(c) for c in re.findall(r'^\| /host:CPU \| `[^`]+` \| [\d.]+ \| ([\d.]+) \|$', chunk, re.M)]
     assert len(calls) > 10 and statistics.mode(calls) == 1.0
 
