@@ -90,20 +90,28 @@ def run(args, mode):
         raise UserError(str(e)) from None
     runs = plan_runs(args, mode, tasks, seeds, config)
     finals, stopped = {}, {}
-    for run in runs:
-        final_path, stopped_path = (os.path.join(run.run_dir, name) for name in ('final.json', STOPPED_NAME))
-        if os.path.exists(final_path):
-            print(f'{run.run_dir} is complete: {final_path}')
-            finals[run.run_dir] = read_json(final_path)
-        elif os.path.exists(stopped_path):
-            stopped[run.run_dir] = read_json(stopped_path).get('error', 'stopped')
-            print(f'{run.run_dir} stopped earlier on non-finite values; delete {stopped_path} to train it again')
-    todo = [r for r in runs if r.run_dir not in finals and r.run_dir not in stopped]
+    todo = _not_done(runs, finals, stopped, say=True)
     if todo:
         _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped)
     if stopped:
         raise NonFiniteError(stopped)
     return [finals[r.run_dir] for r in runs]
+
+
+def _not_done(runs, finals, stopped, say=False):
+    """The runs left to train; records the finished ones' final.json in `finals` and the stopped ones'
+    message (STOPPED_NAME) in `stopped`."""
+    for run in runs:
+        final_path, stopped_path = (os.path.join(run.run_dir, name) for name in ('final.json', STOPPED_NAME))
+        if os.path.exists(final_path):
+            finals[run.run_dir] = read_json(final_path)
+            if say:
+                print(f'{run.run_dir} is complete: {final_path}')
+        elif os.path.exists(stopped_path):
+            stopped[run.run_dir] = read_json(stopped_path).get('error', 'stopped')
+            if say:
+                print(f'{run.run_dir} stopped earlier on non-finite values; delete {stopped_path} to train it again')
+    return [r for r in runs if r.run_dir not in finals and r.run_dir not in stopped]
 
 
 def _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped):
@@ -128,13 +136,7 @@ def _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped):
     with contextlib.ExitStack() as locks:
         for r in todo:  # one process per run directory; another one is refused naming the holder
             locks.enter_context(run_lock(r.run_dir))
-        for r in todo:  # finished (or stopped) by another process while this one loaded the data
-            final_path, stopped_path = (os.path.join(r.run_dir, name) for name in ('final.json', STOPPED_NAME))
-            if os.path.exists(final_path):
-                finals[r.run_dir] = read_json(final_path)
-            elif os.path.exists(stopped_path):
-                stopped[r.run_dir] = read_json(stopped_path).get('error', 'stopped')
-        todo = [r for r in todo if r.run_dir not in finals and r.run_dir not in stopped]
+        todo = _not_done(todo, finals, stopped)  # some may have ended in another process meanwhile
         while todo:
             try:
                 _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals)

@@ -13,8 +13,7 @@ from envs.evaluation import episode_seed
 def make_transition(observation, action, next_observation, reward, terminated, truncated, reward_shift):
     """The stored transition of an env step (arrays, or arrays over runs). `masks` is 0 only on
     termination: a truncated episode's last value still bootstraps. `terminals` marks either end of an
-    episode. Rewards get the family's shift, as the dataset's did. The arrays are copies: nothing the
-    caller does to its own arrays afterwards reaches the stored transition."""
+    episode. Rewards get the family's shift, as the dataset's did."""
     terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
     transition = dict(
         observations=observation,
@@ -24,7 +23,7 @@ def make_transition(observation, action, next_observation, reward, terminated, t
         masks=1.0 - terminated,
         terminals=terminated | truncated,
     )
-    return {k: np.array(v, np.float32) for k, v in transition.items()}
+    return {k: np.asarray(v, np.float32) for k, v in transition.items()}
 
 
 class OnlineEnvs:
@@ -68,6 +67,7 @@ class OnlineEnvs:
         return transition
 
     def _reset(self, which):
+        # A new array, never written in place: the last transition holds the old one as its next observations.
         seeds = [episode_seed(self.seeds[r], 2, self.episode_index[r]) for r in which]
         observations = self.pool.reset(list(which), seeds, [self.episode_actions[r] for r in which])
         current = [None] * len(self.seeds) if self.observations is None else list(self.observations)
