@@ -19,7 +19,12 @@ ACTION_CLIP = 1 - 1e-5
 REFERENCE_MIN_CAPACITY = 2_000_000  # the reference's ring holds max(2M, N + 1) rows
 
 
-def default_capacity(dataset_rows):
+def default_capacity(dataset_rows, balanced=False):
+    """The reference's ring: max(2M, N + 1) rows. With balanced sampling (RLPD) the reference keeps the
+    dataset whole and gives online transitions a 2M-row buffer of their own, so here the ring holds
+    the dataset plus 2M rows: no online row overwrites a dataset row before 2M online steps."""
+    if balanced:
+        return dataset_rows + REFERENCE_MIN_CAPACITY
     return max(REFERENCE_MIN_CAPACITY, dataset_rows + 1)
 
 

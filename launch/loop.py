@@ -155,11 +155,12 @@ def _buffer_capacity(args, mode, offline_rows):
     if mode == 'offline':
         return offline_rows  # nothing is appended offline
     if args.buffer_capacity is None:
-        return default_capacity(offline_rows)
+        return default_capacity(offline_rows, args.balanced_sampling)
     if args.buffer_capacity < max(offline_rows, args.online_updates_per_call):
+        default = 'rows + 2000000' if args.balanced_sampling else 'max(2000000, rows + 1)'
         raise UserError(
             f'--buffer-capacity {args.buffer_capacity} is smaller than the dataset ({offline_rows} rows) '
-            'or --online-updates-per-call; omit it for the default max(2000000, rows + 1)'
+            f'or --online-updates-per-call; omit it for the default {default}'
         )
     return args.buffer_capacity
 

@@ -75,7 +75,8 @@ def build_parser(mode):
             '--buffer-capacity',
             type=int,
             help='rows of the O2O replay ring; once full, online transitions overwrite the oldest rows '
-            '(default, as the reference: max(2000000, dataset rows + 1))',
+            '(default, as the reference: max(2000000, dataset rows + 1); with --balanced-sampling, '
+            'dataset rows + 2000000)',
         )
     p.add_argument('--eval-every', type=int, default=100_000)
     p.add_argument('--eval-episodes', type=int, default=50)

@@ -378,6 +378,8 @@ def test_o2o_run_resumes_to_the_same_result(agent, steps, dataset, tmp_path):
     assert final['agent'] == agent and 0 <= final['online_score'] <= 100
     config = json.loads(Path(whole, 'config.json').read_text())
     assert config['balanced_sampling'] == (agent == 'rlpd')
+    # RLPD keeps every dataset row beside 2M online rows (the reference's separate online buffer).
+    assert (config['buffer_capacity'] > 2_000_000) == (agent == 'rlpd') and config['buffer_capacity'] >= 2_000_000
     assert config['offline_steps'] == (0 if agent == 'rlpd' else 50) and final['steps'] == config['offline_steps'] + 250
     kill_at = config['offline_steps'] + 150  # mid-episode in the online phase
     run_killed_then_resumed('o2o', args, str(tmp_path / 'killed'), kill_after_step=kill_at)

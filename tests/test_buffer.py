@@ -113,3 +113,23 @@ def test_bad_inputs():
     del data['masks']
     with pytest.raises(ValueError, match='masks'):
         ReplayBuffer.create(data)
+
+
+def test_balanced_default_capacity_keeps_every_dataset_row(monkeypatch):
+    """RLPD's reference keeps the dataset whole beside a 2M-row online buffer. With the default capacity
+    for balanced sampling, the offline half still spans every dataset row after as many online appends
+    as that online buffer holds; the uniform default ring (max(2M, N + 1)) has overwritten most of them."""
+    import datasets.buffer as buffer_module
+
+    monkeypatch.setattr(buffer_module, 'REFERENCE_MIN_CAPACITY', 6)  # 2M, scaled down
+    data = _dataset(n=8)
+    balanced = ReplayBuffer.create(data, capacity=buffer_module.default_capacity(8, balanced=True))
+    uniform = ReplayBuffer.create(data, capacity=buffer_module.default_capacity(8))
+    assert (balanced.capacity, uniform.capacity) == (14, 9)
+    online = [100.0 + i for i in range(6)]
+    for buffer, kept in ((balanced, set(range(8))), (uniform, {5, 6, 7})):
+        buffer = _appended(buffer, data, online, chunk=2)
+        rewards = np.asarray(buffer.sample(jax.random.PRNGKey(1), 4000, balanced=True)['rewards'])
+        offline_half, online_half = rewards[:2000], rewards[2000:]
+        assert set(np.unique(offline_half)) == kept
+        assert set(np.unique(online_half)) == set(online)
