@@ -30,15 +30,44 @@ class EpisodeMonitor(gymnasium.wrappers.RecordEpisodeStatistics):
         return observation, reward, terminated, truncated, info
 
 
+class OwnGlobalRandom(gymnasium.Wrapper):
+    """Gives the env a NumPy global generator of its own. OGBench's mazes draw each episode's start and
+    goal noise from `np.random`, and D4RL's v2 AntMaze its goal, not from the env's seeded generator:
+    this copy's generator (re-seeded by `reset(seed=...)`) stands in for the global one while the env
+    resets or steps, so a copy's episodes depend only on its seed and actions, whatever else shares the
+    process, and the global generator outside is left as it was."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.global_rng = np.random.RandomState()
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.global_rng = np.random.RandomState(seed)
+        return self._as_global(self.env.reset, seed=seed, options=options)
+
+    def step(self, action):
+        return self._as_global(self.env.step, action)
+
+    def _as_global(self, call, *args, **kwargs):
+        outside = np.random.get_state()
+        np.random.set_state(self.global_rng.get_state())
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self.global_rng.set_state(np.random.get_state())
+            np.random.set_state(outside)
+
+
 def make_env(task: Task):
     """Creates the evaluation / online-interaction env of a task, wrapped in an EpisodeMonitor."""
     if task.family.source == 'd4rl':
         env = _legacy_d4rl_env(task) if task.backend == 'd4rl' else _minari_antmaze_env(task)
-        return EpisodeMonitor(env)
-    import ogbench  # noqa: F401  (registers the OGBench gymnasium ids)
+    else:
+        import ogbench  # noqa: F401  (registers the OGBench gymnasium ids)
 
-    env = gymnasium.make(task.env_id, success_timing=SUCCESS_TIMING)
-    return EpisodeMonitor(env)
+        env = gymnasium.make(task.env_id, success_timing=SUCCESS_TIMING)
+    return EpisodeMonitor(OwnGlobalRandom(env))
 
 
 def make_env_pool(tasks):
@@ -97,26 +126,17 @@ class _GymToGymnasium(gymnasium.Env):
         self.env = env
         box = lambda space: gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)  # noqa: E731
         self.observation_space, self.action_space = box(env.observation_space), box(env.action_space)
-        self.goal_rng = np.random.RandomState()
 
     def reset(self, *, seed=None, options=None):
         # gym 0.23 envs take their seed through seed() (deprecated there, hence the quiet), and only the ant
-        # inside D4RL's NormalizedBoxEnv draws its start pose. D4RL draws each v2 episode's goal from NumPy's
-        # global generator and prints it: this copy's own generator stands in for it, so a copy's episodes
-        # depend only on its seed, whatever else shares the process.
-        outside = np.random.get_state()
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter('ignore', DeprecationWarning)
-                if seed is not None:
-                    inner = self.env.unwrapped
-                    getattr(inner, 'wrapped_env', inner).seed(seed)
-                    self.goal_rng = np.random.RandomState(seed)
-                np.random.set_state(self.goal_rng.get_state())
-                observation = self.env.reset()
-                self.goal_rng.set_state(np.random.get_state())
-        finally:
-            np.random.set_state(outside)
+        # inside D4RL's NormalizedBoxEnv draws its start pose (its goal: see OwnGlobalRandom). D4RL prints
+        # each goal it draws.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter('ignore', DeprecationWarning)
+            if seed is not None:
+                inner = self.env.unwrapped
+                getattr(inner, 'wrapped_env', inner).seed(seed)
+            observation = self.env.reset()
         return np.asarray(observation, np.float32), {}
 
     def step(self, action):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from datasets.d4rl_data import DatasetError, load_d4rl_data, minari_id
-from envs.factory import _GymToGymnasium, _import_failure, make_env, with_backend
+from envs.factory import OwnGlobalRandom, _GymToGymnasium, _import_failure, make_env, with_backend
 from envs.registry import SUITES, resolve_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_legacy_env_episodes_depend_only_on_their_seed():
     """Each copy's goals come from its own generator (seeded by reset), never from NumPy's global one."""
     goals = lambda seed: np.random.RandomState(seed).uniform(size=2)  # noqa: E731  (its first two goals)
     poses = np.random.RandomState(1007).uniform(size=2)
-    a, b = _GymToGymnasium(OldAntMaze()), _GymToGymnasium(OldAntMaze())
+    a, b = OwnGlobalRandom(_GymToGymnasium(OldAntMaze())), OwnGlobalRandom(_GymToGymnasium(OldAntMaze()))
     outside = np.random.get_state()
     first = a.reset(seed=7)[0], b.reset(seed=8)[0], a.reset()[0], b.reset()[0]  # interleaved copies
     np.testing.assert_allclose(first[0], [goals(7)[0], poses[0]], rtol=1e-6)

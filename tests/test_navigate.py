@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datasets.ogbench_data import load_task_data
-from envs.factory import make_env
+from envs.factory import make_env, make_env_pool
 from envs.registry import FAMILIES, resolve_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +41,29 @@ def test_task1_env_creates_and_steps(family):
         assert reward == -1.0 and not terminated and not truncated and info['success'] == 0.0
     finally:
         env.close()
+
+
+def test_navigate_episodes_depend_only_on_their_seed():
+    """OGBench's mazes draw each episode's start and goal noise from NumPy's global generator. A copy's
+    episodes must still depend only on its seed: in worker processes or alone, whatever the global
+    generator holds, and without moving the global generator of the process."""
+    task = resolve_task('antmaze-large-navigate', 1)
+    pool = make_env_pool([task, task])  # two worker processes, their global generators from OS entropy
+    try:
+        in_pool = pool.reset([0, 1], [5, 6]) + pool.reset([0, 1], [None, None])  # seeded, then continued
+    finally:
+        pool.close()
+    alone = []
+    for seed, disturbance in ((5, 1), (6, 2)):
+        env = make_env(task)
+        np.random.seed(disturbance)
+        alone.append(env.reset(seed=seed)[0])
+        assert np.random.get_state()[1].tolist() == np.random.RandomState(disturbance).get_state()[1].tolist()
+        np.random.seed(disturbance + 10)
+        alone.append(env.reset()[0])
+        env.close()
+    np.testing.assert_array_equal(np.stack(in_pool), np.stack([alone[0], alone[2], alone[1], alone[3]]))
+    assert not np.allclose(alone[0][:2], alone[2][:2])  # the start xy's noise differs between seeds
 
 
 def write_navigate_file(path, family, goal_xy, episodes=2, length=2001, seed=0):
