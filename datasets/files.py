@@ -1,7 +1,10 @@
-"""Files that are either complete or absent: written under a temporary name, fsync-ed, renamed."""
+"""Files that are either complete or absent: written under a temporary name, fsync-ed, renamed; and
+one writer at a time for files that several processes may produce at once."""
 
 import contextlib
+import fcntl
 import os
+import sys
 
 
 @contextlib.contextmanager
@@ -24,3 +27,21 @@ def atomic_write(path):
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def one_writer(path, what):
+    """Holds an exclusive lock tied to `path` (on the hidden file `.<name>.lock` beside it) while its
+    writer runs; yields True if another process held it first (its writer may have finished the file:
+    check again). The kernel drops the lock when its holder dies, so a killed writer blocks nobody."""
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f'.{name}.lock'), 'a') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            print(f'waiting for another process {what} {path}', file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            waited = True
+        yield waited

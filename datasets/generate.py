@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import tqdm
 
-from datasets.files import atomic_write
+from datasets.files import atomic_write, one_writer
 from envs import registry
 
 NOISE = 0.1
@@ -193,8 +193,15 @@ def generate_dataset(
     """
     family = check_request(family_name, episodes, seed, workers, episode_length)
     workers = default_workers() if workers is None else workers
-
     train_path, val_path = output_paths(family, out_dir)
+    # Jobs of a sweep may all find the same dataset missing: one generates it, the others wait for it.
+    with one_writer(train_path, 'is generating') as waited:
+        if not (waited and train_path.is_file() and val_path.is_file()):
+            _write_pair(family, train_path, val_path, episodes, seed, workers, episode_length, progress)
+    return str(train_path), str(val_path)
+
+
+def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_length, progress):
     parts_root = train_path.parent / f'.{train_path.stem}.parts'
     parts_dir = parts_root / f'seed{seed}-len{episode_length}'
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +244,6 @@ def generate_dataset(
     shutil.rmtree(parts_dir)
     if not any(parts_root.iterdir()):
         parts_root.rmdir()
-    return str(train_path), str(val_path)
 
 
 def _concatenate(paths):

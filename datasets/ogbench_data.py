@@ -17,6 +17,7 @@ import numpy as np
 
 from datasets import generate
 from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS
+from datasets.files import one_writer
 
 DOWNLOAD_TIMEOUT_S = 30
 OFFICIAL_EPISODES = 1000
@@ -85,7 +86,8 @@ def _official_path(task, dataset_dir, workers):
     path = os.path.join(dataset_dir, f'{task.dataset_name}.npz')
     if _complete(path):
         return path, 'official'
-    failure = _download(task, dataset_dir)
+    with one_writer(path, 'is downloading') as waited:  # OGBench writes a fixed temp name: one download at a time
+        failure = None if waited and _complete(path) else _download(task, dataset_dir)
     if failure is None and _complete(path):
         return path, 'official'
     missing = f'official dataset {path} (and its -val file) is missing and could not be downloaded ({failure})'

@@ -3,6 +3,7 @@ interruption, and clear errors for files and names that cannot be used."""
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from datasets import generate, ogbench_data
 from datasets.buffer import ACTION_CLIP
+from datasets.files import one_writer
 from datasets.ogbench_data import DatasetError, find_task_file, load_task_data
 from envs.factory import make_env
 from envs.registry import resolve_task
@@ -109,7 +111,49 @@ def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single,
     for new, old in zip(paths, cube_single, strict=True):
         for k, v in _arrays(old).items():
             np.testing.assert_array_equal(v, _arrays(new)[k])
-    assert not list(tmp_path.glob('.*'))  # parts are cleaned up once the files are in place
+    # Parts are cleaned up once the files are in place; the (empty) lock file of the writer stays.
+    assert [p.name for p in tmp_path.glob('.*')] == [f'.{train_path.name}.lock']
+
+
+def _while_another_writes(path, call, files):
+    """Runs `call` in a thread while this test holds `path`'s writer lock, as another process in the
+    middle of writing it would; puts `files` (target: source) in place, releases, returns its result."""
+    result = {}
+    with one_writer(path, 'is writing'):
+        thread = threading.Thread(target=lambda: result.update(value=call()))
+        thread.start()
+        thread.join(timeout=2)
+        assert thread.is_alive() and not Path(path).exists()  # it waits for the writer
+        for target, source in files.items():
+            Path(target).write_bytes(Path(source).read_bytes())
+    thread.join(timeout=60)
+    return result['value']
+
+
+def test_concurrent_generations_of_one_dataset_wait_and_share_it(cube_single, tmp_path, monkeypatch):
+    """The jobs of a sweep may all find the same dataset missing: one generates, the others wait and use
+    its files (a second generation would delete the first's parts under it)."""
+    calls = []
+    monkeypatch.setattr(generate, '_collect', lambda *a: calls.append(a))
+    paths = generate.output_paths(generate.generatable_family('cube-single'), tmp_path)
+    generate_it = lambda: generate.generate_dataset(  # noqa: E731
+        'cube-single', str(tmp_path), episodes=2, seed=0, workers=1, episode_length=LENGTH, progress=False
+    )
+    files = dict(zip(paths, cube_single, strict=True))
+    assert _while_another_writes(paths[0], generate_it, files) == tuple(map(str, paths))
+    assert calls == []  # nothing collected again
+
+
+def test_concurrent_downloads_of_one_file_wait_and_share_it(cube_single, tmp_path, monkeypatch):
+    downloads = []
+    monkeypatch.setattr(ogbench_data, '_download', lambda task, dataset_dir: downloads.append(task))
+    monkeypatch.setattr(generate, 'generate_dataset', lambda *a, **k: pytest.fail('regenerated, not waited'))
+    task = resolve_task('cube-single', 1)
+    official = tmp_path / f'{task.dataset_name}.npz'
+    files = {official: cube_single[0], str(official).replace('.npz', '-val.npz'): cube_single[1]}
+    find = lambda: find_task_file(task, dataset_dir=str(tmp_path))  # noqa: E731
+    assert _while_another_writes(official, find, files) == (str(official), 'official')
+    assert downloads == []  # the waiting job did not download it again
 
 
 def _write(path, arrays):
