@@ -3,7 +3,8 @@
 - legacy D4RL (`d4rl`, what the paper used): the task's HDF5 file (keys observations, actions, rewards,
   terminals, timeouts), turned into transitions as `d4rl.qlearning_dataset` does it.
 - Minari (maintained): the datasets `D4RL/antmaze/<maze>-v1`, re-collected on gymnasium-robotics'
-  AntMaze; the D4RL-style 29-dim state is `achieved_goal` (the ant's xy) + `observation`.
+  AntMaze; the D4RL-style 29-dim state is `achieved_goal` (the ant's xy) + `observation`; rewards and
+  goal terminals relabelled for the evaluation maze's goal, as D4RL's files are.
 
 Then, for both: an episode ends where `next_observations[i]` differs from `observations[i + 1]`, the
 mask is 1 - (the dataset's goal-reaching terminal), and rewards get the task's shift (-1).
@@ -31,6 +32,7 @@ D4RL_FILES = {
     'antmaze-large-diverse-v2': 'Ant_maze_hardest-maze_noisy_multistart_True_multigoal_True_sparse_fixed.hdf5',
 }
 _D4RL_KEYS = ('observations', 'actions', 'rewards', 'terminals', 'timeouts')
+MINARI_GOAL_RADIUS = 0.45  # gymnasium-robotics AntMaze: success (and sparse reward 1) within 0.45 of the goal
 
 
 def minari_id(task):
@@ -176,19 +178,22 @@ def _download_minari(minari, dataset_id):
     return None
 
 
-def minari_transitions(dataset):
+def minari_transitions(dataset, goal_xy):
     """Per episode: states achieved_goal + observation, next state = the following one. Minari's AntMaze
-    was collected as a continuing task (never terminated), so its goal-reaching terminal is its sparse
-    reward: 1 exactly where the ant is within the goal radius."""
+    was collected as a continuing task towards goals drawn per episode (its stored rewards are for those),
+    while D4RL's files are relabelled for the one goal of the evaluation maze: so are these. Reward and
+    goal-reaching terminal are 1 where the next state's xy is within gymnasium-robotics' success radius
+    of `goal_xy`, the goal cell of the env the runs are scored in."""
     parts = {k: [] for k in ('observations', 'actions', 'next_observations', 'rewards', 'goal_terminals')}
     for episode in dataset.iterate_episodes():
         obs = episode.observations
         states = np.concatenate([obs['achieved_goal'], obs['observation']], axis=-1)
+        at_goal = np.linalg.norm(obs['achieved_goal'][1:] - goal_xy, axis=-1) <= MINARI_GOAL_RADIUS
         parts['observations'].append(states[:-1])
         parts['next_observations'].append(states[1:])
         parts['actions'].append(episode.actions)
-        parts['rewards'].append(episode.rewards)
-        parts['goal_terminals'].append(np.logical_or(episode.terminations, episode.rewards > 0))
+        parts['rewards'].append(at_goal.astype(np.float32))
+        parts['goal_terminals'].append(at_goal)
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -200,7 +205,9 @@ def load_d4rl_data(task, env, dataset_path=None, dataset_dir=None):
     if task.backend == 'd4rl':
         arrays = qlearning_transitions(_legacy_raw(task, dataset_path, dataset_dir))
     else:
-        arrays = minari_transitions(_minari_dataset(task, dataset_path, dataset_dir))
+        dataset = _minari_dataset(task, dataset_path, dataset_dir)
+        goal_xy = np.asarray(env.unwrapped.maze.unique_goal_locations[0])  # the evaluation maze's 'g' cell
+        arrays = minari_transitions(dataset, goal_xy)
     data = process(**arrays, reward_shift=task.family.reward_shift)
     expected = env.observation_space.shape[-1], env.action_space.shape[-1]
     found = data['observations'].shape[-1], data['actions'].shape[-1]

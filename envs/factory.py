@@ -156,10 +156,12 @@ def _legacy_d4rl_env(task):
 
 
 # Minari's evaluation mazes for its D4RL AntMaze datasets ('r': the fixed start cell, 'g': the goal
-# cell), on the gymnasium-robotics env each dataset was collected in.
+# cell), on the gymnasium-robotics env each dataset was collected in. Minari's own umaze evaluation map
+# is the data's maze turned 180° (Farama-Foundation/Minari#304): here it has the data's walls (those of
+# gymnasium-robotics' U_MAZE) with the start and goal cells turned with it.
 _R, _G = 'r', 'g'
 MINARI_MAZES = {
-    'umaze': [[1, 1, 1, 1, 1], [1, 0, 0, _R, 1], [1, 0, 1, 1, 1], [1, 0, 0, _G, 1], [1, 1, 1, 1, 1]],
+    'umaze': [[1, 1, 1, 1, 1], [1, _G, 0, 0, 1], [1, 1, 1, 0, 1], [1, _R, 0, 0, 1], [1, 1, 1, 1, 1]],
     'medium': [
         [1, 1, 1, 1, 1, 1, 1, 1],
         [1, _R, 0, 1, 1, 0, 0, 1],

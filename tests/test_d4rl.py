@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from datasets.d4rl_data import DatasetError, load_d4rl_data, minari_id
-from envs.factory import OwnGlobalRandom, _GymToGymnasium, _import_failure, make_env, with_backend
+from envs.factory import (
+    MINARI_ENV_IDS,
+    MINARI_MAZES,
+    OwnGlobalRandom,
+    _GymToGymnasium,
+    _import_failure,
+    make_env,
+    with_backend,
+)
 from envs.registry import SUITES, resolve_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,18 +169,26 @@ def test_legacy_env_creates_and_steps():
 # Minari
 
 
+UMAZE_GOAL = np.array([-4.0, 4.0])  # the umaze evaluation maze's goal cell (row 1, column 1), in xy
+# Two episodes (3 and 2 steps) of ant xy (`achieved_goal`). Their stored rewards are for a goal drawn per
+# episode at (30, 0) (Minari's AntMaze never terminates); the evaluation goal is reached on the first
+# two steps of episode 0 (the next xy within 0.45 of it).
+MINARI_XY = [[(0, 0), UMAZE_GOAL, UMAZE_GOAL + (0.2, -0.3), (30, 0)], [(0, 1), (10, 1), (20, 1)]]
+MINARI_STORED_REWARDS = [[0, 0, 1], [0, 0]]
+
+
 def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
-    """Two episodes (3 and 2 steps; none with `empty`) under `root`/<Minari id>; episode 1 sits at the goal on steps 1-2
-    (reward 1; Minari's AntMaze never terminates). achieved_goal = (10 t, episode), observation = 0.5."""
+    """The episodes of MINARI_XY (none with `empty`) under `root`/<Minari id>; observation = 0.5."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    def episode(index, rewards):
+    def episode(xy, rewards):
         steps = len(rewards)
-        xy = np.stack([10.0 * np.arange(steps + 1), np.full(steps + 1, index)], axis=1)
         return EpisodeBuffer(
             observations=dict(
-                observation=np.full((steps + 1, 27), 0.5), achieved_goal=xy, desired_goal=np.zeros((steps + 1, 2))
+                observation=np.full((steps + 1, 27), 0.5),
+                achieved_goal=np.asarray(xy, np.float64),
+                desired_goal=np.tile([30.0, 0.0], (steps + 1, 1)),
             ),
             actions=np.full((steps, 8), 2.0, np.float32),  # out of range: the loader clips
             rewards=np.asarray(rewards, np.float64),
@@ -188,7 +204,7 @@ def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
             warnings.simplefilter('ignore')  # minari asks for author, description, ... metadata
             minari.create_dataset_from_buffers(
                 minari_id(resolve_task(task_name)),
-                [] if empty else [episode(0, [0, 1, 1]), episode(1, [0, 0])],
+                [] if empty else [episode(*e) for e in zip(MINARI_XY, MINARI_STORED_REWARDS, strict=True)],
                 observation_space=spaces.observation_space,
                 action_space=spaces.action_space,
             )
@@ -212,19 +228,42 @@ def minari_root(tmp_path_factory):
 @needs_minari
 def test_minari_dataset_gives_the_reference_transitions(minari_root):
     task = _task('antmaze-umaze-v2', 'minari')
-    by_dir = load_d4rl_data(task, _dims_env(), dataset_dir=str(minari_root))
-    by_path = load_d4rl_data(task, _dims_env(), dataset_path=str(minari_root / 'D4RL/antmaze/umaze-v1'))
+    env = make_env(task)
+    try:
+        np.testing.assert_array_equal(env.unwrapped.maze.unique_goal_locations[0], UMAZE_GOAL)
+        by_dir = load_d4rl_data(task, env, dataset_dir=str(minari_root))
+        by_path = load_d4rl_data(task, env, dataset_path=str(minari_root / 'D4RL/antmaze/umaze-v1'))
+    finally:
+        env.close()
     for k in by_dir:
         np.testing.assert_array_equal(by_dir[k], by_path[k])
     data = by_dir
     # The 29-dim state is achieved_goal (xy) then observation.
-    np.testing.assert_array_equal(data['observations'][:, :2], [[0, 0], [10, 0], [20, 0], [0, 1], [10, 1]])
-    np.testing.assert_array_equal(data['next_observations'][:, :2], [[10, 0], [20, 0], [30, 0], [10, 1], [20, 1]])
+    xy = [np.asarray(e, np.float32) for e in MINARI_XY]
+    np.testing.assert_array_equal(data['observations'][:, :2], np.concatenate([e[:-1] for e in xy]))
+    np.testing.assert_array_equal(data['next_observations'][:, :2], np.concatenate([e[1:] for e in xy]))
     assert np.all(data['observations'][:, 2:] == 0.5) and data['observations'].shape == (5, 29)
     np.testing.assert_array_equal(data['terminals'], [0, 0, 1, 0, 1])
-    np.testing.assert_array_equal(data['masks'], [1, 0, 0, 1, 1])  # at the goal: reward 1
-    np.testing.assert_array_equal(data['rewards'], [-1, 0, 0, -1, -1])
+    # Relabelled for the evaluation goal, as D4RL's files are (the stored rewards, for other goals, are not used).
+    np.testing.assert_array_equal(data['masks'], [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(data['rewards'], [0, 0, -1, -1, -1])
     assert np.abs(data['actions']).max() < 1
+
+
+@needs_minari
+@pytest.mark.parametrize('name', D4RL_TASKS)
+def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
+    """Minari's data was collected on each env's own map; its evaluation map must keep those walls and only
+    place a start and a goal (Minari's umaze evaluation map is turned 180°, Farama-Foundation/Minari#304)."""
+    import gymnasium_robotics
+
+    gymnasium.register_envs(gymnasium_robotics)
+    data_env = gymnasium.make(MINARI_ENV_IDS[name])
+    walls = lambda maze: [[int(cell == 1) for cell in row] for row in maze]  # noqa: E731
+    try:
+        assert walls(MINARI_MAZES[name.split('-')[1]]) == walls(data_env.unwrapped.maze.maze_map)
+    finally:
+        data_env.close()
 
 
 @needs_minari
