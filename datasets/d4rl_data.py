@@ -91,6 +91,9 @@ def _read_hdf5(path):
             arrays = {k: f[k][...] for k in _D4RL_KEYS}
     except OSError as e:
         raise DatasetError(f'{path} is not a readable HDF5 file (truncated or corrupt?): {e}') from None
+    for k in ('rewards', 'terminals', 'timeouts'):  # some files store these as (N, 1), as d4rl.get_dataset allows
+        if arrays[k].ndim == 2 and arrays[k].shape[1] == 1:
+            arrays[k] = arrays[k][:, 0]
     rows = {k: len(v) for k, v in arrays.items()}
     if len(set(rows.values())) != 1 or min(rows.values()) < 2:
         raise DatasetError(

@@ -125,8 +125,9 @@ def resolve_task(env, task=None):
     """Turns `--env` (full task name, family, or short family name) and `--task` into a Task."""
     full = _task_from_full_name(env)
     if full is not None:
-        if task is not None and task != full.task_id:
-            raise UnknownTaskError(f'--env {env} already names task {full.task_id}; drop --task {task}')
+        if task is not None and task != (full.task_id or 1):  # a D4RL task is its family's one task, task 1
+            named = 'a single task' if full.task_id is None else f'task {full.task_id}'
+            raise UnknownTaskError(f'--env {env} already names {named}; drop --task {task}')
         return full
     family = _family_from_name(env)
     if family is None:

@@ -51,24 +51,27 @@ def _task(name, backend):
 # Legacy D4RL HDF5 files
 
 
-def write_d4rl_file(path):
+def write_d4rl_file(path, column=False):
     """7 rows: episode A = rows 0-3 (timeout on row 3), episode B = rows 4-6 (the file's end). Row 1 is at
-    the goal (reward 1, terminal 1). Observation row i is filled with i."""
+    the goal (reward 1, terminal 1). Observation row i is filled with i. `column`: rewards, terminals and
+    timeouts stored as (7, 1), which d4rl.get_dataset also reads."""
     import h5py
 
     rows = 7
+    shaped = (lambda a: a[:, None]) if column else (lambda a: a)  # noqa: E731
     with h5py.File(path, 'w') as f:
         f['observations'] = np.repeat(np.arange(rows, dtype=np.float32)[:, None], 29, axis=1)
         f['actions'] = np.full((rows, 8), 0.5, np.float32)
-        f['rewards'] = np.array([0, 1, 0, 0, 0, 0, 0], np.float32)
-        f['terminals'] = np.array([0, 1, 0, 0, 0, 0, 0], bool)
-        f['timeouts'] = np.array([0, 0, 0, 1, 0, 0, 0], bool)
+        f['rewards'] = shaped(np.array([0, 1, 0, 0, 0, 0, 0], np.float32))
+        f['terminals'] = shaped(np.array([0, 1, 0, 0, 0, 0, 0], bool))
+        f['timeouts'] = shaped(np.array([0, 0, 0, 1, 0, 0, 0], bool))
 
 
-def test_legacy_file_gives_the_reference_transitions(tmp_path):
+@pytest.mark.parametrize('column', [False, True])
+def test_legacy_file_gives_the_reference_transitions(tmp_path, column):
     pytest.importorskip('h5py', reason='h5py not installed: pip install -e ".[d4rl]"')
     path = tmp_path / 'antmaze.hdf5'
-    write_d4rl_file(path)
+    write_d4rl_file(path, column)
     data = load_d4rl_data(_task('antmaze-umaze-v2', 'd4rl'), _dims_env(), dataset_path=str(path))
     # qlearning_dataset: pairs (i, i+1) for i < 6 but the timeout row 3 -> rows 0, 1, 2, 4, 5.
     np.testing.assert_array_equal(data['observations'][:, 0], [0, 1, 2, 4, 5])
@@ -77,7 +80,9 @@ def test_legacy_file_gives_the_reference_transitions(tmp_path):
     np.testing.assert_array_equal(data['terminals'], [0, 0, 1, 0, 1])
     np.testing.assert_array_equal(data['masks'], [1, 0, 1, 1, 1])  # no bootstrap past the goal
     np.testing.assert_array_equal(data['rewards'], [-1, 0, -1, -1, -1])  # r - 1
-    assert all(v.dtype == np.float32 for v in data.values())
+    assert all(
+        v.dtype == np.float32 and v.ndim == (2 if 'observations' in k or k == 'actions' else 1) for k, v in data.items()
+    )
 
 
 def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):

@@ -85,6 +85,12 @@ def test_name_resolution():
     task = resolve_task('scene-play-singletask-task3-v0')
     assert (task.task_id, task.env_id, task.dataset_name) == (3, 'scene-singletask-task3-v0', 'scene-play-v0')
     assert resolve_task('antmaze-large-play-v2').family.source == 'd4rl'
+    # A D4RL task is its family's only task: --task 1 names it, by its full name as by its family's.
+    assert resolve_task('antmaze-umaze-v2', 1) == resolve_task('antmaze-umaze-v2')
+    with pytest.raises(UnknownTaskError, match='already names a single task; drop --task 2'):
+        resolve_task('antmaze-umaze-v2', 2)
+    with pytest.raises(UnknownTaskError, match='already names task 3; drop --task 2'):
+        resolve_task('scene-play-singletask-task3-v0', 2)
     with pytest.raises(UnknownTaskError, match='1..5'):
         resolve_task('cube-double', 6)
     with pytest.raises(UnknownTaskError, match='cube-double'):
