@@ -50,9 +50,10 @@ def train_state(module, params, lr):
     return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(lr))
 
 
-def polyak(new_params, target_params, tau):
-    """τ · new + (1 − τ) · target, leaf by leaf."""
-    return optax.incremental_update(new_params, target_params, tau)
+def polyak(online_params, target_params, tau):
+    """τ · online + (1 − τ) · target, leaf by leaf. Every agent passes the online parameters from before
+    the step's gradient update, as the reference code's `target_update` does (it reads `self.network`)."""
+    return optax.incremental_update(online_params, target_params, tau)
 
 
 def flow_matching_loss(velocity_fn, observations, actions, rng):

@@ -285,7 +285,7 @@ class FAVAgent(flax.struct.PyTreeNode):
         if self.config.train_critic:
             critic_grads, critic_info = jax.grad(self._critic_loss, has_aux=True)(critic.params, batch, critic_key)
             critic = critic.apply_gradients(grads=critic_grads)
-            target = polyak(critic.params, target, self.config.tau)
+            target = polyak(self.critic.params, target, self.config.tau)
             info.update(critic_info)
         bc_flow = self.bc_flow
         if bc_flow is not None:

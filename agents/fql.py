@@ -182,7 +182,7 @@ class FQLAgent(flax.struct.PyTreeNode):
             actor=self.actor.apply_gradients(grads=actor_grads),
             bc_flow=self.bc_flow.apply_gradients(grads=flow_grads),
             critic=critic,
-            target_critic_params=polyak(critic.params, self.target_critic_params, self.config.tau),
+            target_critic_params=polyak(self.critic.params, self.target_critic_params, self.config.tau),
         )
         return agent, {**critic_info, **flow_info, **actor_info}
 

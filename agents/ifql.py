@@ -157,7 +157,7 @@ class IFQLAgent(flax.struct.PyTreeNode):
             rng=rng,
             value=self.value.apply_gradients(grads=value_grads),
             critic=critic,
-            target_critic_params=polyak(critic.params, self.target_critic_params, self.config.tau),
+            target_critic_params=polyak(self.critic.params, self.target_critic_params, self.config.tau),
             bc_flow=self.bc_flow.apply_gradients(grads=flow_grads),
         )
         return agent, {**value_info, **critic_info, **flow_info}

@@ -154,7 +154,7 @@ class IQLAgent(flax.struct.PyTreeNode):
         agent = self.replace(
             actor=self.actor.apply_gradients(grads=actor_grads),
             critic=critic,
-            target_critic_params=polyak(critic.params, self.target_critic_params, self.config.tau),
+            target_critic_params=polyak(self.critic.params, self.target_critic_params, self.config.tau),
             value=self.value.apply_gradients(grads=value_grads),
         )
         return agent, {**value_info, **critic_info, **actor_info}

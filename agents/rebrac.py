@@ -168,8 +168,8 @@ class ReBRACAgent(flax.struct.PyTreeNode):
             rng=rng,
             actor=actor,
             critic=critic,
-            target_actor_params=polyak(actor.params, self.target_actor_params, tau),
-            target_critic_params=polyak(critic.params, self.target_critic_params, tau),
+            target_actor_params=polyak(self.actor.params, self.target_actor_params, tau),
+            target_critic_params=polyak(self.critic.params, self.target_critic_params, tau),
             updates=updates,
         )
         return agent, {**critic_info, **actor_info, 'actor_updated': actor_step}

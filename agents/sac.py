@@ -161,7 +161,7 @@ class SACAgent(flax.struct.PyTreeNode):
             rng=rng,
             actor=self.actor.apply_gradients(grads=actor_grads),
             critic=critic,
-            target_critic_params=polyak(critic.params, self.target_critic_params, self.config.tau),
+            target_critic_params=polyak(self.critic.params, self.target_critic_params, self.config.tau),
             temperature=self.temperature.apply_gradients(grads=temperature_grads),
         )
         return agent, {**critic_info, **actor_info, **temperature_info}

@@ -208,10 +208,16 @@ def test_target_critic_is_polyak_average_after_one_update(name):
     agent = _agent(name, tau=0.3)
     agent = agent.replace(target_critic_params=_scaled(agent.critic.params, -1.0))  # old target ≠ critic
     new, _ = agent.update(_batch())
+    # The reference averages in the critic from before the step's update (the one the step started from).
     for target, online, old in zip(
-        _leaves(new.target_critic_params), _leaves(new.critic.params), _leaves(agent.target_critic_params), strict=True
+        _leaves(new.target_critic_params),
+        _leaves(agent.critic.params),
+        _leaves(agent.target_critic_params),
+        strict=True,
     ):
         np.testing.assert_allclose(target, 0.3 * online + 0.7 * old, rtol=1e-5, atol=1e-7)
+    moved = zip(_leaves(new.critic.params), _leaves(agent.critic.params), strict=True)
+    assert max(np.abs(a - b).max() for a, b in moved) > 0  # the critic did move
 
 
 def test_rebrac_actor_and_targets_move_every_second_update():
@@ -226,9 +232,9 @@ def test_rebrac_actor_and_targets_move_every_second_update():
     assert float(info['actor_updated']) == 1.0 and int(second.updates) == 2
     moved = zip(_leaves(second.actor.params), _leaves(first.actor.params), strict=True)
     assert max(np.abs(a - b).max() for a, b in moved) > 0
-    pairs = [
-        (second.target_actor_params, second.actor.params, first.target_actor_params),
-        (second.target_critic_params, second.critic.params, first.target_critic_params),
+    pairs = [  # the online networks from before the step, as the reference averages in
+        (second.target_actor_params, first.actor.params, first.target_actor_params),
+        (second.target_critic_params, first.critic.params, first.target_critic_params),
     ]
     for target, online, old in pairs:
         for t, n, o in zip(_leaves(target), _leaves(online), _leaves(old), strict=True):

@@ -102,13 +102,16 @@ def test_vmapped_two_seed_update_equals_two_single_seed_updates(name):
 
 
 @pytest.mark.parametrize('name', ['fql', 'ifql'])
-def test_target_critic_moves_by_tau_toward_the_new_critic(name):
+def test_target_critic_moves_by_tau_toward_the_critic_before_the_step(name):
     batch = _batch()
     agent = _agent(name, batch)
     tau = agent.config.tau
     old_target = _scaled(agent.target_critic_params, 0.5)  # distinct from the critic, so the mix is visible
     updated, _ = agent.replace(target_critic_params=old_target).update(batch)
-    expected = jax.tree_util.tree_map(lambda new, old: tau * new + (1 - tau) * old, updated.critic.params, old_target)
+    # The reference averages in the critic from before the step's update.
+    expected = jax.tree_util.tree_map(
+        lambda online, old: tau * online + (1 - tau) * old, agent.critic.params, old_target
+    )
     _allclose_trees(updated.target_critic_params, expected, rtol=1e-6, atol=1e-7)
 
 

@@ -108,8 +108,9 @@ def test_target_network_is_polyak_averaged_with_the_configs_tau():
         strict=True,
     ):
         assert not np.allclose(critic, old_critic)  # the critic did move
+        # The reference averages in the critic from before the step's update.
         np.testing.assert_allclose(
-            _f64(target), tau * _f64(critic) + (1 - tau) * _f64(old_target), rtol=1e-6, atol=1e-7
+            _f64(target), tau * _f64(old_critic) + (1 - tau) * _f64(old_target), rtol=1e-6, atol=1e-7
         )
 
 
