@@ -156,6 +156,9 @@ def find_task_file(task, dataset_path=None, dataset_dir=None, dataset_episodes=N
     if task.family.source != 'ogbench':
         raise DatasetError(f'{task.name} is not an OGBench task; its data is not read by this loader')
     dataset_dir = os.path.expanduser(dataset_dir or generate.DEFAULT_DATASET_DIR)
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(dataset_path))) if dataset_path else dataset_dir
+    if '.npz' in folder:  # OGBench finds the -val file by replacing every '.npz' of the path
+        raise DatasetError(f"dataset folder {folder} has '.npz' in its name, which OGBench's loader cannot read from")
     if dataset_path is not None:
         return _explicit_path(dataset_path), 'given'
     if dataset_episodes is not None:

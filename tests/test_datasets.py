@@ -197,6 +197,17 @@ def test_bad_files_fail_with_a_message_naming_the_file(cube_single, tmp_path):
         env.close()
 
 
+def test_a_dataset_folder_named_npz_is_refused_in_one_line(tmp_path):
+    """OGBench reads <path>.replace('.npz', '-val.npz'): in a folder 'd.npz' it would look for 'd-val.npz/'."""
+    folder = tmp_path / 'd.npz'
+    folder.mkdir()
+    task = resolve_task('cube-single', 1)
+    for kwargs in (dict(dataset_path=str(folder / 'x.npz')), dict(dataset_dir=str(folder), dataset_episodes=2)):
+        with pytest.raises(DatasetError, match=r"d\.npz has '\.npz' in its name"):
+            find_task_file(task, **kwargs)
+    assert not list(folder.iterdir())  # nothing written
+
+
 def test_missing_official_file_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(ogbench_data, '_download', lambda task, dataset_dir: 'no route to host')
     # Navigate data was collected by expert policies: nothing to fall back on, say so.
