@@ -39,7 +39,7 @@ def score_matrices(results):
     """(tasks, {agent: runs × tasks matrix}) of the mode's main score, or (tasks, {}) if none fit."""
     key = MAIN_SCORE[results.mode]
     scores = {a: results.scores(a, key) for a in results.agents}
-    tasks = [t for t in results.tasks if all(scores[a].get(t) for a in results.agents)]
+    tasks = [t for t in results.suite_tasks if all(scores[a].get(t) for a in results.agents)]
     if not tasks:
         return [], {}
     matrices = {}

@@ -28,7 +28,7 @@ def summary_bars(by_mode, path, published=None):
     fig, axes = plt.subplots(1, len(by_mode), figsize=(4.5 * len(by_mode), 3.2), squeeze=False)
     for ax, (mode, results) in zip(axes[0], by_mode.items(), strict=True):
         agents = results.agents
-        cells = [results.cell(a, results.tasks) for a in agents]
+        cells = [results.cell(a, results.suite_tasks) for a in agents]
         x = np.arange(len(agents))
         width = 0.4 if published else 0.7
         first = np.array([np.nan if c[0].mean is None else c[0].mean for c in cells])
@@ -47,7 +47,7 @@ def summary_bars(by_mode, path, published=None):
         ax.set_xticks(x + (width / 2 if published else 0), [display_name(a) for a in agents])
         ax.set_ylim(0, 100)
         ax.set_ylabel('average success (%)')
-        ax.set_title(f'{MODE_TITLES[mode]} ({len(results.tasks)} tasks with runs)')
+        ax.set_title(f'{MODE_TITLES[mode]} ({len(results.suite_tasks)} tasks with runs)')
         ax.legend(fontsize='small')
     return _save(fig, path)
 

@@ -159,6 +159,7 @@ class Score:
     tasks: int  # tasks with at least one finished run
     of_tasks: int  # tasks the row stands for
     missing: int  # runs missing or unfinished in those tasks
+    covered: tuple = ()  # the tasks with a finished run: only means over the same tasks are compared
 
 
 def aggregate(scores, tasks, expected):
@@ -173,7 +174,7 @@ def aggregate(scores, tasks, expected):
     common = sorted(set.intersection(*(set(scores[t]) for t in present)))
     per_seed = [np.mean([scores[t][s] for t in present]) for s in common]
     std = float(np.std(per_seed)) if len(per_seed) >= 2 else None
-    return Score(mean, std, len(present), len(tasks), missing)
+    return Score(mean, std, len(present), len(tasks), missing, tuple(present))
 
 
 class ModeResults:
@@ -184,6 +185,8 @@ class ModeResults:
         self.runs = [r for r in runs if r.mode == mode]
         self.agents = sorted({r.agent for r in self.runs}, key=_agent_order)
         self.tasks = sorted({r.task for r in self.runs}, key=TASK_ORDER.get)
+        # The suite average, rliable and the summary are over the mode's suite; others only get rows.
+        self.suite_tasks = [t for t in self.tasks if t in SUITES[mode]]
         self.task_family = {r.task: r.family for r in self.runs}
         self.families = list(dict.fromkeys(self.task_family[t] for t in self.tasks))
         self.family_tasks = {

@@ -94,9 +94,13 @@ def _cell_text(cell, latex, bold):
 
 
 def _best(row):
-    """Index of the cell with the highest main score, bolded as in the paper's tables."""
-    means = [(c[-1].mean, i) for i, c in enumerate(row) if not isinstance(c, str) and c[-1].mean is not None]
-    return max(means)[1] if len(means) > 1 else None
+    """Indices of the cells with the highest main score, bolded as in the paper's tables (all of them on a
+    tie); none where the means cover different tasks, which are not comparable."""
+    scores = {i: c[-1] for i, c in enumerate(row) if not isinstance(c, str) and c[-1].mean is not None}
+    if len(scores) < 2 or len({s.covered for s in scores.values()}) > 1:
+        return set()
+    top = max(s.mean for s in scores.values())
+    return {i for i, s in scores.items() if s.mean == top}
 
 
 def _notes(results):
@@ -105,7 +109,7 @@ def _notes(results):
         f'Mean ± std over seeds of the {score} (0-100, mean success of the last 3 evaluations). '
         'Environment and suite rows: mean of the task means over the tasks that have finished runs '
         '(shown as k/n tasks when some have none); ± over the seeds finished on all of them, of the per-seed '
-        'mean. No ± with fewer than 2 such seeds. Bold: best per row.'
+        'mean. No ± with fewer than 2 such seeds. Bold: best per row, where the means cover the same tasks.'
     ]
     seeds = '; '.join(f'{display_name(a)} {_seed_text(s)}' for a, s in results.expected_seeds.items())
     missing = results.missing_runs()
@@ -120,6 +124,12 @@ def _notes(results):
         notes.append(
             f'Of the runs missing or unfinished, {stopped} stopped on non-finite values ({STOPPED_NAME} in their '
             'directories says where).'
+        )
+    outside = [t for t in results.tasks if t not in results.suite_tasks]
+    if outside:
+        notes.append(
+            f'{len(outside)} task(s) with runs are not in the {results.mode} suite ({", ".join(outside)}): they have '
+            'rows of their own but are left out of the suite average.'
         )
     unofficial = results.unofficial_data(results.tasks)
     if unofficial:
@@ -152,7 +162,7 @@ def build_tables(results, published=False):
         for f in results.families
     ]
     suite = SUITES[results.mode]
-    suite_row = [f'average over tasks with runs (the suite has {len(suite)}){dagger(results.tasks)}'] + [
+    suite_row = [f'average over tasks with runs (the suite has {len(suite)}){dagger(results.suite_tasks)}'] + [
         _suite_cell(results, a, len(suite)) for a in agents
     ]
     suite_header, suite_rows = ['', *names], [suite_row]
@@ -172,7 +182,7 @@ def build_tables(results, published=False):
 
 
 def _suite_cell(results, agent, suite_size):
-    return tuple(dataclasses.replace(s, of_tasks=suite_size) for s in results.cell(agent, results.tasks))
+    return tuple(dataclasses.replace(s, of_tasks=suite_size) for s in results.cell(agent, results.suite_tasks))
 
 
 def _published_text(mode, label):
@@ -191,7 +201,7 @@ def to_markdown(tables):
         out.append('|' + '---|' * len(table.header))
         for row in table.rows:
             best = _best(row)
-            out.append('| ' + ' | '.join(_cell_text(c, False, i == best) for i, c in enumerate(row)) + ' |')
+            out.append('| ' + ' | '.join(_cell_text(c, False, i in best) for i, c in enumerate(row)) + ' |')
         out += [''] + [f'{n}  ' for n in table.notes] + ['']
     return '\n'.join(out)
 
@@ -205,16 +215,35 @@ def to_latex(tables):
         out.append(r'\midrule')
         for row in table.rows:
             best = _best(row)
-            out.append(' & '.join(_cell_text(c, True, i == best) for i, c in enumerate(row)) + r' \\')
+            out.append(' & '.join(_cell_text(c, True, i in best) for i, c in enumerate(row)) + r' \\')
         out += [r'\bottomrule', r'\end{tabular}', '']
         out += [_latex_text(n) + r'\par' for n in table.notes] + ['']
     return '\n'.join(out)
 
 
+_LATEX_ESCAPES = {
+    '\\': r'\textbackslash{}',
+    '{': r'\{',
+    '}': r'\}',
+    '%': r'\%',
+    '&': r'\&',
+    '#': r'\#',
+    '$': r'\$',
+    '_': r'\_',
+    '~': r'\textasciitilde{}',
+    '^': r'\textasciicircum{}',
+    '<': '$<$',
+    '>': '$>$',
+    '±': r'$\pm$',
+    '→': r'$\rightarrow$',
+    '—': '--',
+    '*': r'$^*$',
+    '†': r'$^\dagger$',
+}
+
+
 def _latex_text(text):
-    text = text.replace('%', r'\%').replace('>', '$>$').replace('_', r'\_').replace('±', r'$\pm$')
-    text = text.replace('→', r'$\rightarrow$').replace('—', '--').replace('*', r'$^*$')
-    return text.replace('†', r'$^\dagger$')
+    return ''.join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
 def aggregate_table(aggregates):

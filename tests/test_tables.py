@@ -83,12 +83,11 @@ def test_markdown_numbers_missing_runs_and_uneven_seeds(out):
     assert task_rows[2] == '| cube-single-play | task3 | 70.0 ± 10.0 | —* |'
     # Per environment: FAV (15 + 40 + 70) / 3 = 41.7, one seed finished on all three tasks so no ±;
     # FQL over its 2 tasks: per-seed means 17.5, 32.5, 32.5 → 27.5 ± 7.1.
-    assert task_rows[3] == '| cube-single-play | **41.7** (3/5 tasks)* | 27.5 ± 7.1 (2/5 tasks)* |'
+    # Not bolded: the two means are over different tasks.
+    assert task_rows[3] == '| cube-single-play | 41.7 (3/5 tasks)* | 27.5 ± 7.1 (2/5 tasks)* |'
     assert '4 run(s) missing or unfinished' in md and 'FAV 0-1; FQL 0-2' in md
     (suite,) = [line for line in md.splitlines() if line.startswith('| average over tasks with runs')]
-    assert suite.startswith(
-        '| average over tasks with runs (the suite has 56) | **41.7** (3/56 tasks)* | 27.5 ± 7.1 (2'
-    )
+    assert suite.startswith('| average over tasks with runs (the suite has 56) | 41.7 (3/56 tasks)* | 27.5 ± 7.1 (2')
 
     o2o = (out / 'o2o.md').read_text()
     assert _rows(o2o, 'scene-play')[0] == '| scene-play | task2 | **35.0 ± 5.0 → 70.0 ± 10.0** | — → 50.0 |'
@@ -116,11 +115,45 @@ def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     assert r'task1 $^\dagger$ & $15.0 \pm 5.0$' in (out / 'offline.tex').read_text()
 
 
+def test_bold_marks_every_best_of_comparable_means_only(tmp_path):
+    runs, out = tmp_path / 'runs', tmp_path / 'out'
+    for agent, scores in (('fav', [10, 90]), ('fql', [10, 70]), ('ifql', [5, None])):
+        for task, score in enumerate(scores, start=1):
+            if score is not None:
+                _run(runs, 'offline', TASK.format(task), agent, 0, score)
+    assert tables.main([str(runs), '--out', str(out), '--reps', '50']) == 0
+    md = (out / 'offline.md').read_text()
+    rows = _rows(md, 'cube-single-play')
+    assert rows[0] == '| cube-single-play | task1 | **10.0** | **10.0** | 5.0 |'  # a tie: both bold
+    assert rows[1] == '| cube-single-play | task2 | **90.0** | 70.0 | —* |'
+    # IFQL's mean covers task1 only: FAV and FQL cover two tasks, so no cell of the row is bold.
+    assert rows[2] == '| cube-single-play | 50.0 (2/5 tasks) | 40.0 (2/5 tasks) | 5.0 (1/5 tasks)* |'
+
+
+def test_the_suite_average_counts_the_suites_tasks_only(tmp_path):
+    """An O2O run on a task outside the 30 O2O tasks gets its rows, but not a place in the suite's numbers."""
+    runs, out = tmp_path / 'runs', tmp_path / 'out'
+    _run(runs, 'o2o', SCENE, 'fav', 0, 30, 80)
+    _run(runs, 'o2o', TASK.format(1), 'fav', 0, 50, 100)  # cube-single: offline suite only
+    assert tables.main([str(runs), '--out', str(out), '--reps', '50']) == 0
+    md = (out / 'o2o.md').read_text()
+    assert _rows(md, 'cube-single-play')[0] == '| cube-single-play | task1 | 50.0 → 100.0 |'
+    (suite,) = [line for line in md.splitlines() if line.startswith('| average over tasks with runs')]
+    assert suite == '| average over tasks with runs (the suite has 30) | 30.0 → 80.0 (1/30 tasks) |'
+    assert f'1 task(s) with runs are not in the o2o suite ({TASK.format(1)})' in md
+    assert (out / 'o2o_rliable.md').exists() and '1 task(s)' in (out / 'o2o_rliable.md').read_text()
+
+
+def test_latex_text_escapes_every_special_character():
+    text = tables._latex_text('FAV[name=a&b#c_d$e%f{g}h~i^j\\k<l>m]')
+    assert text == (r'FAV[name=a\&b\#c\_d\$e\%f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k$<$l$>$m]')
+
+
 def test_latex_numbers(out):
     tex = (out / 'offline.tex').read_text()
     assert r'cube-single-play & task1 & $15.0 \pm 5.0$ & $\mathbf{40.0 \pm 8.2}$ \\' in tex
     assert r'cube-single-play & task3 & $70.0 \pm 10.0$ & $\mbox{--}$$^*$ \\' in tex
-    assert r'cube-single-play & $\mathbf{41.7}$ (3/5 tasks)$^*$ & $27.5 \pm 7.1$ (2/5 tasks)$^*$ \\' in tex
+    assert r'cube-single-play & $41.7$ (3/5 tasks)$^*$ & $27.5 \pm 7.1$ (2/5 tasks)$^*$ \\' in tex
     assert tex.count(r'\begin{tabular}') == 3 == tex.count(r'\end{tabular}') and '±' not in tex
     o2o = (out / 'o2o.tex').read_text()
     assert r'$\mathbf{35.0 \pm 5.0 \rightarrow 70.0 \pm 10.0}$ & $\mbox{--} \rightarrow 50.0$' in o2o
