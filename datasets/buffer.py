@@ -138,23 +138,6 @@ class ReplayBuffer(flax.struct.PyTreeNode):
         idx = self._draw(rng, batch_size, size, pointer, before['online_count'] + visible, balanced)
         return self._gather(idx, size, pointer, before, visible)
 
-    def restore_online_rows(self, rows, online_count):
-        """The ring after `online_count` appends whose surviving rows are `rows` (from
-        `GroupBuffer.online_rows`), on a buffer freshly created from the same dataset (host-side, at
-        resume)."""
-        count = len(rows['observations'])
-        if count != min(online_count, self.capacity):
-            raise ValueError(f'{count} saved online rows do not fit {online_count} appends to {self.capacity} rows')
-        offline = int(self.offline_size)
-        idx = (offline + np.arange(count)) % self.capacity
-        data = {k: v.at[idx].set(jnp.asarray(rows[k])) for k, v in self.data.items()}
-        return self.replace(
-            data=data,
-            size=_int32(min(offline + online_count, self.capacity)),
-            pointer=_int32((offline + online_count) % self.capacity),
-            online_count=_int32(online_count),
-        )
-
 
 LABEL_KEYS = ('rewards', 'masks')  # relabeled per task of a family
 
@@ -232,3 +215,37 @@ class GroupBuffer(flax.struct.PyTreeNode):
     def with_runs(self, buffers):
         """The group whose run r is `buffers[r]` (ReplayBuffers of equal capacity)."""
         return self.replace(runs=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *buffers))
+
+    def restore_online_rows(self, r, rows, online_count):
+        """The group after run r's ring, freshly created from its dataset, gets back the state of
+        `online_count` appends whose surviving rows are `rows` (from `online_rows`), at resume. Written in
+        place: this group's arrays are donated (a resume needs no second copy of the rings)."""
+        capacity = self.runs.data['observations'].shape[1]
+        count = len(rows['observations'])
+        if count != min(online_count, capacity):
+            raise ValueError(f'{count} saved online rows do not fit {online_count} appends to {capacity} rows')
+        offline = int(self.runs.offline_size[r])
+        first = min(count, capacity - offline)  # rows [offline, capacity), then the wrapped ones from row 0
+        blocks = [(offline, {k: v[:first] for k, v in rows.items()})]
+        if count > first:
+            blocks.append((0, {k: v[first:] for k, v in rows.items()}))
+        counters = (min(offline + online_count, capacity), (offline + online_count) % capacity, online_count)
+        return self.replace(runs=_write_run_rows(self.runs, r, blocks, counters))
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _write_run_rows(runs, r, blocks, counters):
+    """`runs` (stacked rings) with run r's contiguous `blocks` [(first row, rows)] written and its
+    (size, pointer, online_count) set; dynamic_update_slice on a donated buffer updates it in place."""
+    data = dict(runs.data)
+    for first, rows in blocks:
+        for k, v in data.items():
+            block = jnp.asarray(rows[k], v.dtype)[None]
+            data[k] = jax.lax.dynamic_update_slice(v, block, (_int32(r), _int32(first)) + (_int32(0),) * (v.ndim - 2))
+    size, pointer, online_count = (_int32(c) for c in counters)
+    return runs.replace(
+        data=data,
+        size=runs.size.at[r].set(size),
+        pointer=runs.pointer.at[r].set(pointer),
+        online_count=runs.online_count.at[r].set(online_count),
+    )

@@ -6,13 +6,23 @@ import fcntl
 import os
 import sys
 
+TEMPORARY = '.tmp-'  # atomic_write's temporary files: .<name>.tmp-<pid>
+
+
+def remove_leftover_temporaries(directory):
+    """Deletes the temporary files of writers that were killed mid-write in `directory` (a killed
+    process never reaches its cleanup). Only for a directory that no other process writes to now."""
+    for name in os.listdir(directory):
+        if name.startswith('.') and TEMPORARY in name:
+            os.remove(os.path.join(directory, name))
+
 
 @contextlib.contextmanager
 def atomic_write(path):
     """Yields a binary file; on a clean exit it replaces `path` durably, on an error it is removed,
     so a crash never leaves a partial file under `path`."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
+    tmp = os.path.join(directory, f'.{os.path.basename(path)}{TEMPORARY}{os.getpid()}')
     try:
         with open(tmp, 'wb') as f:
             yield f

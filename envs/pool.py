@@ -105,10 +105,17 @@ class EnvPool:
         return self._call('reset', list(zip(copies, seeds, replays, strict=True)))
 
     def close(self):
+        """Stops every worker, even when some died or a pipe broke (this often runs after an error)."""
         for connection in self.connections:
-            connection.send(('close', None))
+            try:
+                connection.send(('close', None))
+            except OSError:  # a dead worker's pipe: it is terminated below
+                pass
         for process in self.processes:
             process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
         for env in self.local or []:
             env.close()
         self.connections, self.processes, self.local = [], [], None

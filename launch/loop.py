@@ -184,14 +184,15 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
         else:  # the common case: no copies of the buffers
             group = (buffer, agents, keys)
         trainer = GroupTrainer(args, [todo[i] for i in members], *group)
-        if step:
-            trainer.restore([checkpoints[i] for i in members])
-            print(f'resuming {", ".join(r.run_dir for r in trainer.runs)} from step {trainer.step}')
-        trainer.loggers = [
-            RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows=rows)
-            for r, rows in zip(trainer.runs, trainer.logger_rows, strict=True)
-        ]
-        try:
+        del group  # the trainer holds the group's rings now: a restore can then write into them in place
+        try:  # the env workers are closed however this ends
+            if step:
+                trainer.restore([checkpoints[i] for i in members])
+                print(f'resuming {", ".join(r.run_dir for r in trainer.runs)} from step {trainer.step}')
+            for i in members:
+                checkpoints[i] = None  # restored: not kept in host memory for the rest of the run
+            for r, rows in zip(trainer.runs, trainer.logger_rows, strict=True):
+                trainer.loggers.append(RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows=rows))
             trainer.train()
         finally:
             for logger in trainer.loggers:

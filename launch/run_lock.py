@@ -13,6 +13,8 @@ import os
 import socket
 import sys
 
+from datasets.files import remove_leftover_temporaries
+
 LOCK_NAME = 'run.lock'
 
 
@@ -42,6 +44,7 @@ def run_lock(run_dir):
         holder = dict(pid=os.getpid(), host=socket.gethostname(), command=' '.join(sys.argv))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
+        remove_leftover_temporaries(run_dir)  # a checkpoint save cut by a kill; the holder alone writes here
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -69,7 +69,7 @@ class GroupTrainer:
         self.buffer, self.agents = buffer, agents
         self.data_keys, self.act_keys, self.eval_keys = keys[:, 1], keys[:, 2], keys[:, 3]
         self.step = 0
-        self.logger_rows = [None] * len(runs)
+        self.logger_rows, self.loggers = [None] * len(runs), []
         self.prior_elapsed, self.started = 0.0, time.time()
         tasks = {r.task.name: r.task for r in runs}
         copy_tasks, self.eval_rounds = evaluation_rounds(
@@ -107,11 +107,11 @@ class GroupTrainer:
 
     def restore(self, states):
         template = select_runs(self.agents, 0)
-        agents, rings = [], []
+        agents = []
         try:
             for r, state in enumerate(states):
                 agents.append(serialization.from_state_dict(template, state['agent']))
-                rings.append(self.buffer.run(r).restore_online_rows(state['online_rows'], int(state['online_count'])))
+                self.buffer = self.buffer.restore_online_rows(r, state['online_rows'], int(state['online_count']))
                 self.online.restore(r, state)
                 self.logger_rows[r] = {k: list(v) for k, v in state['rows'].items()}
             self.step = int(states[0]['step'])
@@ -123,7 +123,6 @@ class GroupTrainer:
             paths = ', '.join(r.checkpoint_path for r in self.runs)
             raise CheckpointError(f'{paths} does not match this run ({e}); delete it to restart') from None
         self.agents = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
-        self.buffer = self.buffer.with_runs(rings)
 
     def save(self):
         agents = jax.device_get(self.agents)  # one transfer for every run

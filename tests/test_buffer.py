@@ -94,7 +94,9 @@ def test_ring_state_round_trip_after_wrapping():
         other = _appended(ReplayBuffer.create(data, capacity=6), data, [30, 31, 32], chunk=3)
         rows, count = GroupBuffer.of_one_task(data, runs=2, capacity=6).with_runs([other, buffer]).online_rows(1)
         assert count == len(appended) and len(rows['rewards']) == min(len(appended), 6)
-        fresh = ReplayBuffer.create(data, capacity=6).restore_online_rows(rows, count)
+        # Restored into run 1 of a fresh group; run 0 is left as it was created.
+        fresh = GroupBuffer.of_one_task(data, runs=2, capacity=6).restore_online_rows(1, rows, count)
+        untouched, fresh = ReplayBuffer.create(data, capacity=6), fresh.run(1)
         for k in TRANSITION_KEYS:
             np.testing.assert_array_equal(np.asarray(fresh.data[k]), np.asarray(buffer.data[k]))
         for field in ('size', 'pointer', 'offline_size', 'online_count'):
@@ -102,8 +104,11 @@ def test_ring_state_round_trip_after_wrapping():
         # The restored ring goes on as the original: the next append lands on the same row.
         a, b = buffer.append(_rows([99], data)), fresh.append(_rows([99], data))
         np.testing.assert_array_equal(np.asarray(a.data['rewards']), np.asarray(b.data['rewards']))
+    group = GroupBuffer.of_one_task(data, runs=2, capacity=6).restore_online_rows(1, rows, count)
+    for k in TRANSITION_KEYS:
+        np.testing.assert_array_equal(np.asarray(group.run(0).data[k]), np.asarray(untouched.data[k]))
     with pytest.raises(ValueError, match='saved online rows'):
-        ReplayBuffer.create(data, capacity=6).restore_online_rows(rows, 2)
+        GroupBuffer.of_one_task(data, capacity=6).restore_online_rows(0, rows, 2)
 
 
 def test_bad_inputs():

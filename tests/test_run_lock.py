@@ -35,6 +35,16 @@ def _kill(process):
     process.wait()
 
 
+def test_taking_the_lock_removes_temporaries_of_killed_writers(tmp_path):
+    """A SIGKILL during a checkpoint save leaves atomic_write's temporary file (its cleanup never runs)."""
+    (tmp_path / '.checkpoint.msgpack.tmp-4242').write_bytes(b'partial')
+    (tmp_path / 'checkpoint.msgpack').write_bytes(b'complete')
+    (tmp_path / '.hidden-but-not-temporary').write_bytes(b'kept')
+    with run_lock(tmp_path):
+        kept = sorted(p.name for p in tmp_path.iterdir())
+        assert kept == ['.hidden-but-not-temporary', 'checkpoint.msgpack', LOCK_NAME]
+
+
 def test_second_holder_refused_and_killed_holder_blocks_nothing(tmp_path):
     holder = _start_holder(tmp_path)
     try:
