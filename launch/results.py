@@ -42,6 +42,7 @@ class Run:
     settings: dict = dataclasses.field(default_factory=dict)  # config.json's agent_config
     dataset_origin: str | None = None  # official, regenerated, generated, given or minari (None: not recorded)
     stopped: bool = False  # stopped on non-finite values (STOPPED_NAME in its directory), not finished
+    online_steps: int | None = None  # O2O only
 
     def score(self, key):
         return None if self.final is None else self.final.get(key)
@@ -103,8 +104,10 @@ def load_run(run_dir, variants=()):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ResultsError(f'{final_path}: {key} is {value!r}, expected a number in 0..100 (or null)')
     stopped = final is None and os.path.exists(os.path.join(run_dir, STOPPED_NAME))
-    origin = config.get('dataset_origin')
-    return Run(run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings, origin, stopped)
+    origin, online_steps = config.get('dataset_origin'), config.get('online_steps')
+    return Run(
+        run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings, origin, stopped, online_steps
+    )
 
 
 def _setting_text(value):
@@ -130,6 +133,16 @@ def load_runs(root, variants=()):
             if differ:
                 raise ResultsError(f'{what}; they differ in {differ[0]}: tell them apart with --variant {differ[0]}')
             raise ResultsError(f'{what} with the same settings; pass a folder that holds only one of them')
+    lengths = {}
+    for run in runs:  # one column's numbers must come from runs of one length (not a smoke test and full runs)
+        length = (run.offline_steps, run.online_steps)
+        other = lengths.setdefault((run.mode, run.agent), (length, run))[1]
+        if (other.offline_steps, other.online_steps) != length:
+            steps = lambda r: f'{r.offline_steps} offline' + (f' + {r.online_steps} online' if r.mode == 'o2o' else '')  # noqa: E731
+            raise ResultsError(
+                f'{other.path} ({steps(other)} steps) and {run.path} ({steps(run)}) are {run.agent} {run.mode} runs '
+                'of different lengths, which one column would average; pass a folder that holds one length'
+            )
     return runs
 
 

@@ -226,6 +226,20 @@ def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     assert not (tmp_path / 'out').exists()  # nothing written
 
 
+def test_runs_of_different_lengths_do_not_share_a_column(tmp_path, capsys):
+    """A 300-step trial of seed 0 beside 1M-step runs of seeds 1-2 would be averaged into one cell."""
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 90, offline_steps=300)
+    for seed in (1, 2):
+        _run(root, 'offline', TASK.format(1), 'fav', seed, 40, offline_steps=1_000_000)
+    _run(root, 'offline', TASK.format(1), 'fql', 0, 30, offline_steps=300)  # another column: its own length
+    out = tmp_path / 'out'
+    assert tables.main([str(root), '--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'seed0 (300 offline steps)' in err and '(1000000 offline)' in err
+    assert 'different lengths' in err and not out.exists()
+
+
 def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     """--variant prior_score: FAV's runs with each prior score get their own column and rliable row, the
     first FAV variant is compared with every other row; FQL (no such setting) keeps its name."""
