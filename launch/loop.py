@@ -184,7 +184,6 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
         else:  # the common case: no copies of the buffers
             group = (buffer, agents, keys)
         trainer = GroupTrainer(args, [todo[i] for i in members], *group)
-        del group  # the trainer holds the group's rings now: a restore can then write into them in place
         try:  # the env workers are closed however this ends
             if step:
                 trainer.restore([checkpoints[i] for i in members])

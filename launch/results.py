@@ -133,17 +133,19 @@ def load_runs(root, variants=()):
             if differ:
                 raise ResultsError(f'{what}; they differ in {differ[0]}: tell them apart with --variant {differ[0]}')
             raise ResultsError(f'{what} with the same settings; pass a folder that holds only one of them')
-    lengths = {}
+    first_of_column = {}
     for run in runs:  # one column's numbers must come from runs of one length (not a smoke test and full runs)
-        length = (run.offline_steps, run.online_steps)
-        other = lengths.setdefault((run.mode, run.agent), (length, run))[1]
-        if (other.offline_steps, other.online_steps) != length:
-            steps = lambda r: f'{r.offline_steps} offline' + (f' + {r.online_steps} online' if r.mode == 'o2o' else '')  # noqa: E731
+        other = first_of_column.setdefault((run.mode, run.agent), run)
+        if _length_text(other) != _length_text(run):
             raise ResultsError(
-                f'{other.path} ({steps(other)} steps) and {run.path} ({steps(run)}) are {run.agent} {run.mode} runs '
-                'of different lengths, which one column would average; pass a folder that holds one length'
+                f'{other.path} ({_length_text(other)} steps) and {run.path} ({_length_text(run)}) are {run.agent} '
+                f'{run.mode} runs of different lengths, which one column would average; pass a folder that holds one'
             )
     return runs
+
+
+def _length_text(run):
+    return f'{run.offline_steps} offline' + (f' + {run.online_steps} online' if run.mode == 'o2o' else '')
 
 
 def read_curve(run):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from envs.evaluation import evaluate, evaluation_rounds, final_score
-from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env
+from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env, make_env_pool
 from envs.pool import EnvPool, PoolView
 from envs.registry import resolve_task
 
@@ -129,3 +129,14 @@ def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
     act = lambda obs, t: np.zeros((2, 1), np.float32)  # noqa: E731
     assert evaluate(PoolView(pool, [1, 3]), act, 2, [(0,)])[0]['success'] == 1.0
     assert evaluate(PoolView(pool, [0, 2]), act, 2, [(0,)])[0]['success'] == 0.0
+
+
+def test_closing_a_pool_with_a_dead_worker_stops_the_others():
+    """close() often runs after an error, when a worker may have died: its broken pipe must not stop the rest."""
+    task = resolve_task('cube-single', 1)
+    pool = make_env_pool([task, task])  # two worker processes
+    processes = list(pool.processes)
+    processes[0].kill()
+    processes[0].join()
+    pool.close()
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)
