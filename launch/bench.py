@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from agents import AGENTS  # noqa: E402
 from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
-from envs.registry import resolve_task  # noqa: E402
+from envs.registry import FAMILIES, UnknownTaskError, resolve_task  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
 from launch.online_envs import OnlineEnvs  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
@@ -53,6 +53,8 @@ SIZES = {
     'humanoidmaze-large-navigate': (69, 21, 2_000_000),
     'antsoccer-arena-navigate': (42, 8, 1_000_000),
 }
+# D4RL AntMaze: the ant's xy, then its 27 joint numbers; about 1M rows each.
+SIZES.update({f.name: (29, 8, 1_000_000) for f in FAMILIES.values() if f.source == 'd4rl'})
 
 
 def random_data(obs_dim, act_dim, rows, seed=0):
@@ -288,7 +290,10 @@ def main():
     if args.profile_steps < 1 or args.profile_top < 1:
         p.error('--profile-steps and --profile-top must be at least 1')
 
-    task = resolve_task(args.env)
+    try:
+        task = resolve_task(args.env)
+    except UnknownTaskError as e:
+        p.error(str(e))
     obs_dim, act_dim, _ = SIZES[task.family.name]
     data = random_data(obs_dim, act_dim, args.rows)
     probe = matmul_probe(args.seconds)

@@ -31,7 +31,7 @@ from datasets import generate  # noqa: E402
 from datasets.ogbench_data import EPISODE_LENGTH  # noqa: E402
 from envs.registry import FAMILIES, SUITES, UnknownTaskError, resolve_task  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
-from launch.settings import UserError, parse_args  # noqa: E402
+from launch.settings import UserError, parse_args, validate_args  # noqa: E402
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
 GROUPINGS = ('seeds', 'family', 'none')
@@ -213,7 +213,10 @@ def run_settings(mode, passed, runs):
     task = runs[0].task
     if any(item.split('=', 1)[0] == '--backend' for item in passed):  # checked on a task it reaches: D4RL's
         task = next((r.task for r in runs if resolve_task(r.task).family.source == 'd4rl'), task)
-    return {agent: parse_args([*passed, '--env', task, '--agent', agent], mode) for agent in agents}
+    parsed = {agent: parse_args([*passed, '--env', task, '--agent', agent], mode) for agent in agents}
+    for settings in parsed.values():
+        validate_args(settings, mode)  # once here, not in every job
+    return parsed
 
 
 def _group_rate(rates, runs):
@@ -235,7 +238,8 @@ def data_preparations(runs, cli):
         return {}
     out = {}
     for family in dict.fromkeys(resolve_task(r.task).family for r in runs):
-        dataset_dir = cli.dataset_dir or generate.DEFAULT_DATASET_DIR  # the loader's default
+        # Absolute: the command runs in the repository, not where the sweep was started.
+        dataset_dir = os.path.abspath(os.path.expanduser(cli.dataset_dir or generate.DEFAULT_DATASET_DIR))
         directory = generate.generated_dir(dataset_dir, cli.dataset_episodes, 0, EPISODE_LENGTH)
         train, val = generate.output_paths(family, directory)
         if family.generatable and not (train.exists() and val.exists()):
@@ -413,7 +417,7 @@ def build_parser():
     p.add_argument('--max-retries', type=int, default=2, help='reruns of a failed job (it resumes from its checkpoint)')
     p.add_argument('--dry-run', action='store_true', help='print the jobs and the estimated GPU-hours, run nothing')
     p.add_argument('--no-ray', action='store_true', help='run the jobs one after another even if Ray is installed')
-    p.add_argument('--no-progress', dest='progress', action='store_false')
+    p.add_argument('--no-progress', dest='progress', action='store_false', help="hide the sweep's progress bar")
     return p
 
 

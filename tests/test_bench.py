@@ -101,3 +101,14 @@ def test_bench_with_no_agents_and_no_o2o_runs_prints_only_the_memory_table():
     headings = re.findall(r'^##+ .*', out.stdout, re.M)
     assert headings == ['## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows + agent state, FAV)']
     assert '| cube-double-play |' in out.stdout and '| humanoidmaze-large-navigate |' in out.stdout
+
+
+def test_bench_takes_any_registered_env_and_refuses_an_unknown_one_in_one_line():
+    base = [sys.executable, 'launch/bench.py', '--agents', 'iql', '--stack', '1', '--o2o-runs', '']
+    fast = ['--hidden-dims', '8', '--plain-steps', '5', '--seconds', '0.05', '--rows', '500']
+    d4rl = subprocess.run([*base, *fast, '--env', 'antmaze-umaze-v2'], cwd=REPO, capture_output=True, text=True)
+    assert d4rl.returncode == 0, d4rl.stderr
+    assert 'antmaze-umaze-v2 sizes (obs 29, act 8)' in d4rl.stdout
+    unknown = subprocess.run([*base, '--env', 'cube-tripple'], cwd=REPO, capture_output=True, text=True)
+    assert unknown.returncode == 2 and unknown.stdout == ''
+    assert unknown.stderr.strip().splitlines()[-1].startswith("bench.py: error: unknown environment 'cube-tripple'")

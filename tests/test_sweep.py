@@ -114,6 +114,8 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--agent.nope=1'], 'unknown agent setting --agent.nope'),
         # Checked for every agent of the sweep, not only the first: IQL has no sigma.
         (['--suite', 'cube-single', '--agent', 'fav', '--agent', 'iql', '--agent.sigma=0.1'], '--agent.sigma'),
+        # The CLI's value checks too, once for the sweep rather than failing in every job.
+        (['--suite', 'cube-single', '--eval-every', '0'], '--eval-every must be >= 1'),
     ],
 )
 def test_bad_settings_one_line(argv, words, tmp_path, capsys):
@@ -191,6 +193,15 @@ def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypa
     monkeypatch.setattr(sweep.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
     passed = ['--dataset-episodes', '3']  # and no --dataset-dir
+    _, runs, _ = sweep.plan(args, passed)
+    (command,) = sweep.data_preparations(runs, sweep.run_settings('offline', passed, runs)['fav']).values()
+    assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
+
+
+def test_a_relative_dataset_dir_is_generated_where_the_sweep_was_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the generation runs in the repository, not here
+    args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
+    passed = ['--dataset-episodes', '3', '--dataset-dir', 'data']
     _, runs, _ = sweep.plan(args, passed)
     (command,) = sweep.data_preparations(runs, sweep.run_settings('offline', passed, runs)['fav']).values()
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
