@@ -11,6 +11,11 @@ import warnings
 from pathlib import Path
 
 import gymnasium
+
+# The test extra installs h5py, minari and gymnasium-robotics: only the legacy D4RL backend (Python 3.10,
+# MuJoCo 2.1) may be missing, and only its tests are skipped.
+import h5py
+import minari
 import numpy as np
 import pytest
 
@@ -28,10 +33,7 @@ from envs.registry import SUITES, resolve_task
 
 REPO = Path(__file__).resolve().parents[1]
 D4RL_TASKS = [name for name in SUITES['offline'] if name.endswith('-v2')]
-HAS_MINARI = _import_failure('minari', 'gymnasium_robotics') is None
 LEGACY_FAILURE = _import_failure('gym', 'd4rl')
-NO_MINARI = 'minari / gymnasium-robotics not installed: pip install -e ".[minari]"'
-needs_minari = pytest.mark.skipif(not HAS_MINARI, reason=NO_MINARI)
 NO_LEGACY = f'legacy d4rl is not installed here ({LEGACY_FAILURE}); see the README for its Python 3.10 setup'
 needs_legacy = pytest.mark.skipif(LEGACY_FAILURE is not None, reason=NO_LEGACY)
 
@@ -55,7 +57,6 @@ def write_d4rl_file(path, column=False):
     """7 rows: episode A = rows 0-3 (timeout on row 3), episode B = rows 4-6 (the file's end). Row 1 is at
     the goal (reward 1, terminal 1). Observation row i is filled with i. `column`: rewards, terminals and
     timeouts stored as (7, 1), which d4rl.get_dataset also reads."""
-    import h5py
 
     rows = 7
     shaped = (lambda a: a[:, None]) if column else (lambda a: a)  # noqa: E731
@@ -69,7 +70,6 @@ def write_d4rl_file(path, column=False):
 
 @pytest.mark.parametrize('column', [False, True])
 def test_legacy_file_gives_the_reference_transitions(tmp_path, column):
-    pytest.importorskip('h5py', reason='h5py not installed: pip install -e ".[d4rl]"')
     path = tmp_path / 'antmaze.hdf5'
     write_d4rl_file(path, column)
     data = load_d4rl_data(_task('antmaze-umaze-v2', 'd4rl'), _dims_env(), dataset_path=str(path))
@@ -96,11 +96,9 @@ def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
     assert 'Ant_maze_hardest-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5' in message
     assert str(tmp_path) in message and 'ant_maze_v2/' in message and '--backend minari' in message
     assert '\n' not in message
-    pytest.importorskip('h5py')
     (tmp_path / 'foreign.hdf5').write_bytes(b'not hdf5')
     with pytest.raises(DatasetError, match='not a readable HDF5'):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'foreign.hdf5'))
-    import h5py
 
     with h5py.File(tmp_path / 'ragged.hdf5', 'w') as f:  # every key, but one array a row short
         for key, rows in [('observations', 5), ('actions', 5), ('rewards', 5), ('terminals', 4), ('timeouts', 5)]:
@@ -184,7 +182,6 @@ MINARI_STORED_REWARDS = [[0, 0, 1], [0, 0]]
 
 def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
     """The episodes of MINARI_XY (none with `empty`) under `root`/<Minari id>; observation = 0.5."""
-    import minari
     from minari.data_collector import EpisodeBuffer
 
     def episode(xy, rewards):
@@ -223,14 +220,11 @@ def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
 
 @pytest.fixture(scope='module')
 def minari_root(tmp_path_factory):
-    if not HAS_MINARI:
-        pytest.skip(NO_MINARI)
     root = tmp_path_factory.mktemp('minari')
     write_minari_dataset(root)
     return root
 
 
-@needs_minari
 def test_minari_dataset_gives_the_reference_transitions(minari_root):
     task = _task('antmaze-umaze-v2', 'minari')
     env = make_env(task)
@@ -255,7 +249,6 @@ def test_minari_dataset_gives_the_reference_transitions(minari_root):
     assert np.abs(data['actions']).max() < 1
 
 
-@needs_minari
 @pytest.mark.parametrize('name', D4RL_TASKS)
 def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
     """Minari's data was collected on each env's own map; its evaluation map must keep those walls and only
@@ -271,7 +264,6 @@ def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
         data_env.close()
 
 
-@needs_minari
 def test_minari_dataset_missing_is_one_line(tmp_path):
     task = _task('antmaze-medium-play-v2', 'minari')
     with pytest.raises(DatasetError) as error:
@@ -285,7 +277,6 @@ def test_minari_dataset_missing_is_one_line(tmp_path):
         load_d4rl_data(_task('antmaze-umaze-v2', 'minari'), _dims_env(), dataset_path=str(empty))
 
 
-@needs_minari
 @pytest.mark.parametrize('name', D4RL_TASKS)
 def test_minari_env_creates_steps_and_succeeds_at_the_goal(name):
     env = make_env(_task(name, 'minari'))
@@ -315,8 +306,7 @@ def test_backend_choice():
     if LEGACY_FAILURE:
         with pytest.raises(ValueError, match='--backend d4rl.*pip install -e ".\\[d4rl\\]".*--backend minari'):
             with_backend(task, 'd4rl')
-        if HAS_MINARI:
-            assert with_backend(task, None).backend == 'minari'
+        assert with_backend(task, None).backend == 'minari'
     else:
         assert with_backend(task, None).backend == 'd4rl'
     with pytest.raises(ValueError, match='D4RL AntMaze tasks only'):
@@ -336,7 +326,6 @@ def _tiny_run_args(backend, dataset, run_dir):
 
 
 @pytest.mark.slow
-@needs_minari
 def test_minari_backend_runs_end_to_end(minari_root, tmp_path):
     run_dir = tmp_path / 'run'
     result = _launch('offline', *_tiny_run_args('minari', minari_root / 'D4RL/antmaze/umaze-v1', run_dir))

@@ -1,7 +1,9 @@
 """The shared training loop: K-invariance, checkpoints, and whole runs of both CLIs on generated data."""
 
+import csv
 import json
 import os
+import types
 from pathlib import Path
 
 import jax
@@ -13,6 +15,7 @@ from agents.fav import FAVAgent, FAVConfig
 from datasets.buffer import GroupBuffer
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import as_group, offline_chunk, online_chunk
+from launch.loop import _write_final
 from tests.cli_helpers import SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
 
 
@@ -118,6 +121,37 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
         load_checkpoint(str(path))
 
 
+@pytest.mark.parametrize('mode', ['offline', 'o2o'])
+def test_final_score_is_the_mean_success_of_the_last_three_evaluations_of_each_phase(mode, tmp_path):
+    """The protocol: a phase's score is 100 × the mean success of its last 3 evaluations (fewer if it had
+    fewer); an O2O run's score is its online one."""
+    offline = [0.9, 0.1, 0.2, 0.4]  # the first must drop out of the window
+    online = [0.0, 0.5]  # fewer than 3
+    evals = [dict(step=i, phase='offline', success=s) for i, s in enumerate(offline)]
+    if mode == 'o2o':
+        evals += [dict(step=10 + i, phase='online', success=s) for i, s in enumerate(online)]
+    run = types.SimpleNamespace(
+        task=types.SimpleNamespace(name='t'), settings=dict(agent='fav'), seed=3, run_dir=str(tmp_path)
+    )
+    final = _write_final(run, mode, evals, steps=12, elapsed=1.0)
+    assert final == json.loads((tmp_path / 'final.json').read_text())
+    offline_score = 100 * (0.1 + 0.2 + 0.4) / 3
+    if mode == 'offline':
+        assert final['score'] == pytest.approx(offline_score)
+    else:
+        assert final['offline_score'] == pytest.approx(offline_score)
+        assert final['online_score'] == final['score'] == pytest.approx(100 * 0.25)
+    assert (final['seed'], final['steps'], final['mode']) == (3, 12, mode)
+
+
+def _scores_from_eval_csv(run_dir):
+    """{phase: 100 × mean success of its last 3 rows of eval.csv}: the score a reader would compute."""
+    with open(os.path.join(run_dir, 'eval.csv')) as f:
+        rows = list(csv.DictReader(f))
+    phases = dict.fromkeys(r['phase'] for r in rows)
+    return {p: 100 * np.mean([float(r['success']) for r in rows if r['phase'] == p][-3:]) for p in phases}
+
+
 # ------------------------------------------------------------------------------------------------
 # Whole runs on a tiny generated dataset
 
@@ -132,6 +166,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
     assert result.returncode == 0, result.stderr
     final = json.loads(Path(whole, 'final.json').read_text())
     assert 0 <= final['score'] <= 100 and final['steps'] == 300 and final['task'].endswith('task1-v0')
+    assert final['score'] == pytest.approx(_scores_from_eval_csv(whole)['offline'])
     config = json.loads(Path(whole, 'config.json').read_text())
     assert config['success_timing'] == 'post' and config['agent_config']['hidden_dims'] == [32, 32]
     assert config['agent_config']['sigma'] == 0.05  # cube-single's σ from the registry
@@ -165,6 +200,9 @@ def test_o2o_run_end_to_end(dataset, tmp_path):
     assert result.returncode == 0, result.stderr
     final = json.loads(Path(whole, 'final.json').read_text())
     assert 0 <= final['offline_score'] <= 100 and 0 <= final['online_score'] <= 100 and final['steps'] == 400
+    scores = _scores_from_eval_csv(whole)
+    assert final['offline_score'] == pytest.approx(scores['offline'])
+    assert final['online_score'] == final['score'] == pytest.approx(scores['online'])
     online_rows = [r for r in Path(whole, 'train.csv').read_text().splitlines() if ',online,' in r]
     assert len(online_rows) == 6
     header = Path(whole, 'train.csv').read_text().splitlines()[0]
@@ -202,8 +240,12 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
     # The metric named is a loss, or FAV's after-step residual, which sees the updated parameters first.
     assert 'non-finite' in message and 'step' in message and ('loss' in message or 'residual_after' in message)
     assert not os.path.exists(os.path.join(run_dir, 'final.json'))
+    # The message names the last good checkpoint, if one was saved before the divergence; what it names
+    # is there, loads and holds finite parameters.
     checkpoint = os.path.join(run_dir, 'checkpoint.msgpack')
-    if os.path.exists(checkpoint):  # whatever was saved is from a finite state and loads
+    assert os.path.exists(checkpoint) == message.endswith(f'last good checkpoint kept at {checkpoint}')
+    assert os.path.exists(checkpoint) != message.endswith('last good checkpoint kept at (none yet)')
+    if os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state['agent']))
 

@@ -152,7 +152,8 @@ def _kill_lock_holders(runs_dir):
 
 @pytest.mark.slow
 def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tmp_path):
-    pytest.importorskip('ray')
+    import ray  # noqa: F401  (the test extra installs it; without it the sweep would run the jobs in turn)
+
     runs_dir = tmp_path / 'runs'
     # Two jobs (a task's two seeds as one group each), one at a time: the kill comes after the first.
     command = [sys.executable, 'launch/sweep.py', '--suite', f'{TASK.format(1)},{TASK.format(2)}', '--seeds', '0-1']

@@ -300,7 +300,6 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
 
 
 def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypatch):
-    pytest.importorskip('matplotlib')
     from launch import figures
 
     for seed in (0, 1, 2):
