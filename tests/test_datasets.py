@@ -69,6 +69,35 @@ def test_task_data_gets_ogbench_rewards_and_masks(cube_single):
     assert np.abs(train['actions']).max() <= ACTION_CLIP
 
 
+def test_rewards_and_masks_follow_the_cube_and_the_tasks_goal(cube_single, tmp_path):
+    """Cube positions written into the file's qpos reach the rewards through OGBench's relabelling: 0
+    (and mask 0) within 4 cm of the task's goal, -1 elsewhere and for another task's goal."""
+    raw = _arrays(cube_single[0])
+    goal = np.array([0.425, -0.1, 0.02])  # OGBench's cube-single task1 goal (task2's: 0.50, 0.0, 0.02)
+    at_goal = {10: 0.0, 20: 0.03, LENGTH + 5: 0.0}  # file row → offset along x (episode 2 starts at LENGTH)
+    for row, offset in [*at_goal.items(), (30, 0.05), (LENGTH - 1, 0.0)]:  # 5 cm: out; LENGTH - 1: dropped
+        raw['qpos'][row, 14:17] = goal + [offset, 0.0, 0.0]
+    path = tmp_path / 'cube-single-play-v0.npz'
+    np.savez(path, **raw)
+    (tmp_path / 'cube-single-play-v0-val.npz').write_bytes(Path(cube_single[1]).read_bytes())
+
+    def successes(task_number, dataset):
+        task = resolve_task('cube-single', task_number)
+        env = make_env(task)
+        try:
+            train, _ = load_task_data(task, env, dataset_path=str(dataset))
+        finally:
+            env.close()
+        assert set(np.unique(train['rewards'])) <= {-1.0, 0.0}
+        np.testing.assert_array_equal(train['masks'], -train['rewards'])
+        return set(np.flatnonzero(train['rewards'] == 0).tolist())
+
+    before = successes(1, cube_single[0])  # the oracle's own play, before the edit
+    # Transition rows: each episode's last file row has none, so file row LENGTH + 5 is transition LENGTH + 4.
+    assert successes(1, path) == (before - {30}) | {10, 20, LENGTH + 4}
+    assert successes(2, path) == successes(2, cube_single[0]) - set(at_goal) - {30, LENGTH + 4}
+
+
 def test_generation_is_deterministic_whatever_the_workers(cube_single, tmp_path):
     # Two workers and one more episode: the first two train episodes and the val episode are the same.
     train_path, val_path = generate.generate_dataset(

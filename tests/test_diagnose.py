@@ -68,3 +68,27 @@ def test_cli_quick_writes_the_table_and_figures(tmp_path):
     for name in ('density_gauss1d.png', 'distance_gauss1d.png'):
         data = (out / name).read_bytes()
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000, name
+
+
+def test_distances_of_the_diagnostics_against_independent_formulas():
+    from scipy.stats import energy_distance
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0.0, 0.3, (300, 1)), rng.normal(0.2, 0.3, (200, 1))
+    mmd, energy = bandits.mmd_and_energy(x, y)
+
+    def mean_kernel(a, b):
+        return np.exp(-((a[:, None, 0] - b[None, :, 0]) ** 2) / (2 * bandits.MMD_LENGTHSCALE**2)).mean()
+
+    assert mmd == pytest.approx(np.sqrt(mean_kernel(x, x) + mean_kernel(y, y) - 2 * mean_kernel(x, y)), rel=1e-4)
+    # scipy's 1-D energy distance is the square root of 2E|X - Y| - E|X - X'| - E|Y - Y'|.
+    assert energy == pytest.approx(energy_distance(x[:, 0], y[:, 0]) ** 2, abs=1e-4)
+    assert bandits.mmd_and_energy(x, x)[0] < 1e-3
+
+    # Mode coverage on mix1d (modes at -0.6, 0, 0.6): samples put 1/2, 1/2, 0 in the cells, the
+    # reference 1/4, 1/4, 1/2 → Σ min = 1/4 + 1/4 + 0.
+    problem = bandits.PROBLEMS['mix1d']
+    samples = np.array([[-0.7], [-0.5], [0.1], [-0.1]])
+    reference = np.array([[-0.6], [0.05], [0.5], [0.7]])
+    assert bandits.mode_coverage(problem, samples, reference) == pytest.approx(0.5)
+    assert bandits.mode_coverage(problem, reference, reference) == pytest.approx(1.0)

@@ -10,12 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import serialization
 
 from agents.fav import FAVAgent, FAVConfig
+from agents.iql import IQLAgent, IQLConfig
 from datasets.buffer import GroupBuffer
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from launch.compiled import as_group, offline_chunk, online_chunk
+from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import _write_final
+from launch.settings import UserError, parse_args
 from tests.cli_helpers import SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
 
 
@@ -119,6 +122,50 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
     path.write_bytes(b'not a checkpoint')
     with pytest.raises(CheckpointError, match='not a FAV-RL checkpoint'):
         load_checkpoint(str(path))
+
+
+def test_policy_action_folds_the_indices_into_each_runs_key_and_evaluates_with_eval_actions():
+    data = _synthetic_data()
+    observations = jnp.asarray(data['observations'][:6].reshape(2, 3, 5))  # 2 runs, 3 copies each
+    keys = jnp.stack([jax.random.PRNGKey(10), jax.random.PRNGKey(11)])
+
+    def stacked(agents):  # as the loop stacks them: on one template (its apply_fns, static fields)
+        same = [serialization.from_state_dict(agents[0], serialization.to_state_dict(a)) for a in agents]
+        return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *same)
+
+    iql = [
+        IQLAgent.create(s, data['observations'][:1], data['actions'][:1], IQLConfig(hidden_dims=(8,))) for s in (0, 1)
+    ]
+    fav = [
+        FAVAgent.create(s, data['observations'][:1], data['actions'][:1], FAVConfig(hidden_dims=(8,))) for s in (0, 1)
+    ]
+    for agents in (iql, fav):
+        exploring = policy_action(stacked(agents), observations, keys, 7, 2)
+        for r, agent in enumerate(agents):
+            key = jax.random.fold_in(jax.random.fold_in(keys[r], 7), 2)
+            np.testing.assert_allclose(exploring[r], agent.sample_actions(observations[r], key), atol=1e-6)
+    # IQL is evaluated with its Gaussian's mean (no noise: any key gives it); FAV, with no eval_actions,
+    # with its own samples.
+    evaluated = policy_action(stacked(iql), observations, keys, 7, 2, evaluation=True)
+    for r, agent in enumerate(iql):
+        np.testing.assert_allclose(evaluated[r], agent.eval_actions(observations[r], None), atol=1e-6)
+    assert not np.allclose(evaluated, policy_action(stacked(iql), observations, keys, 7, 2))
+    np.testing.assert_array_equal(
+        policy_action(stacked(fav), observations, keys, 7, 2, evaluation=True),
+        policy_action(stacked(fav), observations, keys, 7, 2),
+    )
+
+
+@pytest.mark.parametrize('text, value', [('False', False), ('false', False), ('0', False), ('TRUE', True), ('1', True)])
+def test_agent_settings_are_read_as_their_fields_type(text, value):
+    base = ['--env', 'cube-single', '--agent', 'fql']
+    args = parse_args(
+        [*base, f'--agent.normalize_q_loss={text}', '--agent.alpha=3', '--agent.hidden_dims=[8, 16]'], 'o2o'
+    )
+    assert args.agent_overrides == dict(normalize_q_loss=value, alpha=3.0, hidden_dims=(8, 16))
+    assert type(args.agent_overrides['normalize_q_loss']) is bool and type(args.agent_overrides['alpha']) is float
+    with pytest.raises(UserError, match=r'--agent.normalize_q_loss=yes: expected a bool like False'):
+        parse_args([*base, '--agent.normalize_q_loss=yes'], 'o2o')
 
 
 @pytest.mark.parametrize('mode', ['offline', 'o2o'])

@@ -204,6 +204,21 @@ def test_rliable_aggregates_and_figures(runs, out):
         assert data.startswith(b'\x89PNG') and len(data) > 2000, name
 
 
+def test_iqm_drops_the_outer_quarters_and_the_mean_does_not(tmp_path):
+    from launch import aggregates
+
+    # 8 runs on one task with one outlier: the IQM is the mean of the middle 4, the mean moves with it.
+    scores = [0, 1, 2, 3, 4, 5, 6, 100]
+    for seed, score in enumerate(scores):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, score)
+        _run(tmp_path, 'offline', TASK.format(1), 'fql', seed, 50 - seed)
+    found = aggregates.compute(ModeResults('offline', load_runs(str(tmp_path))), reps=50)
+    assert found.estimates['fav']['IQM'][0] == pytest.approx((2 + 3 + 4 + 5) / 4)
+    assert found.estimates['fav']['Mean'][0] == pytest.approx(sum(scores) / 8)
+    # P(FAV > FQL) over the 64 pairs: only the outlier wins (8 of 64).
+    assert found.improvement['fql'][0] == pytest.approx(8 / 64)
+
+
 def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
