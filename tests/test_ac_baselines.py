@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from agents import iql, rebrac, sac
-from agents.common import expectile_loss
+from agents.common import expectile_loss, gaussian_log_prob, tanh_log_det
 from datasets.buffer import GroupBuffer, ReplayBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, online_chunk
@@ -290,6 +291,169 @@ def test_sac_temperature_moves_toward_the_target_entropy():
     # Through a whole update: a fresh policy's entropy is far above −100 · |A|, so α falls.
     new, _ = _agent('sac', target_entropy_multiplier=100.0).update(_batch())
     assert float(new.temperature.apply_fn(new.temperature.params)) < alpha
+
+
+# ------------------------------------------------------------------------------------------------
+# Actor losses and policy densities, by hand (tiny networks, seeded inputs, float64 NumPy answers)
+
+TINY_NETS = dict(hidden_dims=(8, 8), batch_size=8)
+
+
+def _tiny(name, batch, **overrides):
+    config = MODULES[name].Config(**{**TINY_NETS, **overrides})
+    return MODULES[name].Agent.create(0, batch['observations'][:1], batch['actions'][:1], config)
+
+
+def _scaled_layer(params, layer, factor):
+    """`params` with the leaves of the layers named `layer` (e.g. a critic's output Dense) times `factor`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x * factor if layer in jax.tree_util.keystr(path) else x, params
+    )
+
+
+def _log_one_minus_tanh_squared(u):
+    """log(1 − tanh(u)²) = −2·log cosh(u) = −2·(|u| + log1p(e^{−2|u|}) − log 2), in float64."""
+    u = np.abs(np.asarray(u, np.float64))
+    return -2.0 * (u + np.log1p(np.exp(-2.0 * u)) - np.log(2.0))
+
+
+def test_iql_awr_actor_loss_by_hand():
+    batch = _batch(n=8)
+    agent = _tiny('iql', batch, alpha=10.0)
+    agent = agent.replace(
+        actor=agent.actor.replace(params=_scaled(agent.actor.params, 2.0)),  # μ(s) away from 0
+        target_critic_params=_scaled(agent.critic.params, 1.5),  # the actor's weights use the online critic
+    )
+    s, a = batch['observations'], np.asarray(batch['actions'], np.float64)
+    qs = np.asarray(agent.critic.apply_fn(agent.critic.params, s, batch['actions']), np.float64)
+    v = np.asarray(agent.value.apply_fn(agent.value.params, s), np.float64)
+    mean, log_std = (np.asarray(x, np.float64) for x in agent.actor.apply_fn(agent.actor.params, s))
+    np.testing.assert_array_equal(log_std, 0.0)  # IQL's actor has a constant unit std
+    advantage = qs.min(0) - v
+    raw_weights = np.exp(10.0 * advantage)
+    weights = np.minimum(raw_weights, 100.0)
+    assert (raw_weights > 100).any() and (raw_weights < 1).any()  # the clip and the exponent both matter here
+    assert np.abs(qs[0] - qs[1]).min() > 1e-3  # the members differ, so min ≠ mean
+    log_prob = norm.logpdf(a, loc=mean, scale=1.0).sum(-1)
+    expected = -np.mean(weights * log_prob)
+    loss, info = agent._actor_loss(agent.actor.params, batch)
+    assert np.isclose(float(loss), expected, rtol=1e-5)
+    assert np.isclose(float(info['actor_loss']), expected, rtol=1e-5)
+    assert np.isclose(float(info['advantage']), advantage.mean(), rtol=1e-5, atol=1e-6)
+    assert np.isclose(float(info['bc_log_prob']), log_prob.mean(), rtol=1e-5)
+    assert np.isclose(float(info['mse']), np.mean((mean - a) ** 2), rtol=1e-5)
+    # The weights are constants of the actor's gradient: d/dμ_i of −mean_i w_i·log N(a_i; μ_i, 1) is
+    # −w_i·(a_i − μ_i)/n, so the mean head's bias gets −Σ_i w_i·(a_i − μ_i)/n.
+    grads = jax.grad(lambda p: agent._actor_loss(p, batch)[0])(agent.actor.params)
+    expected_bias_grad = -np.sum(weights[:, None] * (a - mean), 0) / len(a)
+    np.testing.assert_allclose(np.asarray(grads['params']['Dense_0']['bias']), expected_bias_grad, rtol=1e-4)
+
+    # Hand-chosen Q (two members) and V: advantages 0.2, −0.2, −0.1, 1.0 give weights e², e⁻², e⁻¹ and
+    # e¹⁰ clipped to 100.
+    small = {k: v[:4] for k, v in batch.items()}
+    fixed_qs = jnp.array([[1.0, 0.5, 0.0, 2.0], [0.8, 0.9, -0.1, 3.0]])
+    fixed = agent.replace(
+        critic=agent.critic.replace(apply_fn=lambda params, s, a: fixed_qs),
+        value=agent.value.replace(apply_fn=lambda params, s: jnp.array([0.6, 0.7, 0.0, 1.0])),
+    )
+    weights = np.array([np.e**2, np.e**-2, np.e**-1, 100.0])
+    mean = np.asarray(agent.actor.apply_fn(agent.actor.params, small['observations'])[0], np.float64)
+    diff = np.asarray(small['actions'], np.float64) - mean
+    log_prob = np.sum(-0.5 * diff**2 - 0.5 * np.log(2 * np.pi), -1)
+    loss, info = fixed._actor_loss(agent.actor.params, small)
+    assert np.isclose(float(loss), -np.mean(weights * log_prob), rtol=1e-5)
+    assert np.isclose(float(info['advantage']), np.mean([0.2, -0.2, -0.1, 1.0]), atol=1e-6)
+
+
+def test_rebrac_actor_loss_by_hand_with_the_q_term_dominating():
+    batch = _batch(n=8)
+    agent = _tiny('rebrac', batch, alpha_actor=0.01)  # humanoidmaze-medium's α_actor
+    # Q ~ ±20 (the critic's output layer scaled up) and π(s) away from 0: the Q term is ~100× the BC term.
+    critic_params = _scaled_layer(agent.critic.params, 'Dense_2', 20.0)
+    critic_params['params']['VmapMLP_0']['Dense_2']['bias'] += 15.0  # Q of both signs
+    agent = agent.replace(
+        actor=agent.actor.replace(params=_scaled(agent.actor.params, 2.0)),
+        critic=agent.critic.replace(params=critic_params),
+    )
+    s, a = batch['observations'], np.asarray(batch['actions'], np.float64)
+    policy = np.tanh(np.asarray(agent.actor.apply_fn(agent.actor.params, s)[0], np.float64))
+    qs = np.asarray(agent.critic.apply_fn(agent.critic.params, s, policy.astype(np.float32)), np.float64)
+    q = qs.min(0)
+    assert (q > 0).any() and (q < 0).any() and np.abs(q).mean() > 5  # mixed signs, far from unit scale
+    assert np.abs(qs[0] - qs[1]).min() > 1e-2  # min ≠ mean
+    scale = 1.0 / np.abs(q).mean()
+    q_loss = -np.mean(scale * q)
+    bc_loss = 0.01 * np.mean(np.sum((policy - a) ** 2, -1))
+    assert abs(q_loss) > 0.5 and abs(q_loss) > 20 * bc_loss > 0  # the Q term dominates
+    loss, info = agent._actor_loss(agent.actor.params, batch)
+    assert np.isclose(float(loss), q_loss + bc_loss, rtol=1e-5)
+    assert np.isclose(float(info['actor_loss']), q_loss + bc_loss, rtol=1e-5)
+    assert np.isclose(float(info['actor_q_loss']), q_loss, rtol=1e-5)
+    assert np.isclose(float(info['bc_loss']), bc_loss, rtol=1e-5)
+
+    # λ = 1 / E|Q| is a constant of the gradient: compare with the gradient of the loss written out with
+    # λ a plain number (with a gradient through λ, −mean(λ·Q) would have a different one).
+    def written_out(params):
+        actions = jnp.tanh(agent.actor.apply_fn(params, s)[0])
+        q = agent.critic.apply_fn(agent.critic.params, s, actions).min(0)
+        return -jnp.mean(float(scale) * q) + 0.01 * jnp.mean(jnp.sum((actions - batch['actions']) ** 2, -1))
+
+    grads = jax.grad(lambda p: agent._actor_loss(p, batch)[0])(agent.actor.params)
+    for got, want in zip(_leaves(grads), _leaves(jax.grad(written_out)(agent.actor.params)), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_gaussian_log_prob_and_tanh_log_det_match_closed_forms():
+    keys = jax.random.split(jax.random.PRNGKey(11), 3)
+    x, mean = jax.random.normal(keys[0], (3, 5, 2)), jax.random.normal(keys[1], (3, 5, 2))
+    log_std = jax.random.uniform(keys[2], (3, 5, 2), minval=-2.0, maxval=1.5)
+    expected = norm.logpdf(np.asarray(x), np.asarray(mean), np.exp(np.asarray(log_std, np.float64))).sum(-1)
+    got = np.asarray(gaussian_log_prob(x, mean, log_std))
+    assert got.shape == (3, 5)  # summed over the action axis only
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+    moderate = np.array([[-3.0, -1.0], [-0.5, 0.0], [0.25, 2.0], [1.5, 3.0]], np.float32)
+    expected = np.log1p(-(np.tanh(moderate.astype(np.float64)) ** 2)).sum(-1)  # the naive form is exact here
+    np.testing.assert_allclose(np.asarray(tanh_log_det(jnp.asarray(moderate))), expected, rtol=1e-5, atol=1e-6)
+    # Where tanh saturates in float32 (1 − tanh² rounds to 0) the value stays finite and exact.
+    saturated = np.array([[-40.0, 12.0], [25.0, -0.3], [60.0, 80.0]], np.float32)
+    got = np.asarray(tanh_log_det(jnp.asarray(saturated)))
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, _log_one_minus_tanh_squared(saturated).sum(-1), rtol=1e-6)
+    # d/du log(1 − tanh²u) = −2·tanh(u), finite everywhere.
+    grads = np.asarray(jax.grad(lambda u: tanh_log_det(u).sum())(jnp.asarray(saturated)))
+    np.testing.assert_allclose(grads, -2.0 * np.tanh(saturated.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+    # log π of a = tanh(u), u ~ N(0.4, 0.6²), is a density on (−1, 1): it integrates to 1.
+    a = np.linspace(-1.0, 1.0, 40001)[1:-1]
+    u = jnp.asarray(np.arctanh(a)[:, None], jnp.float32)
+    log_density = gaussian_log_prob(u, jnp.full_like(u, 0.4), jnp.full_like(u, np.log(0.6))) - tanh_log_det(u)
+    assert abs(np.trapezoid(np.exp(np.asarray(log_density, np.float64)), a) - 1.0) < 1e-3
+
+
+def test_sac_actor_loss_by_hand():
+    batch = _batch(n=8)
+    agent = _tiny('sac', batch, initial_temperature=0.3)
+    agent = agent.replace(actor=agent.actor.replace(params=_scaled(agent.actor.params, 2.0)))  # a wide spread of σ
+    s, key = batch['observations'], jax.random.PRNGKey(3)
+    mean, log_std = (np.asarray(x, np.float64) for x in agent.actor.apply_fn(agent.actor.params, s))
+    assert log_std.max() - log_std.min() > 1.0  # a state-dependent std
+    u = mean + np.exp(log_std) * np.asarray(jax.random.normal(key, mean.shape), np.float64)
+    assert np.abs(u).max() > 1.5  # the tanh correction matters
+    actions = np.tanh(u)
+    log_prob = np.sum(norm.logpdf(u, mean, np.exp(log_std)) - _log_one_minus_tanh_squared(u), -1)
+    qs = np.asarray(agent.critic.apply_fn(agent.critic.params, s, actions.astype(np.float32)), np.float64)
+    assert abs(qs.mean(0).mean() - qs.min(0).mean()) > 1e-2  # mean over members ≠ min
+    expected = np.mean(0.3 * log_prob - qs.mean(0))  # α = 0.3, the initial temperature
+    loss, info = agent._actor_loss(agent.actor.params, batch, key)
+    assert np.isclose(float(loss), expected, rtol=1e-5, atol=1e-6)
+    assert np.isclose(float(info['actor_loss']), expected, rtol=1e-5, atol=1e-6)
+    assert np.isclose(float(info['entropy']), -log_prob.mean(), rtol=1e-5, atol=1e-6)
+    assert np.isclose(float(info['actor_q']), qs.mean(), rtol=1e-5, atol=1e-6)
+    # The sample and its log-density come from the same reparameterized draw.
+    sampled, sampled_log_prob = agent._sample_with_log_prob(agent.actor.params, s, key)
+    np.testing.assert_allclose(np.asarray(sampled), actions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sampled_log_prob), log_prob, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
