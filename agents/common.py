@@ -57,8 +57,8 @@ def polyak(online_params, target_params, tau):
 
 
 def flow_matching_loss(velocity_fn, observations, actions, rng):
-    """BC flow matching: E ||v(s, x_t, t) − (x_1 − x_0)||² with x_1 the data action, x_0 ~ N(0, I),
-    t ~ U(0, 1) and x_t = (1 − t)·x_0 + t·x_1."""
+    """BC flow matching: the mean over the batch and the action dimensions of (v(s, x_t, t) − (x_1 − x_0))²,
+    x_1 the data action, x_0 ~ N(0, I), t ~ U(0, 1) and x_t = (1 − t)·x_0 + t·x_1."""
     noise_key, time_key = jax.random.split(rng)
     x0 = jax.random.normal(noise_key, actions.shape)
     t = jax.random.uniform(time_key, actions.shape[:-1] + (1,))

@@ -1,7 +1,5 @@
 """FAV's pieces against independent computations, and its behavior on a bandit with a known answer."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +41,10 @@ def test_svgd_direction_matches_the_formula(num_reference):
     for sigma, beta in [(0.5, 1.0), (1.0, 3.0), (0.3, 0.0)]:
         phi, info = svgd_direction(jnp.asarray(x), jnp.asarray(y), jnp.asarray(grad_q), sigma, beta)
         np.testing.assert_allclose(np.asarray(phi), _reference_phi(x, y, grad_q, sigma, beta), rtol=2e-4, atol=2e-5)
+        # The vectorized oracle the agent-level tests below use agrees with this loop.
+        np.testing.assert_allclose(
+            _phi(x, y, grad_q, sigma, beta), _reference_phi(x, y, grad_q, sigma, beta), rtol=1e-5
+        )
         assert np.isclose(float(info['reward_score_norm']), np.linalg.norm(beta * grad_q, axis=-1).mean(), rtol=1e-5)
 
 
@@ -159,75 +161,287 @@ def _batch(rng, n=64, obs_dim=4, act_dim=2):
     )
 
 
-def test_fixed_point_step_moves_samples_toward_x_plus_phi():
-    config = FAVConfig(hidden_dims=(64, 64), batch_size=64, lr=1e-3, sigma=0.5, beta=1.0)
-    batch = _batch(jax.random.PRNGKey(0))
-    agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
-    noise = jax.random.normal(jax.random.PRNGKey(2), (64, config.num_samples, 2))
-    obs = jnp.repeat(batch['observations'][:, None], config.num_samples, 1)
+def _phi(x, y, grad_q, sigma, beta, form='softmax'):
+    """φ of docs/algorithm.md for one state in float64 NumPy, vectorized: x (M, d), y (K, d), grad_q (M, d)."""
+    m = len(x)
+    sq = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)  # (M, K)
+    if form == 'softmax':
+        w = np.exp(-(sq - sq.min(1, keepdims=True)) / sigma)
+        w /= w.sum(1, keepdims=True)
+        score = 2 * (w @ y - x) / sigma
+    else:  # 'clipped': the reference code's denominator, floored at 1e-6
+        k = np.exp(-sq / sigma)
+        total = np.maximum(k.sum(1, keepdims=True), 1e-6)
+        score = 2 * (k @ y - total * x) / (sigma * total)
+    diffs = x[:, None, :] - x[None, :, :]  # [l, j] = x_l - x_j
+    kernel = np.exp(-(diffs**2).sum(-1) / sigma)  # [l, j] = k(x_l, x_j)
+    driving = kernel.T @ (score + beta * grad_q) / m
+    return driving + (-2 / sigma * diffs * kernel[..., None]).sum(0) / m
 
-    @jax.jit
-    def samples(actor_params):
-        return agent.actor.apply_fn(actor_params, obs, noise)
 
-    x0 = samples(agent.actor.params)
+def _batch_phi(x, y, grad_q, sigma, beta, form):
+    """_phi for every state: x (B, M, d), y (B, K, d), grad_q (B, M, d)."""
+    return np.stack([_phi(x[b], y[b], grad_q[b], sigma, beta, form) for b in range(len(x))])
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+def _update_keys(agent):
+    """The keys `update` splits from agent.rng: (critic, actor, flow); the actor key splits into (noise, reference)."""
+    _, critic_key, actor_key, flow_key = jax.random.split(agent.rng, 4)
+    return critic_key, actor_key, flow_key
+
+
+def _actor_samples(agent, actor_params, observations, noises):
+    """x_j = π(s, z_j) for noises (B, M, d), as float64."""
+    obs = jnp.repeat(jnp.asarray(observations)[:, None, :], noises.shape[1], axis=1)
+    return _f64(agent.actor.apply_fn(actor_params, obs, noises))
+
+
+def _critic_grad(agent, observations, actions):
+    """∇_a of the current critic's ensemble mean at actions (B, M, d): autodiff of the network, float64."""
+    obs = jnp.repeat(jnp.asarray(observations)[:, None, :], actions.shape[1], axis=1)
 
     def mean_q(a):
         return agent.critic.apply_fn(agent.critic.params, obs, a).mean(0).sum()
 
-    phi, _ = jax.jit(jax.vmap(svgd_direction, in_axes=(0, 0, 0, None, None)))(
-        x0, batch['actions'][:, None], jax.jit(jax.grad(mean_q))(x0), 0.5, 1.0
-    )
-    targets = x0 + phi
-
-    @jax.jit
-    def loss(actor_params):
-        return jnp.mean(jnp.sum((targets - samples(actor_params)) ** 2, -1))
-
-    # The agent's actor loss, evaluated at its own parameters, is this fixed-point loss.
-    params = agent.actor.params
-    descend = jax.jit(lambda p: jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, p, jax.grad(loss)(p)))
-    for _ in range(5):
-        params = descend(params)
-    x1 = samples(params)
-    assert float(loss(params)) < float(loss(agent.actor.params))
-    # The samples moved along φ, not against it.
-    assert float(jnp.sum((x1 - x0) * phi)) > 0
+    return _f64(jax.grad(mean_q)(jnp.asarray(actions, jnp.float32)))
 
 
-def test_agent_update_reduces_its_fixed_point_loss_and_reports_metrics():
-    config = FAVConfig(hidden_dims=(64, 64), batch_size=64, sigma=0.5, beta=1.0)
-    batch = _batch(jax.random.PRNGKey(0))
+UPDATE_METRICS = (
+    'critic_loss',
+    'q_mean',
+    'actor_loss',
+    'phi_norm',
+    'reference_score_norm',
+    'reward_score_norm',
+    'bandwidth',
+    'prior_score_share',
+    'kernel_offdiag_mean',
+    'sample_std',
+    'residual_before',
+    'residual_after',
+)
+
+
+def test_update_regresses_the_actor_onto_x_plus_phi_and_reports_its_residuals():
+    # 40 states: more than the 32 on which the residuals are measured, so their slicing is checked too.
+    n, sigma, beta = 40, 0.5, 1.0
+    config = FAVConfig(hidden_dims=(32, 32), batch_size=n, lr=1e-3, sigma=sigma, beta=beta)
+    batch = _batch(jax.random.PRNGKey(0), n=n)
     agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
-    _, info = agent.update(batch)
-    for key in (
-        'critic_loss',
-        'q_mean',
-        'actor_loss',
-        'phi_norm',
-        'reference_score_norm',
-        'reward_score_norm',
-        'bandwidth',
-        'prior_score_share',
-        'kernel_offdiag_mean',
-        'residual_before',
-        'residual_after',
-    ):
+    # A target critic unlike the critic, so that ∇Q of the wrong one fails.
+    other = FAVAgent.create(jax.random.PRNGKey(2), batch['observations'][:1], batch['actions'][:1], config)
+    agent = agent.replace(target_critic_params=other.critic.params)
+    # The samples the update draws (its noise key reproduced), and φ computed here from the docs' formula.
+    _, actor_key, _ = _update_keys(agent)
+    noise_key, _ = jax.random.split(actor_key)
+    noises = jax.random.normal(noise_key, (n, config.num_samples, 2))
+    x0 = _actor_samples(agent, agent.actor.params, batch['observations'], noises)
+    reference = _f64(batch['actions'])[:, None, :]
+    grad_q = _critic_grad(agent, batch['observations'], x0)
+    phi = _batch_phi(x0, reference, grad_q, sigma, beta, config.prior_score)
+    assert np.linalg.norm(phi, axis=-1).mean() > 0.1  # a real move
+
+    new, info = agent.update(batch)
+    for key in UPDATE_METRICS:
         assert np.isfinite(float(info[key])), key
-    assert float(info['bandwidth']) == 0.5
-    _, info = dataclasses.replace(agent, config=dataclasses.replace(config, bandwidth_method='scott')).update(batch)
-    assert np.isclose(float(info['bandwidth']), float(scott_bandwidth(batch['actions'])), rtol=1e-5)
+    assert float(info['bandwidth']) == sigma
+    np.testing.assert_allclose(float(info['actor_loss']), np.mean((phi**2).sum(-1)), rtol=1e-4)
+    np.testing.assert_allclose(float(info['phi_norm']), np.linalg.norm(phi, axis=-1).mean(), rtol=1e-4)
+    np.testing.assert_allclose(
+        float(info['reward_score_norm']), beta * np.linalg.norm(grad_q, axis=-1).mean(), rtol=1e-4
+    )
+    np.testing.assert_allclose(float(info['residual_before']), np.linalg.norm(phi[:32], axis=-1).mean(), rtol=1e-4)
+
+    # The step moved the samples (same states and noises) toward the fixed targets x + φ, along φ.
+    x1 = _actor_samples(agent, new.actor.params, batch['observations'], noises)
+    assert np.mean(((x0 + phi - x1) ** 2).sum(-1)) < np.mean((phi**2).sum(-1))
+    assert np.sum((x1 - x0) * phi) > 0
+    # residual_after: mean ||φ|| at the moved actor's samples of the first 32 states, with the critic of before
+    # the step (the update's critic changed; `agent` still holds the old one).
+    grad_q1 = _critic_grad(agent, batch['observations'][:32], x1[:32])
+    phi1 = _batch_phi(x1[:32], reference[:32], grad_q1, sigma, beta, config.prior_score)
+    np.testing.assert_allclose(float(info['residual_after']), np.linalg.norm(phi1, axis=-1).mean(), rtol=1e-4)
+    assert not np.isclose(float(info['residual_after']), float(info['residual_before']), rtol=1e-4)
 
 
-def test_bc_flow_reference_trains_alongside():
-    config = FAVConfig(hidden_dims=(32, 32), batch_size=64, reference='bc_flow', num_reference=4, flow_steps=4)
+def test_bc_flow_reference_trains_alongside_on_the_flow_matching_loss():
+    config = FAVConfig(hidden_dims=(32, 32), batch_size=64, lr=1e-3, reference='bc_flow', num_reference=4, flow_steps=4)
     batch = _batch(jax.random.PRNGKey(0))
     agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
-    losses = []
+    # The flow-matching loss with the x_0 and t drawn from the update's flow key, written out here.
+    _, _, flow_key = _update_keys(agent)
+    noise_key, time_key = jax.random.split(flow_key)
+    actions = batch['actions']
+    x0 = jax.random.normal(noise_key, actions.shape)
+    t = jax.random.uniform(time_key, (64, 1))
+    xt = (1 - t) * x0 + t * actions
+
+    def flow_loss(params):
+        return jnp.mean((agent.bc_flow.apply_fn(params, batch['observations'], xt, t) - (actions - x0)) ** 2)
+
+    expected_loss, grads = jax.value_and_grad(flow_loss)(agent.bc_flow.params)
+    new, info = agent.update(batch)
+    np.testing.assert_allclose(float(info['bc_flow_loss']), float(expected_loss), rtol=1e-5)
+    # One Adam step on that loss's gradient: the flow trains on the batch's dataset actions with its own key.
+    expected = agent.bc_flow.apply_gradients(grads=grads).params
+    for got, want in zip(
+        jax.tree_util.tree_leaves(new.bc_flow.params), jax.tree_util.tree_leaves(expected), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+    # And it keeps training: 30 more updates lower its loss at the x_0 and t above.
     for _ in range(30):
-        agent, info = agent.update(batch)
-        losses.append(float(info['bc_flow_loss']))
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+        new, _ = new.update(batch)
+    assert float(flow_loss(new.bc_flow.params)) < 0.9 * float(expected_loss)
+    # With the dataset reference there is no flow to train.
+    plain = FAVAgent.create(
+        jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], FAVConfig(hidden_dims=(32, 32))
+    )
+    assert plain.bc_flow is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The variants' actor loss against docs/algorithm.md, with a critic whose gradient is known in closed form
+
+OBS_DIM, ACT_DIM = 3, 2
+CENTERS = np.array([[0.6, -0.4], [0.2, 0.8]])  # ensemble mean center c̄ = (0.4, 0.2)
+
+
+def _quadratic_critic(params, observations, actions):
+    """Q_k(s, a) = -||a - c_k||² for ensemble member k, output (num_qs, ...) like CriticEnsemble: ∇_a Q̄ = -2(a - c̄)."""
+    centers = params['centers'].reshape((-1,) + (1,) * (actions.ndim - 1) + (actions.shape[-1],))
+    return -jnp.sum((actions[None] - centers) ** 2, -1)
+
+
+def _small_batch(n):
+    rng = np.random.default_rng(0)
+    return dict(
+        observations=rng.normal(size=(n, OBS_DIM)).astype(np.float32),
+        actions=rng.uniform(-0.9, 0.9, (n, ACT_DIM)).astype(np.float32),
+    )
+
+
+def _known_q_agent(config, batch):
+    agent = FAVAgent.create(jax.random.PRNGKey(0), batch['observations'][:1], batch['actions'][:1], config)
+    critic = agent.critic.replace(apply_fn=_quadratic_critic, params={'centers': jnp.asarray(CENTERS, jnp.float32)})
+    return agent.replace(critic=critic)
+
+
+def _expected_actor_loss(x, reference, sigma, beta, form, steps=1):
+    """mean_j ||x_j^(n) - x_j||² where x^(i+1) = x^(i) + φ(x^(i))/n (n = 1: the docs' sg(x + φ)); also φ(x)."""
+    moved, first = x, None
+    for _ in range(steps):
+        phi = _batch_phi(moved, reference, -2 * (moved - CENTERS.mean(0)), sigma, beta, form)
+        first = phi if first is None else first
+        moved = moved + phi / steps
+    return np.mean(((moved - x) ** 2).sum(-1)), first
+
+
+def _loss_inputs(agent, batch, rng):
+    """The actor's samples x (B, M, d) drawn from the loss's noise key, and its reference key."""
+    noise_key, reference_key = jax.random.split(rng)
+    noises = jax.random.normal(noise_key, (len(batch['observations']), agent.config.num_samples, ACT_DIM))
+    return _actor_samples(agent, agent.actor.params, batch['observations'], noises), reference_key
+
+
+def _linear_velocity(params, observations, noisy_actions, times):
+    """v(s, x, t) = λx + c(s), c(s) = W s: independent of t, so N Euler steps from z land on x* + r^N (z - x*)
+    with x* = -c/λ and r = 1 + λ/N (the fixed point x* of the recursion x ← r x + c/N)."""
+    return params['lam'] * noisy_actions + observations @ params['w']
+
+
+@pytest.mark.parametrize('prior_score', ['clipped', 'softmax'])
+def test_bc_flow_reference_particles_are_k_flow_samples_in_the_actor_loss(prior_score):
+    num_reference, flow_steps, sigma, beta = 5, 4, 0.2, 1.5
+    config = FAVConfig(
+        hidden_dims=(16, 16),
+        batch_size=3,
+        num_samples=4,
+        sigma=sigma,
+        beta=beta,
+        reference='bc_flow',
+        num_reference=num_reference,
+        flow_steps=flow_steps,
+        prior_score=prior_score,
+    )
+    batch = _small_batch(3)
+    agent = _known_q_agent(config, batch)
+    w = np.array([[0.3, -0.2], [0.1, 0.25], [-0.2, 0.1]])
+    flow = dict(lam=jnp.float32(-0.5), w=jnp.asarray(w, jnp.float32))
+    agent = agent.replace(bc_flow=agent.bc_flow.replace(apply_fn=_linear_velocity, params=flow))
+    rng = jax.random.PRNGKey(3)
+    x, reference_key = _loss_inputs(agent, batch, rng)
+
+    # The K reference particles: the flow's Euler integral in closed form, from the reference key's noises.
+    z = _f64(jax.random.normal(reference_key, (3, num_reference, ACT_DIM)))
+    fixed_point = (_f64(batch['observations']) @ w / 0.5)[:, None, :]  # -c/λ, λ = -0.5
+    reference = np.clip(fixed_point + (1 - 0.5 / flow_steps) ** flow_steps * (z - fixed_point), -1, 1)
+    assert 0 < np.mean(np.abs(reference) == 1) < 0.1  # a few clipped to the box, the rest the flow's own
+    assert np.abs(reference - _f64(batch['actions'])[:, None]).min() > 0.01  # not the dataset actions
+    expected, phi = _expected_actor_loss(x, reference, sigma, beta, prior_score)
+    assert np.linalg.norm(phi, axis=-1).min() > 0.1
+    dataset_loss, _ = _expected_actor_loss(x, _f64(batch['actions'])[:, None], sigma, beta, prior_score)
+    assert not np.isclose(expected, dataset_loss, rtol=0.05)  # the reference particles matter
+
+    loss, (info, _) = agent._actor_loss(agent.actor.params, batch, rng)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(info['phi_norm']), np.linalg.norm(phi, axis=-1).mean(), rtol=1e-4)
+
+
+@pytest.mark.parametrize('prior_score', ['clipped', 'softmax'])
+def test_scott_bandwidth_is_the_one_the_actor_loss_uses(prior_score):
+    n, beta = 8, 1.0
+    config = FAVConfig(
+        hidden_dims=(16, 16),
+        batch_size=n,
+        num_samples=4,
+        sigma=2.0,
+        beta=beta,
+        bandwidth_method='scott',
+        prior_score=prior_score,
+    )
+    batch = _small_batch(n)
+    agent = _known_q_agent(config, batch)
+    rng = jax.random.PRNGKey(4)
+    x, _ = _loss_inputs(agent, batch, rng)
+
+    # Scott's rule on the batch's dataset actions (docs/algorithm.md, step 3), written out: σ = 2h²,
+    # h = n^(-1/(d+4))·std, std the population standard deviation averaged over the d action dimensions.
+    actions = _f64(batch['actions'])
+    std = np.mean([np.sqrt(np.mean((col - col.mean()) ** 2)) for col in actions.T])
+    sigma = 2 * (n ** (-1 / (ACT_DIM + 4)) * std) ** 2
+    assert 0.05 < sigma < 0.5  # far from the config's fixed σ = 2
+    expected, _ = _expected_actor_loss(x, actions[:, None], sigma, beta, prior_score)
+    fixed_sigma_loss, _ = _expected_actor_loss(x, actions[:, None], 2.0, beta, prior_score)
+    assert not np.isclose(expected, fixed_sigma_loss, rtol=0.05)
+
+    loss, (info, _) = agent._actor_loss(agent.actor.params, batch, rng)
+    np.testing.assert_allclose(float(info['bandwidth']), sigma, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+
+
+def test_svgd_steps_move_the_samples_in_n_steps_of_phi_over_n():
+    n_states, steps, sigma, beta = 3, 3, 0.3, 2.0
+    config = FAVConfig(
+        hidden_dims=(16, 16), batch_size=n_states, num_samples=4, sigma=sigma, beta=beta, svgd_steps=steps
+    )
+    batch = _small_batch(n_states)
+    agent = _known_q_agent(config, batch)
+    rng = jax.random.PRNGKey(5)
+    x, _ = _loss_inputs(agent, batch, rng)
+    reference = _f64(batch['actions'])[:, None]
+    # φ is recomputed at each sub-step's samples (its kernel, KDE score and ∇Q), with the same reference and σ.
+    expected, first_phi = _expected_actor_loss(x, reference, sigma, beta, config.prior_score, steps)
+    one_move, _ = _expected_actor_loss(x, reference, sigma, beta, config.prior_score)
+    assert not np.isclose(expected, one_move, rtol=0.05)  # n steps are not one move of φ
+
+    loss, (info, _) = agent._actor_loss(agent.actor.params, batch, rng)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    # The diagnostics describe the first sub-step: φ at the actor's own samples.
+    np.testing.assert_allclose(float(info['residual_before']), np.linalg.norm(first_phi, axis=-1).mean(), rtol=1e-4)
 
 
 def test_agent_vmaps_over_seeds():

@@ -1,4 +1,5 @@
-"""FQL and IFQL against hand-computed values, and their runs through the command-line programs."""
+"""FQL and IFQL against hand-computed values, the BC flow helpers they share with FAV (flow-matching loss,
+Euler sampler) against closed forms, and the agents' runs through the command-line programs."""
 
 import dataclasses
 import json
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from agents import fql, ifql
+from agents.common import flow_actions, flow_matching_loss
 from datasets.buffer import GroupBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, offline_chunk
@@ -130,6 +132,89 @@ def test_target_critic_moves_by_tau_toward_the_critic_before_the_step(name):
 def test_invalid_settings_name_the_field(name, setting, words):
     with pytest.raises(ValueError, match=words):
         AGENTS[name].get_config(FAMILIES['cube-single-play'], setting)
+
+
+# ------------------------------------------------------------------------------------------------
+# The shared BC flow: its loss and its sampler (agents/common.py)
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+def test_flow_matching_loss_is_the_mean_squared_velocity_error_at_the_rngs_x0_and_t():
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(6, 3)).astype(np.float32)
+    actions = rng.uniform(-0.9, 0.9, (6, 2)).astype(np.float32)
+    key = jax.random.PRNGKey(4)
+    # x_0 ~ N(0, I) from the first of the two keys split from `key`, t ~ U(0, 1) (one per row) from the second.
+    noise_key, time_key = jax.random.split(key)
+    x0 = _f64(jax.random.normal(noise_key, (6, 2)))
+    t = _f64(jax.random.uniform(time_key, (6, 1)))
+    a = _f64(actions)
+    xt = (1 - t) * x0 + t * a
+
+    def velocity(s, x, tt):  # depends on the state, the point and the time
+        return s[..., :2] * tt + 0.5 * x - 0.3
+
+    expected = np.mean((_f64(obs)[:, :2] * t + 0.5 * xt - 0.3 - (a - x0)) ** 2)  # mean over rows and dims
+    np.testing.assert_allclose(float(flow_matching_loss(velocity, obs, actions, key)), expected, rtol=1e-5)
+    # v = 0: the mean of (a - x_0)², over the batch and the action dimensions (not summed over the latter).
+    zero = float(flow_matching_loss(lambda s, x, tt: jnp.zeros_like(x), obs, actions, key))
+    np.testing.assert_allclose(zero, np.mean((a - x0) ** 2), rtol=1e-5)
+    # The conditional velocity (a - x_t)/(1 - t) = a - x_0 (a passed in as the state) is the exact answer: loss 0.
+    exact = float(flow_matching_loss(lambda s, x, tt: (s - x) / (1 - tt), actions, actions, key))
+    assert exact < 1e-8 and zero > 0.5
+
+
+@pytest.mark.parametrize('name', ['fql', 'ifql'])
+def test_bc_flow_loss_is_flow_matching_of_the_velocity_network_on_the_batch(name):
+    batch = _batch()
+    agent = _agent(name, batch)
+    key = jax.random.PRNGKey(9)
+    noise_key, time_key = jax.random.split(key)
+    actions = batch['actions']
+    x0 = jax.random.normal(noise_key, actions.shape)
+    t = jax.random.uniform(time_key, (64, 1))
+    v = _f64(agent.bc_flow.apply_fn(agent.bc_flow.params, batch['observations'], (1 - t) * x0 + t * actions, t))
+    loss, info = agent._bc_flow_loss(agent.bc_flow.params, batch, key)
+    np.testing.assert_allclose(float(loss), np.mean((v - _f64(actions - x0)) ** 2), rtol=1e-5)
+    assert float(info['bc_flow_loss']) == float(loss)
+
+
+def test_flow_actions_are_euler_steps_from_the_noise_clipped_to_the_box():
+    rng = np.random.default_rng(1)
+    z = rng.uniform(-0.5, 0.5, (8, 2)).astype(np.float32)
+    shift = np.array([[0.2, -0.3], [1.2, -0.9], [-1.4, 0.1], [0.0, 0.4]] * 2, np.float32)  # passed as the state
+
+    # v = c(s) + b·t: N Euler steps at the times i/N, i = 0..N-1, sum to z + c + b(N-1)/(2N) (the ODE's exact
+    # z + c + b/2, less Euler's b/(2N)); rows 1 and 2 leave [-1, 1] and are clipped.
+    for steps in (1, 10):
+        got = flow_actions(lambda s, x, t: s + 0.8 * t, shift, z, steps)
+        expected = np.clip(_f64(z) + _f64(shift) + 0.8 * (steps - 1) / (2 * steps), -1, 1)
+        np.testing.assert_allclose(_f64(got), expected, rtol=1e-5, atol=1e-6)
+    assert np.any(np.abs(expected) == 1) and np.any(np.abs(expected) < 0.99)
+    # v = λx: each step multiplies by (1 + λ/N); λ = -1, N = 10: 0.9^10·z ≈ 0.349 z (the ODE's e^-1 z ≈ 0.368 z).
+    got = flow_actions(lambda s, x, t: -x, shift, 2.0 * z, 10)
+    np.testing.assert_allclose(_f64(got), 0.9**10 * 2.0 * _f64(z), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['fql', 'ifql'])
+def test_agents_sample_their_flow_with_ten_euler_steps_of_their_network(name):
+    batch = _batch()
+    agent = _agent(name, batch)
+    assert agent.config.flow_steps == 10
+    # The velocity network swapped for v(s, x, t) = λx + c·t, its parameters read from the agent's flow:
+    # x_N = r^N z + (c/N) Σ_i (i/N) r^(N-1-i), r = 1 + λ/N.
+    params = dict(lam=jnp.float32(-0.7), c=jnp.asarray([0.5, -0.4], jnp.float32))
+    agent = agent.replace(
+        bc_flow=agent.bc_flow.replace(apply_fn=lambda p, s, x, t: p['lam'] * x + p['c'] * t, params=params)
+    )
+    z = jax.random.normal(jax.random.PRNGKey(2), (5, 2)) * 0.5
+    n, r = 10, 1 - 0.7 / 10
+    drift = sum((i / n) * r ** (n - 1 - i) for i in range(n)) / n * np.array([0.5, -0.4])
+    expected = np.clip(r**n * _f64(z) + drift, -1, 1)
+    np.testing.assert_allclose(_f64(agent.flow_actions(batch['observations'][:5], z)), expected, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------
