@@ -98,6 +98,25 @@ def test_rewards_and_masks_follow_the_cube_and_the_tasks_goal(cube_single, tmp_p
     assert successes(2, path) == successes(2, cube_single[0]) - set(at_goal) - {30, LENGTH + 4}
 
 
+def test_scene_episodes_where_the_block_leaves_sight_are_redrawn():
+    """OGBench's scene generator keeps an episode only if the block (qpos 14:17) never goes past the back
+    wall (y >= 0.29) and is below y = -0.3 only inside the drawer (0.06 <= z <= 0.08)."""
+    scene, cube = resolve_task('scene').family, resolve_task('cube-single').family
+
+    def episode(*points):
+        qpos = np.zeros((len(points) + 1, 30))
+        qpos[:, 14:17] = [0.4, 0.0, 0.02]
+        for i, (y, z) in enumerate(points, start=1):
+            qpos[i, 15:17] = y, z
+        return dict(qpos=qpos)
+
+    assert generate._healthy(scene, episode((0.28, 0.02), (-0.35, 0.07), (-0.3, 0.06)))
+    assert not generate._healthy(scene, episode((0.29, 0.02)))  # behind the wall
+    assert not generate._healthy(scene, episode((-0.35, 0.02)))  # out front, not in the drawer
+    assert not generate._healthy(scene, episode((-0.31, 0.081)))
+    assert generate._healthy(cube, episode((0.29, 0.02)))  # the check is scene's only
+
+
 def test_generation_is_deterministic_whatever_the_workers(cube_single, tmp_path):
     # Two workers and one more episode: the first two train episodes and the val episode are the same.
     train_path, val_path = generate.generate_dataset(
