@@ -13,6 +13,7 @@ requirements = [
 TABLES = ['rliable==1.2.0', 'arch>=7,<8', 'pandas<3', 'matplotlib>=3.8']
 SWEEP = ['ray>=2.9']  # launch/sweep.py; without it, jobs run one after another
 MINARI = ['minari[hdf5,create]==0.5.4', 'gymnasium-robotics==1.4.2']
+WANDB = ['wandb>=0.19.10']  # --wandb; 0.19.10 is the first with reinit='create_new' (a group's runs in one process)
 
 setup(
     name='fav-rl',
@@ -24,9 +25,9 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8', 'scipy>=1.11', *TABLES, *SWEEP, *MINARI],
+        'test': ['pytest>=8', 'scipy>=1.11', *TABLES, *SWEEP, *MINARI, *WANDB],
         'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
-        'wandb': ['wandb>=0.18'],
+        'wandb': WANDB,
         'tables': TABLES,
         'sweep': SWEEP,
         # D4RL AntMaze, maintained path: Minari's re-collected datasets on gymnasium-robotics' AntMaze.

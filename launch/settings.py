@@ -193,6 +193,11 @@ def validate_args(args, mode):
         raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
+    if args.wandb != 'disabled':
+        try:
+            import wandb  # noqa: F401  (optional: checked here, before anything is written)
+        except ImportError:
+            raise UserError(f'--wandb {args.wandb} needs wandb: pip install -e ".[wandb]" (or drop --wandb)') from None
 
 
 # ---------------------------------------------------------------------------------------------------

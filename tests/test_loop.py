@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import sys
 import types
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from datasets.buffer import GroupBuffer
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import _write_final
+from launch.run_logs import RunLogger
 from launch.settings import UserError, parse_args
 from tests.cli_helpers import SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
 
@@ -166,6 +168,43 @@ def test_agent_settings_are_read_as_their_fields_type(text, value):
     assert type(args.agent_overrides['normalize_q_loss']) is bool and type(args.agent_overrides['alpha']) is float
     with pytest.raises(UserError, match=r'--agent.normalize_q_loss=yes: expected a bool like False'):
         parse_args([*base, '--agent.normalize_q_loss=yes'], 'o2o')
+
+
+def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch):
+    """A group's runs log from one process: each gets its own wandb run (not the first one's), in its own
+    directory, with its own settings, and a resumed run continues its wandb run."""
+    monkeypatch.setenv('WANDB_SILENT', 'true')
+    dirs = [tmp_path / 'seed0', tmp_path / 'seed1']
+    loggers = []
+    for seed, run_dir in enumerate(dirs):
+        run_dir.mkdir()
+        loggers.append(RunLogger(str(run_dir), 'offline', dict(seed=seed)))
+    runs = [logger.wandb_run for logger in loggers]
+    assert runs[0] is not runs[1] and runs[0].id != runs[1].id
+    logged = {run.id: [] for run in runs}
+    for run in runs:
+        monkeypatch.setattr(run, 'log', lambda data, step, run=run: logged[run.id].append((step, data)))
+    for seed, logger in enumerate(loggers):
+        logger.log('train', dict(step=10, phase='offline', critic_loss=float(seed)))
+        assert Path(runs[seed].dir).is_relative_to(dirs[seed]) and runs[seed].config['seed'] == seed
+    assert [logged[run.id] for run in runs] == [
+        [(10, {'train/phase': 'offline', 'train/critic_loss': float(seed)})] for seed in (0, 1)
+    ]
+    for logger in loggers:
+        logger.finish()
+    resumed = RunLogger(str(dirs[1]), 'offline', dict(seed=1))
+    assert resumed.wandb_run.id == runs[1].id
+    resumed.finish()
+
+
+def test_wandb_asked_for_but_missing_is_one_line(tmp_path, monkeypatch, capsys):
+    from launch.loop import main
+
+    monkeypatch.setitem(sys.modules, 'wandb', None)  # as if not installed
+    assert main('offline', ['--env', 'cube-single', '--wandb', 'offline', '--run-dir', str(tmp_path / 'r')]) == 2
+    assert not (tmp_path / 'r').exists()
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == ['error: --wandb offline needs wandb: pip install -e ".[wandb]" (or drop --wandb)']
 
 
 @pytest.mark.parametrize('mode', ['offline', 'o2o'])
