@@ -33,7 +33,12 @@ class RunLogger:
 
             run_id = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:16]  # stable: a resume continues it
             self.wandb_run = wandb.init(
-                project='fav-rl', mode=wandb_mode, config=wandb_config, dir=run_dir, id=run_id, resume='allow',
+                project='fav-rl',
+                mode=wandb_mode,
+                config=wandb_config,
+                dir=run_dir,
+                id=run_id,
+                resume='allow',
                 reinit='create_new',  # a group's runs are one process's concurrent wandb runs
             )
         for name in self.rows:

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from launch import sweep
+from launch import sweep, sweep_plan
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = 'cube-single-play-singletask-task{}-v0'
 
 
 def test_seeds_and_suites():
-    assert sweep.parse_seeds('0-3') == [0, 1, 2, 3] and sweep.parse_seeds('5,1-2') == [1, 2, 5]
-    assert sweep.suite_tasks('cube-single') == [TASK.format(k) for k in range(1, 6)]
-    assert len(sweep.suite_tasks('offline56')) == 56 and len(sweep.suite_tasks('o2o30')) == 30
-    assert sweep.suite_tasks(TASK.format(3)) == [TASK.format(3)]
+    assert sweep_plan.parse_seeds('0-3') == [0, 1, 2, 3] and sweep_plan.parse_seeds('5,1-2') == [1, 2, 5]
+    assert sweep_plan.suite_tasks('cube-single') == [TASK.format(k) for k in range(1, 6)]
+    assert len(sweep_plan.suite_tasks('offline56')) == 56 and len(sweep_plan.suite_tasks('o2o30')) == 30
+    assert sweep_plan.suite_tasks(TASK.format(3)) == [TASK.format(3)]
 
 
 def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_path, capsys):
@@ -89,7 +89,8 @@ def test_family_groups_take_whole_families_only(tmp_path, capsys):
         f'python launch/offline.py --env antmaze-large-play-v2 --agent fav {tail}',  # a D4RL family of one task
         f'python launch/offline.py --env antmaze-large-play-v2 --agent iql {tail}',
     ]
-    jobs = sweep.make_jobs(sweep.plan(sweep.build_parser().parse_args(argv), [])[1], (), 'family', str(tmp_path))
+    runs = sweep_plan.plan(sweep.build_parser().parse_args(argv), [])[1]
+    jobs = sweep_plan.make_jobs(runs, (), 'family', str(tmp_path))
     assert [job.name for job in jobs][2] == 'offline/cube-double/fav/seeds0,2'
     assert [len(job.runs) for job in jobs] == [2, 2, 10, 10, 2, 2]
 
@@ -191,11 +192,11 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
 
 
 def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
+    monkeypatch.setattr(sweep_plan.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
     passed = ['--dataset-episodes', '3']  # and no --dataset-dir
-    _, runs, _ = sweep.plan(args, passed)
-    (command,) = sweep.data_preparations(runs, sweep.run_settings('offline', passed, runs)['fav']).values()
+    _, runs, _ = sweep_plan.plan(args, passed)
+    (command,) = sweep_plan.data_preparations(runs, sweep_plan.run_settings('offline', passed, runs)['fav']).values()
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
 
 
@@ -203,8 +204,8 @@ def test_a_relative_dataset_dir_is_generated_where_the_sweep_was_started(tmp_pat
     monkeypatch.chdir(tmp_path)  # the generation runs in the repository, not here
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
     passed = ['--dataset-episodes', '3', '--dataset-dir', 'data']
-    _, runs, _ = sweep.plan(args, passed)
-    (command,) = sweep.data_preparations(runs, sweep.run_settings('offline', passed, runs)['fav']).values()
+    _, runs, _ = sweep_plan.plan(args, passed)
+    (command,) = sweep_plan.data_preparations(runs, sweep_plan.run_settings('offline', passed, runs)['fav']).values()
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
 
 
@@ -225,7 +226,7 @@ def test_a_failed_data_preparation_stops_only_the_jobs_that_need_it(tmp_path, mo
     scene = 'scene-play-singletask-task2-v0'
     suite = ['--suite', f'{TASK.format(1)},{scene}', '--seeds', '0', '--no-progress', '--runs-dir', str(tmp_path)]
     args = sweep.build_parser().parse_args(suite)
-    _, _, jobs = sweep.plan(args, [])
+    _, _, jobs = sweep_plan.plan(args, [])
     real_run, ran = sweep.run_command, []
 
     def run(arguments, log, *after):  # the generation fails; the jobs would succeed
