@@ -7,6 +7,7 @@ on its seed and its actions, never on which process steps it.
 """
 
 import multiprocessing
+import signal
 
 import numpy as np
 
@@ -41,6 +42,8 @@ def _serve(envs, command, payload):
 
 
 def _worker(connection, env_fns):
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     envs = [fn() for fn in env_fns]
     try:
         while True:

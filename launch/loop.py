@@ -24,7 +24,7 @@ from envs.factory import make_env, with_backend
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_checkpoint
 from launch.run_lock import RunLockedError, run_lock
-from launch.run_logs import STOPPED_NAME, RunLogger, read_json, write_json
+from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
 from launch.settings import (
     UserError,
     agent_module,
@@ -238,10 +238,16 @@ def main(mode, argv=None):
         if not args.env:
             raise UserError(f'--env is required, e.g. --env cube-double (list: launch/{mode}.py --list-tasks offline)')
         run(args, mode)
-    except (UserError, UnknownTaskError, DatasetError, CheckpointError, RunLockedError) as e:
+    except (UserError, UnknownTaskError, DatasetError, CheckpointError, RunLockedError, RunFileError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     except NonFiniteError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
+    except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:  # a path the user gave
+        print(f'error: {e.filename}: {e.strerror}; check the run, runs and dataset paths given', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted: rerun the same command to resume from the last checkpoint', file=sys.stderr)
+        return 130
     return 0

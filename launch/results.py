@@ -9,13 +9,12 @@ counted, never averaged as zero.
 
 import csv
 import dataclasses
-import json
 import os
 
 import numpy as np
 
 from envs.registry import SUITES, UnknownTaskError, resolve_task
-from launch.run_logs import STOPPED_NAME
+from launch.run_logs import STOPPED_NAME, RunFileError, read_json
 
 # The score a mode's tables show: offline runs have one, O2O runs show "offline → online".
 SCORE_KEYS = {'offline': ('score',), 'o2o': ('offline_score', 'online_score')}
@@ -60,13 +59,9 @@ def display_name(label):
 
 def _read_json(path):
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f'{path} is not readable JSON ({e}); delete it (the run reruns) or fix it') from None
-    if not isinstance(data, dict):
-        raise ResultsError(f'{path} holds {type(data).__name__}, not a JSON object; delete it (the run reruns)')
-    return data
+        return read_json(path)
+    except RunFileError as e:
+        raise ResultsError(str(e)) from None
 
 
 def find_run_dirs(root):

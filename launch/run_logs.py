@@ -16,9 +16,22 @@ def write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())
 
 
+class RunFileError(Exception):
+    """A JSON file of a run directory that cannot be read."""
+
+
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON object in `path`; a damaged file raises RunFileError, in one line that names it."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunFileError(
+            f'{path} is not readable JSON ({e}); fix it, or delete its run directory to train the run again'
+        ) from None
+    if not isinstance(data, dict):
+        raise RunFileError(f'{path} holds {type(data).__name__}, not a JSON object; fix it or delete its run directory')
+    return data
 
 
 class RunLogger:

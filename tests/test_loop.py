@@ -552,6 +552,36 @@ def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, ca
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
+@pytest.mark.parametrize('text', ['garbage', '[1]'])
+def test_a_damaged_run_file_is_one_line_naming_it(text, tmp_path, capsys):
+    from launch.loop import _not_done, main
+    from launch.run_logs import RunFileError
+
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    (run_dir / 'config.json').write_text(text)
+    assert main('offline', ['--env', 'cube-single', '--dataset', 'nowhere.npz', '--run-dir', str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: {run_dir / "config.json"} ') and 'delete its run directory' in err
+    assert '\n' not in err and (run_dir / 'config.json').read_text() == text
+    # A damaged final.json, where the loop looks for finished runs.
+    (run_dir / 'final.json').write_text(text)
+    with pytest.raises(RunFileError, match=f'^{run_dir / "final.json"} '):
+        _not_done([types.SimpleNamespace(run_dir=str(run_dir))], {}, {})
+
+
+def test_a_dataset_dir_below_a_file_is_one_line(tmp_path, capsys):
+    from launch.loop import main
+
+    (tmp_path / 'notes.txt').write_text('mine')
+    argv = ['--env', 'cube-single', '--dataset-episodes', '2', '--dataset-dir', str(tmp_path / 'notes.txt')]
+    assert main('offline', [*argv, '--run-dir', str(tmp_path / 'run')]) == 2
+    err = capsys.readouterr().err.strip()
+    generated = tmp_path / 'notes.txt' / 'generated'
+    assert err == f'error: {generated}: Not a directory; check the run, runs and dataset paths given'
+    assert (tmp_path / 'notes.txt').read_text() == 'mine'
+
+
 def test_group_refused_in_one_line_when_another_process_holds_one_of_its_run_dirs(dataset, tmp_path, capsys):
     from launch.loop import main
     from launch.run_lock import run_lock
@@ -565,3 +595,36 @@ def test_group_refused_in_one_line_when_another_process_holds_one_of_its_run_dir
     err = capsys.readouterr().err
     assert f'{seed1} is being trained by pid {os.getpid()}' in err and len(err.strip().splitlines()) == 1
     assert not (seed0 / 'config.json').exists() and not (seed1 / 'config.json').exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_in_one_line_keeping_the_checkpoint(dataset, tmp_path):
+    """SIGINT to the process group (Ctrl-C): the trainer and its env workers stop without tracebacks,
+    the run lock is released and the last checkpoint loads."""
+    import signal
+    import subprocess
+    import time
+
+    run_dir = tmp_path / 'run'
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '1000000', *SMALL]
+    args += ['--eval-episodes', '2', '--save-every', '20', '--updates-per-call', '10', '--run-dir', str(run_dir)]
+    process = subprocess.Popen(
+        [sys.executable, 'launch/offline.py', *args],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / 'checkpoint.msgpack').exists():
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines() == ['interrupted: rerun the same command to resume from the last checkpoint']
+    assert load_checkpoint(str(run_dir / 'checkpoint.msgpack'))['step'] >= 20
+    from launch.run_lock import run_lock
+
+    with run_lock(str(run_dir)):  # released
+        pass
