@@ -27,6 +27,7 @@ from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
 from launch.settings import (
     UserError,
+    agent_config,
     agent_module,
     check_same_run,
     code_version,
@@ -81,13 +82,8 @@ def run(args, mode):
         if isinstance(e, UnknownTaskError):
             raise
         raise UserError(str(e)) from None
-    if tasks[0].family.source == 'd4rl' and args.dataset_episodes is not None:
-        raise UserError('--dataset-episodes generates OGBench manipulation data; D4RL AntMaze reads its datasets')
     module = agent_module(args.agent)
-    try:
-        config = module.get_config(tasks[0].family, args.agent_overrides, mode=mode)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from None
+    config = agent_config(args, mode, tasks[0].family)
     runs = plan_runs(args, mode, tasks, seeds, config)
     finals, stopped = {}, {}
     todo = _not_done(runs, finals, stopped, say=True)

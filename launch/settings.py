@@ -169,6 +169,17 @@ def agent_module(name):
     return AGENTS[RLPD['agent'] if name == 'rlpd' else name]
 
 
+def agent_config(args, mode, family):
+    """The agent's config for a task of `family` from the parsed settings; what the task cannot take is
+    refused in one line (UserError)."""
+    if family.source == 'd4rl' and args.dataset_episodes is not None:
+        raise UserError('--dataset-episodes generates OGBench manipulation data; D4RL AntMaze reads its datasets')
+    try:
+        return agent_module(args.agent).get_config(family, args.agent_overrides, mode=mode)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
 def validate_args(args, mode):
     positive = [
         'eval_episodes',

@@ -209,6 +209,11 @@ def main(argv=None):
     try:
         if args.max_retries < 0 or args.cpus_per_job <= 0 or (args.gpus_per_job or 0) < 0:
             raise UserError('--max-retries, --cpus-per-job and --gpus-per-job must be non-negative (cpus > 0)')
+        local_cpus = args.local_cpus if args.local_cpus is not None else os.cpu_count()
+        if not args.address and local_cpus < args.cpus_per_job:  # Ray would wait forever for a job's CPUs
+            raise UserError(
+                f'a local cluster of {local_cpus} CPU(s) cannot give a job --cpus-per-job {args.cpus_per_job}'
+            )
         mode, runs, jobs = plan(args, passed)
         cli = run_settings(mode, passed, runs)
     except (UserError, UnknownTaskError) as e:

@@ -9,7 +9,7 @@ from datasets import generate
 from datasets.ogbench_data import EPISODE_LENGTH
 from envs.registry import FAMILIES, SUITES, resolve_task
 from launch.run_logs import STOPPED_NAME
-from launch.settings import UserError, parse_args, validate_args
+from launch.settings import UserError, agent_config, parse_args, validate_args
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
 GROUPINGS = ('seeds', 'family', 'none')
@@ -164,7 +164,7 @@ def suite_tasks(suite):
 
 def plan(args, settings):
     mode = args.mode or ('o2o' if args.suite == 'o2o30' else 'offline')
-    args.agent = args.agent or ['fav']
+    args.agent = list(dict.fromkeys(args.agent or ['fav']))  # an agent given twice is swept once
     if mode == 'offline' and 'rlpd' in args.agent:
         raise UserError('--agent rlpd trains online from scratch: sweep it in O2O mode (--suite o2o30 or --mode o2o)')
     runs_dir = os.path.abspath(args.runs_dir)
@@ -188,8 +188,11 @@ def run_settings(mode, passed, runs):
     if any(item.split('=', 1)[0] == '--backend' for item in passed):  # checked on a task it reaches: D4RL's
         task = next((r.task for r in runs if resolve_task(r.task).family.source == 'd4rl'), task)
     parsed = {agent: parse_args([*passed, '--env', task, '--agent', agent], mode) for agent in agents}
-    for settings in parsed.values():
-        validate_args(settings, mode)  # once here, not in every job
+    families = dict.fromkeys(resolve_task(run.task).family for run in runs)
+    for settings in parsed.values():  # the CLI's checks, once here rather than failing in every job
+        validate_args(settings, mode)
+        for family in families:
+            agent_config(settings, mode, family)
     return parsed
 
 

@@ -117,6 +117,9 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--agent', 'fav', '--agent', 'iql', '--agent.sigma=0.1'], '--agent.sigma'),
         # The CLI's value checks too, once for the sweep rather than failing in every job.
         (['--suite', 'cube-single', '--eval-every', '0'], '--eval-every must be >= 1'),
+        (['--suite', 'cube-single', '--agent.sigma=-1'], 'sigma'),  # the agent's own checks
+        (['--suite', 'antmaze-umaze-v2', '--dataset-episodes', '3'], 'D4RL AntMaze reads its datasets'),
+        (['--suite', 'cube-single', '--local-cpus', '0'], 'cannot give a job --cpus-per-job 1.0'),
     ],
 )
 def test_bad_settings_one_line(argv, words, tmp_path, capsys):
@@ -272,3 +275,9 @@ def test_a_job_whose_ray_worker_died_is_retried_then_reported(monkeypatch):
     args.max_retries = 0
     second = sweep._collect(fake_ray, {'ref-b': 'job-b'}, sweep.Progress(1, enabled=False), args, submit=None)
     assert second == {'job-b': (1, '_RayError: node lost')}
+
+
+def test_an_agent_given_twice_is_swept_once(tmp_path, capsys):
+    argv = ['--suite', 'cube-single', '--agent', 'fav', '--agent', 'fav', '--seeds', '0-7', '--dry-run']
+    assert sweep.main([*argv, '--runs-dir', str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith('5 job(s) of 40 offline run(s) (--group seeds)')
