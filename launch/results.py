@@ -28,6 +28,22 @@ class ResultsError(Exception):
     """Unreadable or absent runs: reported as one line naming the file, exit code 2."""
 
 
+MISSING = object()
+# config.json's keys that name a run or do not change its numbers (K updates per call gives the same
+# result whatever K is); the others may tell two runs of one agent, task and seed apart.
+NOT_OPTIONS = {
+    'agent',
+    'agent_config',
+    'code_version',
+    'dataset',
+    'dataset_dir',
+    'eval_envs',
+    'log_every',
+    'max_eval_envs',
+}
+NOT_OPTIONS |= {'mode', 'progress', 'resume', 'save_every', 'seed', 'task', 'updates_per_call', 'wandb', 'workers'}
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     path: str
@@ -42,6 +58,12 @@ class Run:
     dataset_origin: str | None = None  # official, regenerated, generated, given or minari (None: not recorded)
     stopped: bool = False  # stopped on non-finite values (STOPPED_NAME in its directory), not finished
     online_steps: int | None = None  # O2O only
+    # config.json's run-level settings that can change results (balanced_sampling, buffer_capacity, ...)
+    options: dict = dataclasses.field(default_factory=dict)
+
+    def setting(self, field):
+        """An agent setting, else a run-level one; `MISSING` if the run has neither."""
+        return self.settings.get(field, self.options.get(field, MISSING))
 
     def score(self, key):
         return None if self.final is None else self.final.get(key)
@@ -85,7 +107,9 @@ def load_run(run_dir, variants=()):
         agent, seed, offline_steps = config['agent'], int(config['seed']), int(config['offline_steps'])
         family = resolve_task(task_name).family.name
         settings = config.get('agent_config', {})
-        shown = [f'{field}={_setting_text(settings[field])}' for field in variants if field in settings]
+        options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}
+        values = [(field, settings.get(field, options.get(field, MISSING))) for field in variants]
+        shown = [f'{field}={_setting_text(value)}' for field, value in values if value is not MISSING]
         if shown:
             agent += f'[{"; ".join(shown)}]'
     except (KeyError, TypeError, ValueError, AttributeError, UnknownTaskError) as e:
@@ -101,7 +125,19 @@ def load_run(run_dir, variants=()):
     stopped = final is None and os.path.exists(os.path.join(run_dir, STOPPED_NAME))
     origin, online_steps = config.get('dataset_origin'), config.get('online_steps')
     return Run(
-        run_dir, mode, task_name, family, agent, seed, offline_steps, final, settings, origin, stopped, online_steps
+        run_dir,
+        mode,
+        task_name,
+        family,
+        agent,
+        seed,
+        offline_steps,
+        final,
+        settings,
+        origin,
+        stopped,
+        online_steps,
+        options,
     )
 
 
@@ -114,16 +150,18 @@ def load_runs(root, variants=()):
     cell) unless `variants` tells them apart."""
     runs = [load_run(d, variants) for d in find_run_dirs(root)]
     for field in variants:
-        if not any(field in r.settings for r in runs):
+        if all(r.setting(field) is MISSING for r in runs):
             raise ResultsError(
-                f'no run under {root} has the agent setting {field!r} (--variant takes a field of agent_config)'
+                f'no run under {root} has the setting {field!r} (--variant takes a field of config.json or of '
+                'its agent_config)'
             )
     seen = {}
     for run in runs:
         other = seen.setdefault((run.mode, run.task, run.agent, run.seed), run)
         if other is not run:
-            settings = run.settings.keys() | other.settings.keys()
-            differ = sorted(k for k in settings if run.settings.get(k) != other.settings.get(k))
+            fields = sorted(run.settings.keys() | other.settings.keys())
+            fields += sorted((run.options.keys() | other.options.keys()) - set(fields))
+            differ = [k for k in fields if run.setting(k) != other.setting(k)]
             what = f'{other.path} and {run.path} are both {run.agent} seed {run.seed} on {run.task}'
             if differ:
                 raise ResultsError(f'{what}; they differ in {differ[0]}: tell them apart with --variant {differ[0]}')

@@ -13,7 +13,9 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 # Run as a script, Python puts launch/ on the path; the project's packages live one level up.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -322,17 +324,33 @@ def main(argv=None):
         action='append',
         default=[],
         metavar='FIELD',
-        help="an agent setting (a field of config.json's agent_config) whose values split an agent into "
-        'columns of their own, e.g. --variant prior_score; repeatable',
+        help="a setting (a field of config.json's agent_config, or of config.json: balanced_sampling, ...) whose "
+        'values split an agent into columns of their own, e.g. --variant prior_score; repeatable',
     )
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f'--reps must be >= 1, got {args.reps}')
+    out = os.path.abspath(args.out)
     try:
-        written, summary = write_all(args.runs_dir, args.out, args.published, args.reps, args.variant)
+        # Written beside --out first and moved in at the end: an error leaves --out as it was.
+        staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}-', dir=os.path.dirname(out))
+    except OSError as e:
+        print(f'error: --out {args.out}: cannot write beside it ({e.strerror}); pass another --out', file=sys.stderr)
+        return 2
+    try:
+        written, summary = write_all(args.runs_dir, staging, args.published, args.reps, args.variant)
+        for path in written:
+            target = os.path.join(out, os.path.relpath(path, staging))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(path, target)
     except ResultsError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:
+        print(f'error: --out {args.out}: {e.filename}: {e.strerror}; pass another --out', file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print('\n'.join(summary))
     print(f'wrote {len(written)} files to {args.out}')
     return 0

@@ -28,12 +28,13 @@ def _run(
     agent_config=None,
     folder=None,
     origin=None,
+    options=None,
 ):
     """A run directory as launch/loop.py leaves it; `score=None` and `online=None`: unfinished. `origin`: the
     config's dataset_origin (None: not recorded, as in runs from before it was)."""
     run_dir = Path(root, mode, task, folder or agent, f'seed{seed}')
     run_dir.mkdir(parents=True)
-    config = dict(mode=mode, task=task, agent=agent, seed=seed, offline_steps=offline_steps)
+    config = dict(mode=mode, task=task, agent=agent, seed=seed, offline_steps=offline_steps, **(options or {}))
     if origin is not None:
         config['dataset_origin'] = origin
     if agent_config is not None:
@@ -312,6 +313,40 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     assert tables.main([str(twice), '--out', str(tmp_path / 'twice_out'), '--variant', 'prior_score']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'with the same settings' in err and str(twice / 'offline') in err
+
+
+def test_runs_told_apart_by_a_run_level_setting(tmp_path, capsys):
+    """FQL with and without balanced sampling: refused in one line naming that setting, split into two
+    columns by --variant balanced_sampling; settings that do not change the numbers are not compared."""
+    root = tmp_path / 'runs'
+    for balanced, score in ((False, 20), (True, 60)):
+        options = dict(balanced_sampling=balanced, code_version=f'v{score}', wandb='disabled' if balanced else 'online')
+        _run(root, 'offline', TASK.format(1), 'fql', 0, score, folder=f'fql{int(balanced)}', options=options)
+    assert tables.main([str(root), '--out', str(tmp_path / 'plain')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('they differ in balanced_sampling: tell them apart with --variant balanced_sampling')
+    out = tmp_path / 'out'
+    assert tables.main([str(root), '--out', str(out), '--variant', 'balanced_sampling', '--reps', '50']) == 0
+    md = (out / 'offline.md').read_text()
+    assert '| FQL[balanced_sampling=False] | FQL[balanced_sampling=True] |' in md
+    assert _rows(md, 'cube-single-play')[0].endswith('| task1 | 20.0 | **60.0** |')
+
+
+def test_a_failure_midway_leaves_the_output_folder_as_it_was(tmp_path, capsys):
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    _run(root, 'offline', TASK.format(1), 'fql', 0, 20)
+    (root / 'offline' / TASK.format(1) / 'fql' / 'seed0' / 'eval.csv').write_text('step,phase\n1,offline\n')
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'offline.md').write_text('an earlier table')
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 2  # the tables, then the curves fail
+    assert 'is not an evaluation log' in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out', 'runs']
+    assert [p.name for p in out.iterdir()] == ['offline.md'] and (out / 'offline.md').read_text() == 'an earlier table'
+    (tmp_path / 'notes.txt').write_text('mine')
+    assert tables.main([str(root), '--out', str(tmp_path / 'notes.txt' / 'sub')]) == 2
+    assert capsys.readouterr().err.strip().startswith(f'error: --out {tmp_path / "notes.txt" / "sub"}: ')
 
 
 def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypatch):
