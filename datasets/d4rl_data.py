@@ -113,6 +113,15 @@ def _download_d4rl(url, path):
     return None
 
 
+def _folders_to_make(directory):
+    """The folders `os.makedirs(directory)` would create, deepest first."""
+    missing, directory = [], os.path.abspath(directory)
+    while not os.path.exists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
 def _legacy_raw(task, dataset_path, dataset_dir):
     if dataset_path is not None:
         path = os.path.abspath(os.path.expanduser(dataset_path))
@@ -122,9 +131,15 @@ def _legacy_raw(task, dataset_path, dataset_dir):
     directory = d4rl_dataset_dir(dataset_dir)
     path = os.path.join(directory, D4RL_FILES[task.name])
     if not os.path.isfile(path):
+        made = _folders_to_make(directory)
         os.makedirs(directory, exist_ok=True)
         failure = _download_d4rl(D4RL_URL + D4RL_FILES[task.name], path)
         if failure is not None:
+            for folder in made:  # a failed download leaves no empty dataset folders behind
+                try:
+                    os.rmdir(folder)
+                except OSError:  # another process's file is in it by now
+                    break
             raise DatasetError(
                 f'D4RL file {path} is missing and could not be downloaded ({failure}); on a machine with internet '
                 f'fetch {D4RL_URL + D4RL_FILES[task.name]} into {directory} (or set D4RL_DATASET_DIR), '

@@ -271,6 +271,11 @@ def main(argv=None):
     except ValueError as e:  # GenerationError and the registry's UnknownTaskError
         print(f'error: {e}', file=sys.stderr)
         return 2
+    try:
+        os.makedirs(out, exist_ok=True)
+    except (NotADirectoryError, FileExistsError, PermissionError) as e:
+        print(f'error: --out {out}: {e.strerror}; pass a folder that can be created', file=sys.stderr)
+        return 2
     paths = generate_dataset(
         args.env, out, args.episodes, seed=args.seed, workers=args.workers, episode_length=args.episode_length
     )

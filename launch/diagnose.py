@@ -204,6 +204,11 @@ def _fmt(value):
     return ' '.join(f'{v:+.3f}' for v in value[:2]) + (' …' if len(value) > 2 else '')
 
 
+def _cell(row, key):
+    """A number, or a dash where the measure does not apply (fixed-point W1 past 1-D, energy in 1-D)."""
+    return f'{row[key]:.3f}' if key in row else '—'
+
+
 def markdown_tables(rows, plan, seconds):
     """The main grid and the ablations as Markdown, with the distance used per dimension."""
     head = (
@@ -217,8 +222,8 @@ def markdown_tables(rows, plan, seconds):
         distance = f'W1 {r["w1"]:.3f}' if 'w1' in r else f'MMD {r["mmd"]:.3f}'
         lines.append(
             f'| {s.problem} | {s.prior_score} | {s.reference} | {s.sigma:g} | {r["beta"]:g} | {s.variant} | '
-            f'{distance}{"" if r["finite"] else " (non-finite)"} | {r.get("w1_fixed_point", float("nan")):.3f} | '
-            f'{r.get("energy", float("nan")):.3f} | {_fmt(r["target_mean"])} | {_fmt(r["actor_mean"])} | '
+            f'{distance}{"" if r["finite"] else " (non-finite)"} | {_cell(r, "w1_fixed_point")} | '
+            f'{_cell(r, "energy")} | {_fmt(r["target_mean"])} | {_fmt(r["actor_mean"])} | '
             f'{r["target_std"]:.3f} / {r["actor_std"]:.3f} | {r["coverage"]:.2f} | {r["residual"]:.3f} | '
             f'{r["kernel"]:.2f} |'
         )

@@ -187,7 +187,9 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
             for i in members:
                 checkpoints[i] = None  # restored: not kept in host memory for the rest of the run
             for r, rows in zip(trainer.runs, trainer.logger_rows, strict=True):
-                trainer.loggers.append(RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows=rows))
+                trainer.loggers.append(
+                    RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows, alone=len(members) == 1)
+                )
             trainer.train()
         finally:
             for logger in trainer.loggers:

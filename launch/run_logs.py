@@ -37,7 +37,7 @@ def read_json(path):
 class RunLogger:
     """Keeps every logged row in memory (they go into checkpoints) and rewrites the CSVs atomically."""
 
-    def __init__(self, run_dir, wandb_mode='disabled', wandb_config=None, rows=None):
+    def __init__(self, run_dir, wandb_mode='disabled', wandb_config=None, rows=None, alone=True):
         self.run_dir = run_dir
         self.rows = rows or {'train': [], 'eval': []}
         self.wandb_run = None
@@ -53,6 +53,8 @@ class RunLogger:
                 id=run_id,
                 resume='allow',
                 reinit='create_new',  # a group's runs are one process's concurrent wandb runs
+                # The console is the group's, not the run's: N copies of it would be no one's log.
+                settings=wandb.Settings(console='auto' if alone else 'off'),
             )
         for name in self.rows:
             self._write_csv(name)

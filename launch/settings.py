@@ -143,6 +143,9 @@ def parse_args(argv, mode):
     raw = {}
     for item in rest:
         if not item.startswith('--agent.') or '=' not in item:
+            option = item.split('=', 1)[0]
+            if mode == 'offline' and option in build_parser('o2o')._option_string_actions:
+                raise UserError(f'{option} is an O2O setting: use launch/o2o.py (or --mode o2o in a sweep)')
             raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
         key, value = item[len('--agent.') :].split('=', 1)
         raw[key] = value

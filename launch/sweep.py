@@ -214,12 +214,17 @@ def main(argv=None):
             raise UserError(
                 f'a local cluster of {local_cpus} CPU(s) cannot give a job --cpus-per-job {args.cpus_per_job}'
             )
+        runs_dir = os.path.abspath(args.runs_dir)
+        existing = runs_dir
+        while not os.path.exists(existing):  # refused here (a dry run creates nothing), not in every job
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise UserError(f'--runs-dir {args.runs_dir}: {existing} is a file; pass a folder')
         mode, runs, jobs = plan(args, passed)
         cli = run_settings(mode, passed, runs)
     except (UserError, UnknownTaskError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    runs_dir = os.path.abspath(args.runs_dir)
     todo = [job for job in jobs if not job.finished]
     unfinished = sum(job.unfinished for job in todo)
     stopped = [r for r in runs if r.stopped]

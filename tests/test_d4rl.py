@@ -91,7 +91,8 @@ def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(d4rl_data, '_download_d4rl', lambda url, path: 'no route to host')
     task = _task('antmaze-large-play-v2', 'd4rl')
     with pytest.raises(DatasetError) as error:
-        load_d4rl_data(task, _dims_env(), dataset_dir=str(tmp_path))
+        load_d4rl_data(task, _dims_env(), dataset_dir=str(tmp_path / 'd4rl'))
+    assert not (tmp_path / 'd4rl').exists()  # the failed download left no empty folders behind
     message = str(error.value)
     assert 'Ant_maze_hardest-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5' in message
     assert str(tmp_path) in message and 'ant_maze_v2/' in message and '--backend minari' in message
@@ -267,7 +268,8 @@ def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
 def test_minari_dataset_missing_is_one_line(tmp_path):
     task = _task('antmaze-medium-play-v2', 'minari')
     with pytest.raises(DatasetError) as error:
-        load_d4rl_data(task, _dims_env(), dataset_dir=str(tmp_path))
+        load_d4rl_data(task, _dims_env(), dataset_dir=str(tmp_path / 'd4rl'))
+    assert not (tmp_path / 'd4rl').exists()  # the failed download left no empty folders behind
     message = str(error.value)
     assert 'D4RL/antmaze/medium-play-v1' in message and 'minari download' in message and '\n' not in message
     with pytest.raises(DatasetError, match='not a Minari dataset'):

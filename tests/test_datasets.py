@@ -303,3 +303,18 @@ def test_generate_cli_rejects_bad_requests_in_one_line(args, words, tmp_path):
     assert result.returncode == 2
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_generate_cli_out_through_a_file_is_one_line(tmp_path):
+    (tmp_path / 'notes.txt').write_text('kept')
+    out = tmp_path / 'notes.txt' / 'data'
+    result = subprocess.run(
+        [sys.executable, '-m', 'datasets.generate', '--env', 'cube-single', '--episodes', '2', '--out', str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and '--out' in result.stderr and 'Not a directory' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / 'notes.txt').read_text() == 'kept'

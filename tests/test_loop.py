@@ -178,9 +178,10 @@ def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch)
     loggers = []
     for seed, run_dir in enumerate(dirs):
         run_dir.mkdir()
-        loggers.append(RunLogger(str(run_dir), 'offline', dict(seed=seed)))
+        loggers.append(RunLogger(str(run_dir), 'offline', dict(seed=seed), alone=False))
     runs = [logger.wandb_run for logger in loggers]
     assert runs[0] is not runs[1] and runs[0].id != runs[1].id
+    assert [run.settings.console for run in runs] == ['off', 'off']  # not N copies of the group's console
     logged = {run.id: [] for run in runs}
     for run in runs:
         monkeypatch.setattr(run, 'log', lambda data, step, run=run: logged[run.id].append((step, data)))
@@ -193,7 +194,7 @@ def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch)
     for logger in loggers:
         logger.finish()
     resumed = RunLogger(str(dirs[1]), 'offline', dict(seed=1))
-    assert resumed.wandb_run.id == runs[1].id
+    assert resumed.wandb_run.id == runs[1].id and resumed.wandb_run.settings.console != 'off'
     resumed.finish()
 
 
@@ -513,6 +514,8 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
         ('o2o', ['--env', 'cube-single', '--online-steps', '0'], '--online-steps must be >= 1'),
         ('offline', ['--env', 'cube-single', '--runs-dir', 'elsewhere'], '--runs-dir (a root), not both'),
         ('offline', ['--env', 'cube-single', '--dataset', 'd.npz', '--dataset-episodes', '3'], 'not both'),
+        ('offline', ['--env', 'cube-single', '--online-steps', '5'], 'an O2O setting: use launch/o2o.py'),
+        ('offline', ['--env', 'cube-single', '--bogus'], 'unrecognized argument --bogus'),
     ],
 )
 def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):

@@ -129,6 +129,14 @@ def test_bad_settings_one_line(argv, words, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_runs_dir_through_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / 'notes.txt').write_text('kept')
+    assert sweep.main(['--suite', 'cube-single', '--runs-dir', str(tmp_path / 'notes.txt' / 'runs'), '--no-ray']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'notes.txt is a file' in err
+    assert (tmp_path / 'notes.txt').read_text() == 'kept'
+
+
 def _kill_lock_holders(runs_dir):
     """SIGKILLs the runs still training under `runs_dir` (the pids their run.lock names), as a crash of
     their node would; returns once no run lock is held."""
