@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import signal
 import sys
 
 import numpy as np
@@ -231,7 +232,7 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
         else:
             # A fresh interpreter per worker: forking a process that holds MuJoCo or JAX state is unsafe.
             context = multiprocessing.get_context('spawn')
-            with context.Pool(min(workers, len(jobs))) as pool:
+            with context.Pool(min(workers, len(jobs)), initializer=_ignore_ctrl_c) as pool:
                 for steps in pool.imap_unordered(_work, jobs):
                     bar.update(steps)
 
@@ -244,6 +245,11 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
     shutil.rmtree(parts_dir)
     if not any(parts_root.iterdir()):
         parts_root.rmdir()
+
+
+def _ignore_ctrl_c():
+    # Ctrl-C reaches the whole process group: the parent stops, the pool's exit stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _concatenate(paths):

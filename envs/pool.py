@@ -41,6 +41,10 @@ def _serve(envs, command, payload):
     return [_reset(envs[i], seed, actions) for i, seed, actions in payload]  # 'reset'
 
 
+class EnvWorkerError(RuntimeError):
+    """An env worker process is gone (killed, or out of memory)."""
+
+
 def _worker(connection, env_fns):
     # Ctrl-C reaches the whole process group: the parent handles it and closes the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -51,6 +55,8 @@ def _worker(connection, env_fns):
             if command == 'close':
                 break
             connection.send(_serve(envs, command, payload))
+    except (EOFError, BrokenPipeError):  # the parent is gone (killed): nothing to report to
+        pass
     finally:
         for env in envs:
             env.close()
@@ -89,12 +95,15 @@ class EnvPool:
         for position, (copy, *rest) in enumerate(items):
             worker, local = self.owner[copy]
             per_worker.setdefault(worker, []).append((position, (local, *rest)))
-        for worker, entries in per_worker.items():
-            self.connections[worker].send((command, [e for _, e in entries]))
         results = [None] * len(items)
-        for worker, entries in per_worker.items():
-            for (position, _), result in zip(entries, self.connections[worker].recv(), strict=True):
-                results[position] = result
+        try:
+            for worker, entries in per_worker.items():
+                self.connections[worker].send((command, [e for _, e in entries]))
+            for worker, entries in per_worker.items():
+                for (position, _), result in zip(entries, self.connections[worker].recv(), strict=True):
+                    results[position] = result
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            raise EnvWorkerError('an env worker process exited (killed, or out of memory?)') from None
         return results
 
     def step(self, actions, copies=None):

@@ -16,7 +16,6 @@ stretch of O2O steps are also traced with JAX's profiler, and the events with th
 update or env step are listed (launch/trace_summary.py).
 """
 
-import argparse
 import os
 import pathlib
 import sys
@@ -36,6 +35,7 @@ from agents import AGENTS  # noqa: E402
 from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import FAMILIES, UnknownTaskError, resolve_task  # noqa: E402
+from launch.command_line import CommandLineParser  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
 from launch.online_envs import OnlineEnvs  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
@@ -258,7 +258,7 @@ def bench_memory(args):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = CommandLineParser(description=__doc__.splitlines()[0])
     p.add_argument('--env', default='cube-double', help='family whose sizes the update benchmark uses')
     p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, from {", ".join(AGENTS)}; empty: none')
     p.add_argument('--hidden-dims', default='512,512,512,512')

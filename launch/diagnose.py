@@ -9,7 +9,6 @@ behavior (launch/bandits.py); everything else is agents/fav.py's update, run by 
 setting train side by side under one `jax.vmap`. Writes results.md (tables) and PNG figures under --out.
 """
 
-import argparse
 import dataclasses
 import os
 import pathlib
@@ -30,6 +29,7 @@ from agents.fav import FAVAgent, FAVConfig  # noqa: E402
 from datasets.buffer import GroupBuffer  # noqa: E402
 from datasets.files import atomic_write  # noqa: E402
 from launch import bandits  # noqa: E402
+from launch.command_line import CommandLineParser  # noqa: E402
 from launch.compiled import offline_chunk  # noqa: E402
 
 NUM_EVAL_SAMPLES = 4096
@@ -236,7 +236,11 @@ def markdown_tables(rows, plan, seconds):
         'distance, against 4,096 target samples. Fixed-point W1 (1-D): against the density whose score is the '
         "update's KDE score averaged over its reference draws. Mode coverage: target mass covered, per mode cell. "
         '‖φ‖: mean SVGD step over the last tenth of training. Std: norm of the per-dimension stds.\n\n'
-        '## Grid\n\n' + head + '\n'.join(paper) + '\n\n## Ablations\n\n' + head + '\n'.join(ablation) + '\n'
+        '## Grid\n\n'
+        + head
+        + '\n'.join(paper)
+        + ('\n\n## Ablations\n\n' + head + '\n'.join(ablation) if ablation else '')  # --quick runs none
+        + '\n'
     )
 
 
@@ -311,7 +315,7 @@ def _save(fig, out, name, plt):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = CommandLineParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', default='results/diagnose', help='directory for results.md and the PNG figures')
     p.add_argument('--quick', action='store_true', help='a small smoke version (seconds)')
     args = p.parse_args(argv)

@@ -10,6 +10,7 @@ its keys come from its seed alone, and update `i` draws its batch with `fold_in(
 
 import contextlib
 import os
+import signal
 import sys
 
 import jax
@@ -21,6 +22,7 @@ from datasets.d4rl_data import load_d4rl_data
 from datasets.ogbench_data import DatasetError, find_task_file, load_task_data
 from envs.evaluation import final_score
 from envs.factory import make_env, with_backend
+from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_checkpoint
 from launch.run_lock import RunLockedError, run_lock
@@ -227,7 +229,23 @@ def _write_final(run, mode, evals, steps, elapsed):
 # Entry point
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's scheduler, `kill`): stopped like Ctrl-C, keeping the last checkpoint."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(mode, argv=None):
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(mode, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(mode, argv):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, mode)
         if args.list_tasks:
@@ -245,7 +263,11 @@ def main(mode, argv=None):
     except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:  # a path the user gave
         print(f'error: {e.filename}: {e.strerror}; check the run, runs and dataset paths given', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print('interrupted: rerun the same command to resume from the last checkpoint', file=sys.stderr)
-        return 130
+    except EnvWorkerError as e:
+        print(f'error: {e}; rerun the same command to resume from the last checkpoint', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        stopped = 'terminated' if isinstance(e, Terminated) else 'interrupted'
+        print(f'{stopped}: rerun the same command to resume from the last checkpoint', file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return 0

@@ -89,7 +89,17 @@ def _read_json(path):
 def find_run_dirs(root):
     if not os.path.isdir(root):
         raise ResultsError(f'{root} is not a directory; pass the folder that holds the run directories')
-    found = sorted(dirpath for dirpath, _, files in os.walk(root) if 'config.json' in files)
+    found, seen = [], set()
+    # Linked folders are followed (a set of runs gathered with links), each real folder once (no link loops).
+    for dirpath, dirnames, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        if 'config.json' in files:
+            found.append(dirpath)
+    found.sort()
     if not found:
         raise ResultsError(
             f'{root} holds no run directories (no config.json below it); pass the folder a sweep wrote (its --runs-dir)'

@@ -5,7 +5,6 @@ group's runs, and gives each run its directory and `config.json` settings, refus
 holds a run with other settings. `launch/loop.py` trains the runs.
 """
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -21,6 +20,7 @@ from datasets.generate import DEFAULT_DATASET_DIR
 from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
+from launch.command_line import CommandLineParser
 from launch.run_logs import read_json
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -40,7 +40,7 @@ class UserError(Exception):
 
 
 def build_parser(mode):
-    p = argparse.ArgumentParser(
+    p = CommandLineParser(
         prog=f'launch/{mode}.py',
         allow_abbrev=False,  # '--runs X' must not pass for --runs-dir (the sweep sets it per job)
         description=f'{"Offline" if mode == "offline" else "Offline-to-online"} RL on one benchmark task. '
@@ -133,7 +133,8 @@ def _parse_value(text, default, name):
             return tuple(int(v) for v in text.strip('()[] ').split(',') if v.strip())
         return type(default)(text)
     except ValueError:
-        raise UserError(f'--agent.{name}={text}: expected a {type(default).__name__} like {default!r}') from None
+        like = ','.join(map(str, default)) if isinstance(default, tuple) else default
+        raise UserError(f'--agent.{name}={text}: expected a {type(default).__name__} like {like}') from None
 
 
 def parse_args(argv, mode):
@@ -197,6 +198,8 @@ def validate_args(args, mode):
     for name in positive:
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if mode == 'offline' and args.offline_steps < 1:
+        raise UserError(f'--offline-steps must be >= 1, got {args.offline_steps}')
     if args.offline_steps < 0 or args.online_steps < 0 or args.offline_steps + args.online_steps < 1:
         raise UserError('--offline-steps and --online-steps must be >= 0 and not both 0')
     if mode == 'o2o' and args.online_steps < 1:
@@ -286,7 +289,7 @@ def run_settings(args, task, seed, config, mode):
 
 
 def check_same_run(run_dir, settings):
-    saved = read_json(os.path.join(run_dir, 'config.json'))
+    saved, differences = read_json(os.path.join(run_dir, 'config.json')), []
     for key in sorted(set(saved) | set(settings)):
         resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
         if key in RESUMABLE_DIFFERENCES or resolved_later:
@@ -297,10 +300,12 @@ def check_same_run(run_dir, settings):
                 f'another --run-dir, or make its {saved[key]} data the one found again to resume it'
             )
         if saved.get(key) != jsonable(settings.get(key)):
-            raise UserError(
-                f'{run_dir} holds a run with {key}={saved.get(key)!r}, not {settings.get(key)!r}; '
-                'pass another --run-dir (or the same settings to resume it)'
-            )
+            differences.append(f'{key}={saved.get(key)!r} (now {jsonable(settings.get(key))!r})')
+    if differences:  # all of them: one may follow from another (eval_envs from eval_episodes)
+        raise UserError(
+            f'{run_dir} holds a run with other settings: {", ".join(differences)}; '
+            'pass another --run-dir (or the same settings to resume it)'
+        )
 
 
 def jsonable(value):

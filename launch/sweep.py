@@ -10,7 +10,6 @@ the sweep is rerun, and a finished run is never redone. Settings the sweep does 
 `--offline-steps 300 --agent.hidden_dims=64,64`) are passed to every run.
 """
 
-import argparse
 import ctypes
 import os
 import pathlib
@@ -27,6 +26,7 @@ from tqdm import tqdm  # noqa: E402
 
 from agents import AGENTS  # noqa: E402
 from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
+from launch.command_line import CommandLineParser  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
 from launch.settings import UserError  # noqa: E402
 from launch.sweep_plan import GROUPINGS, data_preparations, gpu_hours, plan, run_settings  # noqa: E402
@@ -70,14 +70,16 @@ class Progress:
     def __init__(self, total, enabled, slots=1):
         self.bar = tqdm(total=total, desc='sweep', unit='job', disable=not enabled, dynamic_ncols=True)
         self.slots = slots  # jobs the cluster runs at once; the others wait for resources
-        self.pending = self.failed = 0
+        self.pending = self.failed = self.done = 0  # counted here: a disabled tqdm counts nothing
+        self.counts = {}
 
     def update(self, done=0, pending=None, failed=0):
         self.pending = self.pending if pending is None else pending
         self.failed += failed
+        self.done += done
         running = min(self.pending, self.slots)
-        postfix = dict(done=self.bar.n + done, running=running, queued=self.pending - running, failed=self.failed)
-        self.bar.set_postfix(postfix, refresh=False)
+        self.counts = dict(done=self.done, running=running, queued=self.pending - running, failed=self.failed)
+        self.bar.set_postfix(self.counts, refresh=False)
         self.bar.update(done)
 
     def close(self):
@@ -152,7 +154,7 @@ def run_jobs_in_turn(jobs, preparations, args, runs_dir):
     failures = {}
     try:
         for job in jobs:
-            progress.update(pending=len(jobs) - progress.bar.n)
+            progress.update(pending=len(jobs) - progress.done)
             after = [prepared[f] for f in {resolve_task(r.task).family.name for r in job.runs} if f in prepared]
             for _ in range(args.max_retries + 1):
                 code, last = run_command(job.arguments(), log_path(job), *after)
@@ -160,7 +162,7 @@ def run_jobs_in_turn(jobs, preparations, args, runs_dir):
                     break
             if code:
                 failures[job] = (code, last)
-            progress.update(done=1, failed=int(code != 0))
+            progress.update(done=1, pending=len(jobs) - progress.done - 1, failed=int(code != 0))
     finally:
         progress.close()
     return failures
@@ -171,7 +173,7 @@ def run_jobs_in_turn(jobs, preparations, args, runs_dir):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = CommandLineParser(
         prog='launch/sweep.py',
         allow_abbrev=False,  # '--seed 1' must reach the check below, not be read as '--seeds 1'
         description=__doc__.split('\n\n')[0],

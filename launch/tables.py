@@ -9,7 +9,6 @@ stratified-bootstrap CIs, probability of improvement of FAV over each other agen
 (launch/figures.py).
 """
 
-import argparse
 import dataclasses
 import os
 import pathlib
@@ -21,6 +20,7 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from envs.registry import SUITES  # noqa: E402
+from launch.command_line import CommandLineParser  # noqa: E402
 from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
 
@@ -314,7 +314,7 @@ def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
+    p = CommandLineParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
     p.add_argument('runs_dir', help='folder holding run directories (any depth), e.g. runs/')
     p.add_argument('--out', default='results', help='where the tables and figures go (default: results/)')
     p.add_argument('--published', action='store_true', help="show the paper's published suite averages beside")

@@ -186,7 +186,7 @@ class GroupTrainer:
             raise NonFiniteError(stopped)
         self.agents, self.step = agents, end
         self.bar.update(end - start)
-        if end % args.log_every == 0 or end == args.offline_steps + args.online_steps:
+        if end % args.log_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps):
             info = {k: np.asarray(v) for k, v in info.items()}
             # Over the whole logging interval, evaluations and checkpoints included.
             now = time.time()

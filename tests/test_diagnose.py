@@ -66,6 +66,7 @@ def test_cli_quick_writes_the_table_and_figures(tmp_path):
     table = (out / 'results.md').read_text()
     assert '| gauss1d | softmax | dataset | 0.1 | 4 |' in table and '| gauss1d | clipped |' in table
     assert 'nan' not in table and ' — |' in table  # 1-D rows have no energy distance: a dash, not 'nan'
+    assert '## Ablations' not in table  # --quick runs none: no empty table
     for name in ('density_gauss1d.png', 'distance_gauss1d.png'):
         data = (out / name).read_bytes()
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000, name

@@ -8,7 +8,7 @@ import pytest
 
 from envs.evaluation import evaluate, evaluation_rounds, final_score
 from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env, make_env_pool
-from envs.pool import EnvPool, PoolView
+from envs.pool import EnvPool, EnvWorkerError, PoolView
 from envs.registry import resolve_task
 
 
@@ -140,3 +140,21 @@ def test_closing_a_pool_with_a_dead_worker_stops_the_others():
     processes[0].join()
     pool.close()
     assert len(processes) == 2 and not any(p.is_alive() for p in processes)
+
+
+def test_a_dead_worker_is_one_error_and_a_dead_parent_lets_workers_exit_quietly():
+    """A worker killed mid-run is an EnvWorkerError (the loop prints it in one line), not an EOFError
+    traceback; a worker whose parent is gone (its pipe closed) exits cleanly instead of with a traceback."""
+    task = resolve_task('cube-single', 1)
+    pool = make_env_pool([task, task])  # two worker processes
+    processes = list(pool.processes)
+    try:
+        processes[0].kill()
+        processes[0].join()
+        with pytest.raises(EnvWorkerError, match='an env worker process exited'):
+            pool.step(np.zeros((2, 5), np.float32))
+        pool.connections[1].close()  # as when the parent dies: the worker reads the end of its pipe
+        processes[1].join(timeout=30)
+        assert processes[1].exitcode == 0
+    finally:
+        pool.close()

@@ -168,6 +168,8 @@ def test_agent_settings_are_read_as_their_fields_type(text, value):
     assert type(args.agent_overrides['normalize_q_loss']) is bool and type(args.agent_overrides['alpha']) is float
     with pytest.raises(UserError, match=r'--agent.normalize_q_loss=yes: expected a bool like False'):
         parse_args([*base, '--agent.normalize_q_loss=yes'], 'o2o')
+    with pytest.raises(UserError, match=r'--agent.hidden_dims=64,x: expected a tuple like 512,512,512,512$'):
+        parse_args([*base, '--agent.hidden_dims=64,x'], 'o2o')  # as it is written on the command line
 
 
 def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch):
@@ -278,7 +280,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
 @pytest.mark.slow
 def test_o2o_run_end_to_end(dataset, tmp_path):
     args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset]
-    args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 50'.split()
+    args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 80'.split()
     # 400 dataset rows in a ring of 500: online steps from the 101st on overwrite the oldest rows.
     args += ['--updates-per-call', '50', '--buffer-capacity', '500', *SMALL]
     args += ['--eval-episodes', '2']  # two env copies, in worker processes
@@ -290,8 +292,10 @@ def test_o2o_run_end_to_end(dataset, tmp_path):
     scores = _scores_from_eval_csv(whole)
     assert final['offline_score'] == pytest.approx(scores['offline'])
     assert final['online_score'] == final['score'] == pytest.approx(scores['online'])
-    online_rows = [r for r in Path(whole, 'train.csv').read_text().splitlines() if ',online,' in r]
-    assert len(online_rows) == 6
+    rows = [r.split(',')[:2] for r in Path(whole, 'train.csv').read_text().splitlines()[1:]]
+    # Every --log-every steps, and at the end of each phase (the offline phase's end is not a multiple of 80).
+    expected = [('80', 'offline'), ('100', 'offline'), ('160', 'online'), ('240', 'online'), ('320', 'online')]
+    assert [tuple(r) for r in rows] == [*expected, ('400', 'online')]
     header = Path(whole, 'train.csv').read_text().splitlines()[0]
     assert 'online_success' in header  # 200-step episodes: at least one finished in the online phase
     assert json.loads(Path(whole, 'config.json').read_text())['buffer_capacity'] == 500
@@ -515,6 +519,7 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
         ('offline', ['--env', 'cube-single', '--runs-dir', 'elsewhere'], '--runs-dir (a root), not both'),
         ('offline', ['--env', 'cube-single', '--dataset', 'd.npz', '--dataset-episodes', '3'], 'not both'),
         ('offline', ['--env', 'cube-single', '--online-steps', '5'], 'an O2O setting: use launch/o2o.py'),
+        ('offline', ['--env', 'cube-single', '--offline-steps', '-5'], '--offline-steps must be >= 1, got -5'),
         ('offline', ['--env', 'cube-single', '--bogus'], 'unrecognized argument --bogus'),
     ],
 )
@@ -527,6 +532,24 @@ def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, wo
     assert not (tmp_path / 'r').exists()
 
 
+@pytest.mark.parametrize(
+    'mode, argv, words',
+    [
+        ('offline', ['--agent', 'rlpd'], '--agent rlpd trains online from scratch: use launch/o2o.py --agent rlpd'),
+        ('o2o', ['--agent', 'foo'], "argument --agent: invalid choice: 'foo'"),
+        ('offline', ['--seed', 'x'], "argument --seed: invalid int value: 'x'"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_not_a_usage_block(mode, argv, words, capsys):
+    from launch.loop import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(mode, argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and words in err and err.strip().splitlines() == [err.strip()]
+    assert err.strip().endswith(f'(see launch/{mode}.py --help)')
+
+
 def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     from launch.settings import UserError, check_same_run
 
@@ -535,6 +558,10 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     check_same_run(str(tmp_path), dict(seed=0, dataset_origin='regenerated'))
     with pytest.raises(UserError, match='was trained on regenerated data, but this time the data is official'):
         check_same_run(str(tmp_path), dict(seed=0, dataset_origin='official'))
+    (tmp_path / 'config.json').write_text(json.dumps(dict(seed=0, eval_envs=2, eval_episodes=2, hidden=[64, 64])))
+    with pytest.raises(UserError) as error:  # every difference, not only the first (a derived one)
+        check_same_run(str(tmp_path), dict(seed=0, eval_envs=1, eval_episodes=1, hidden=(64, 64)))
+    assert 'other settings: eval_envs=2 (now 1), eval_episodes=2 (now 1); pass another --run-dir' in str(error.value)
 
 
 def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, capsys):
@@ -601,9 +628,10 @@ def test_group_refused_in_one_line_when_another_process_holds_one_of_its_run_dir
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_in_one_line_keeping_the_checkpoint(dataset, tmp_path):
-    """SIGINT to the process group (Ctrl-C): the trainer and its env workers stop without tracebacks,
-    the run lock is released and the last checkpoint loads."""
+@pytest.mark.parametrize('stop, code, word', [('SIGINT', 130, 'interrupted'), ('SIGTERM', 143, 'terminated')])
+def test_ctrl_c_or_sigterm_stops_in_one_line_keeping_the_checkpoint(stop, code, word, dataset, tmp_path):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler, `kill`) to the process group: the trainer and its env
+    workers stop without tracebacks, the run lock is released and the last checkpoint loads."""
     import signal
     import subprocess
     import time
@@ -622,10 +650,10 @@ def test_ctrl_c_stops_in_one_line_keeping_the_checkpoint(dataset, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / 'checkpoint.msgpack').exists():
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, getattr(signal, stop))
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert err.strip().splitlines() == ['interrupted: rerun the same command to resume from the last checkpoint']
+    assert process.returncode == code
+    assert err.strip().splitlines() == [f'{word}: rerun the same command to resume from the last checkpoint']
     assert load_checkpoint(str(run_dir / 'checkpoint.msgpack'))['step'] >= 20
     from launch.run_lock import run_lock
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from launch import sweep, sweep_plan
+from launch.sweep import Progress
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = 'cube-single-play-singletask-task{}-v0'
@@ -228,9 +229,10 @@ def test_backend_reaches_the_d4rl_jobs_only_and_paths_become_absolute(tmp_path, 
     ogbench, d4rl = capsys.readouterr().out.splitlines()[1:]
     assert ogbench.endswith(f'--no-progress --dataset-dir {tmp_path / "data"}')
     assert d4rl.endswith(f'--no-progress --backend minari --dataset-dir {tmp_path / "data"}')
-    with pytest.raises(SystemExit):  # still checked up front, on a D4RL task, by the CLI's own parser
+    with pytest.raises(SystemExit) as exit:  # still checked up front, on a D4RL task, by the CLI's own parser
         sweep.main([*argv[:-2], '--backend', 'tpu'])
-    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "invalid choice: 'tpu'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_failed_data_preparation_stops_only_the_jobs_that_need_it(tmp_path, monkeypatch):
@@ -255,6 +257,19 @@ def test_a_failed_data_preparation_stops_only_the_jobs_that_need_it(tmp_path, mo
     assert ran == [TASK.format(1), scene]  # tried once (no retries after a failed preparation), then the other
     assert not list(tmp_path.rglob('*.log'))  # the real run_command started nothing for the first job
     assert sweep.log_path(jobs[1]).endswith(f'logs/offline/{scene}/fav/seed0.log')
+
+
+def test_jobs_in_turn_end_with_the_progress_counts_settled(tmp_path, monkeypatch):
+    args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0', '--runs-dir', str(tmp_path)])
+    args.max_retries, args.progress = 0, False
+    _, _, jobs = sweep_plan.plan(args, [])
+    outcomes = iter([(0, 'done'), (1, 'diverged'), (0, 'done'), (0, 'done'), (0, 'done')])
+    monkeypatch.setattr(sweep, 'run_command', lambda arguments, log, *after: next(outcomes))
+    bars = []
+    monkeypatch.setattr(sweep, 'Progress', lambda *a, **k: bars.append(Progress(*a, **k)) or bars[-1])
+    failures = sweep.run_jobs_in_turn(jobs, {}, args, str(tmp_path))
+    assert len(jobs) == 5 and [result for result in failures.values()] == [(1, 'diverged')]
+    assert bars[0].counts == dict(done=5, running=0, queued=0, failed=1)
 
 
 class _RayError(Exception):

@@ -349,6 +349,19 @@ def test_a_failure_midway_leaves_the_output_folder_as_it_was(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith(f'error: --out {tmp_path / "notes.txt" / "sub"}: ')
 
 
+def test_linked_run_folders_are_read_once_and_a_link_loop_ends(tmp_path):
+    _run(tmp_path / 'sweep_a', 'offline', TASK.format(1), 'fav', 0, 10)
+    _run(tmp_path / 'sweep_b', 'offline', TASK.format(1), 'fql', 0, 30)
+    gathered = tmp_path / 'gathered'
+    gathered.mkdir()
+    (gathered / 'a').symlink_to(tmp_path / 'sweep_a')
+    (gathered / 'b').symlink_to(tmp_path / 'sweep_b')
+    (gathered / 'b_again').symlink_to(tmp_path / 'sweep_b')  # the same runs twice: read once
+    (gathered / 'loop').symlink_to(gathered)
+    runs = load_runs(str(gathered))
+    assert sorted((r.agent, r.seed) for r in runs) == [('fav', 0), ('fql', 0)]
+
+
 def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypatch):
     from launch import figures
 
