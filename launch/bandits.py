@@ -145,6 +145,13 @@ def target_mean(problem, sigma, beta, log_prior=None):
     return np.tile(probs @ points, problem.repeat)
 
 
+def target_std(problem, sigma, beta):
+    """Norm of the target's per-dimension standard deviations, on its grid (exact, as target_mean)."""
+    points, probs = factor_target(problem, sigma, beta)
+    variance = probs @ (points - probs @ points) ** 2
+    return float(np.sqrt(problem.repeat * variance.sum()))
+
+
 def wasserstein_1d(problem, samples, sigma, beta, log_prior=None):
     """Exact W1 between 1-D samples and the target on its grid."""
     points, probs = factor_target(problem, sigma, beta, log_prior)

@@ -144,7 +144,9 @@ def _notes(results):
 
 
 def _seed_text(seeds):
-    return f'{seeds[0]}-{seeds[-1]}' if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else str(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f'{seeds[0]}-{seeds[-1]}'
+    return ','.join(map(str, seeds))  # as --seeds takes them: 0 or 0,3,5
 
 
 def build_tables(results, published=False):

@@ -94,3 +94,10 @@ def test_distances_of_the_diagnostics_against_independent_formulas():
     reference = np.array([[-0.6], [0.05], [0.5], [0.7]])
     assert bandits.mode_coverage(problem, samples, reference) == pytest.approx(0.5)
     assert bandits.mode_coverage(problem, reference, reference) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('name', ['gauss1d', 'mix2d', 'prod5d'])
+def test_the_targets_exact_std_agrees_with_its_samples(name):
+    problem = bandits.PROBLEMS[name]
+    samples = bandits.target_samples(problem, 0.1, 1.0, 20_000, np.random.default_rng(0))
+    assert bandits.target_std(problem, 0.1, 1.0) == pytest.approx(np.linalg.norm(samples.std(0)), rel=0.02)

@@ -87,6 +87,7 @@ def test_markdown_numbers_missing_runs_and_uneven_seeds(out):
     # Not bolded: the two means are over different tasks.
     assert task_rows[3] == '| cube-single-play | 41.7 (3/5 tasks)* | 27.5 ± 7.1 (2/5 tasks)* |'
     assert '4 run(s) missing or unfinished' in md and 'FAV 0-1; FQL 0-2' in md
+    assert [tables._seed_text(s) for s in ([0], [0, 3, 5], [2, 3, 4])] == ['0', '0,3,5', '2-4']  # as --seeds
     (suite,) = [line for line in md.splitlines() if line.startswith('| average over tasks with runs')]
     assert suite.startswith('| average over tasks with runs (the suite has 56) | 41.7 (3/56 tasks)* | 27.5 ± 7.1 (2')
 
