@@ -2,10 +2,13 @@
 
 A checkpoint is written to a temporary file in the same directory, fsync-ed and renamed over the
 old one, so a crash mid-save leaves the previous checkpoint in place; the payload carries a SHA-256
-so a damaged file is refused instead of being loaded.
+so a damaged file is refused instead of being loaded. A group's runs are saved in two phases (all
+written, then all renamed into place), so a kill mid-save never leaves them at different steps.
 """
 
+import glob
 import hashlib
+import os
 
 from flax import serialization
 
@@ -28,6 +31,53 @@ def save_checkpoint(path, state):
     """`state`: a nest of dicts / lists / numbers / strings / arrays (flax state dicts included)."""
     payload = serialization.msgpack_serialize(state)
     atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def _pending_path(path, step):
+    return f'{path}.next-{step}'
+
+
+def save_group_checkpoints(paths, step, states):
+    """Each run's checkpoint at `step` (`states`: one per path, made as they are written), in two phases:
+    every new checkpoint is written beside its run's current one, then all are renamed into place.
+    Resumed after a kill between two runs' saves, the runs of a group would sit at different steps,
+    and a group trained apart is not bit-identical to the group (vmap over other sizes rounds otherwise)."""
+    for path, state in zip(paths, states, strict=True):
+        save_checkpoint(_pending_path(path, step), state)
+    for path in paths:
+        os.replace(_pending_path(path, step), path)
+
+
+def load_group_checkpoints(paths):
+    """Each run's checkpoint (None where there is none yet), after settling a group save that a kill
+    interrupted: completed if every run's new checkpoint had been written (the renames had begun), else
+    the new ones are dropped and the group resumes from the previous save."""
+    pending = {}
+    for path in paths:
+        for name in glob.glob(glob.escape(path) + '.next-*'):
+            step = int(name.rsplit('-', 1)[1])
+            if path in pending and pending[path][1] > step:
+                os.remove(name)
+                continue
+            if path in pending:
+                os.remove(pending[path][0])
+            pending[path] = (name, step)
+    states = [load_checkpoint(path) if os.path.exists(path) else None for path in paths]
+    if pending:
+        new = max(step for _, step in pending.values())
+        written = all(
+            (path in pending and pending[path][1] == new) or (state is not None and int(state['step']) == new)
+            for path, state in zip(paths, states, strict=True)
+        )
+        for i, path in enumerate(paths):
+            if path in pending:
+                name, step = pending[path]
+                if written and step == new:
+                    os.replace(name, path)
+                    states[i] = load_checkpoint(path)
+                else:
+                    os.remove(name)
+    return states
 
 
 def load_checkpoint(path):

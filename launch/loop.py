@@ -24,7 +24,7 @@ from envs.evaluation import final_score
 from envs.factory import make_env, with_backend
 from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
-from launch.checkpoint import CheckpointError, load_checkpoint
+from launch.checkpoint import CheckpointError, load_group_checkpoints
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
 from launch.settings import (
@@ -165,15 +165,15 @@ def _buffer_capacity(args, mode, offline_rows):
 
 def _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals):
     """Trains the runs `todo` (their locks held) and records their final.json in `finals`."""
-    checkpoints = [load_checkpoint(r.checkpoint_path) if os.path.exists(r.checkpoint_path) else None for r in todo]
+    checkpoints = load_group_checkpoints([r.checkpoint_path for r in todo])
     for r in todo:
         write_json(os.path.join(r.run_dir, 'config.json'), jsonable(r.settings))
     buffer = GroupBuffer.create(dataset, labels, [r.task_index for r in todo], capacity)
     keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
     example = (buffer.runs.data['observations'][0, :1], buffer.runs.data['actions'][0, :1])
     agents = jax.jit(jax.vmap(lambda key: module.Agent.create(key, *example, config)))(keys[:, 0])
-    # Runs resume from their own checkpoints; runs at different steps (a kill between two runs'
-    # saves) train as separate groups, the ones behind first.
+    # Runs resume from their own checkpoints; runs at different steps (runs saved apart, in other
+    # groups) train as separate groups, the ones behind first.
     steps = [0 if c is None else int(c.get('step', 0)) for c in checkpoints]
     for step in sorted(set(steps)):
         members = [i for i, s in enumerate(steps) if s == step]

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from envs.evaluation import evaluate, evaluation_rounds
 from envs.factory import make_env_pool
 from envs.pool import PoolView
-from launch.checkpoint import CheckpointError, save_checkpoint
+from launch.checkpoint import CheckpointError, save_group_checkpoints
 from launch.compiled import offline_chunk, online_chunk, policy_action
 from launch.online_envs import OnlineEnvs
 
@@ -126,8 +126,8 @@ class GroupTrainer:
 
     def save(self):
         agents = jax.device_get(self.agents)  # one transfer for every run
-        for r, run in enumerate(self.runs):
-            save_checkpoint(run.checkpoint_path, self.run_state(r, agents))
+        states = (self.run_state(r, agents) for r in range(len(self.runs)))  # one at a time in host memory
+        save_group_checkpoints([run.checkpoint_path for run in self.runs], self.step, states)
 
     # -- the phases ---------------------------------------------------------------------------------
 

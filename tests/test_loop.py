@@ -126,6 +126,43 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
         load_checkpoint(str(path))
 
 
+@pytest.mark.parametrize('phase', ['writing', 'renaming'])
+def test_a_group_save_killed_midway_resumes_every_run_at_one_step(phase, tmp_path, monkeypatch):
+    """A kill between two runs' saves: while the new checkpoints are written, the group resumes from
+    the previous save; once they are all written and being renamed into place, from the new one."""
+    import launch.checkpoint as checkpoint
+
+    paths = [str(tmp_path / f'seed{seed}' / 'checkpoint.msgpack') for seed in range(3)]
+    for path in paths:
+        os.makedirs(os.path.dirname(path))
+    checkpoint.save_group_checkpoints(paths, 40, (dict(step=40, seed=s) for s in range(3)))
+
+    def states():
+        for seed in range(3):
+            if phase == 'writing' and seed == 2:
+                raise KeyboardInterrupt  # seeds 0 and 1 written, seed 2 not
+            yield dict(step=80, seed=seed)
+
+    real_replace, renamed = os.replace, []
+
+    def replace(source, target):  # os.replace, also the one that atomic_write calls
+        if str(target).endswith('checkpoint.msgpack'):  # a new checkpoint renamed into place
+            if phase == 'renaming' and len(renamed) == 1:
+                raise KeyboardInterrupt  # seed 0 renamed, seeds 1 and 2 not
+            renamed.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(checkpoint.os, 'replace', replace)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_group_checkpoints(paths, 80, states())
+    monkeypatch.setattr(checkpoint.os, 'replace', real_replace)
+    loaded = checkpoint.load_group_checkpoints(paths)
+    step = 40 if phase == 'writing' else 80
+    assert [(c['step'], c['seed']) for c in loaded] == [(step, 0), (step, 1), (step, 2)]
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['checkpoint.msgpack'] * 3 + ['seed0', 'seed1', 'seed2']
+    assert [c['step'] for c in checkpoint.load_group_checkpoints(paths)] == [step] * 3  # settled: loads alike
+
+
 def test_policy_action_folds_the_indices_into_each_runs_key_and_evaluates_with_eval_actions():
     data = _synthetic_data()
     observations = jnp.asarray(data['observations'][:6].reshape(2, 3, 5))  # 2 runs, 3 copies each
