@@ -184,6 +184,15 @@ def agent_config(args, mode, family):
         raise UserError(str(e)) from None
 
 
+def check_folder(flag, path):
+    """Refuses, in one line, a folder that cannot exist because a file is in its way (nothing is created)."""
+    existing = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f'{flag} {path}: {existing} is a file; pass a folder')
+
+
 def validate_args(args, mode):
     positive = [
         'eval_episodes',
@@ -210,6 +219,8 @@ def validate_args(args, mode):
         raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
+    if args.dataset_dir is not None:
+        check_folder('--dataset-dir', args.dataset_dir)
     if args.wandb != 'disabled':
         try:
             import wandb  # noqa: F401  (optional: checked here, before anything is written)

@@ -28,7 +28,7 @@ from agents import AGENTS  # noqa: E402
 from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
 from launch.command_line import CommandLineParser  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
-from launch.settings import UserError  # noqa: E402
+from launch.settings import UserError, check_folder  # noqa: E402
 from launch.sweep_plan import GROUPINGS, data_preparations, gpu_hours, plan, run_settings  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,11 +217,7 @@ def main(argv=None):
                 f'a local cluster of {local_cpus} CPU(s) cannot give a job --cpus-per-job {args.cpus_per_job}'
             )
         runs_dir = os.path.abspath(args.runs_dir)
-        existing = runs_dir
-        while not os.path.exists(existing):  # refused here (a dry run creates nothing), not in every job
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise UserError(f'--runs-dir {args.runs_dir}: {existing} is a file; pass a folder')
+        check_folder('--runs-dir', runs_dir)  # refused here (a dry run creates nothing), not in every job
         mode, runs, jobs = plan(args, passed)
         cli = run_settings(mode, passed, runs)
     except (UserError, UnknownTaskError) as e:

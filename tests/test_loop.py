@@ -644,8 +644,7 @@ def test_a_dataset_dir_below_a_file_is_one_line(tmp_path, capsys):
     argv = ['--env', 'cube-single', '--dataset-episodes', '2', '--dataset-dir', str(tmp_path / 'notes.txt')]
     assert main('offline', [*argv, '--run-dir', str(tmp_path / 'run')]) == 2
     err = capsys.readouterr().err.strip()
-    generated = tmp_path / 'notes.txt' / 'generated'
-    assert err == f'error: {generated}: Not a directory; check the run, runs and dataset paths given'
+    assert err == f'error: --dataset-dir {tmp_path / "notes.txt"}: {tmp_path / "notes.txt"} is a file; pass a folder'
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
