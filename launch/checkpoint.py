@@ -52,16 +52,13 @@ def load_group_checkpoints(paths):
     """Each run's checkpoint (None where there is none yet), after settling a group save that a kill
     interrupted: completed if every run's new checkpoint had been written (the renames had begun), else
     the new ones are dropped and the group resumes from the previous save."""
-    pending = {}
+    pending = {}  # path: (its newest pending file, that file's step)
     for path in paths:
-        for name in glob.glob(glob.escape(path) + '.next-*'):
-            step = int(name.rsplit('-', 1)[1])
-            if path in pending and pending[path][1] > step:
-                os.remove(name)
-                continue
-            if path in pending:
-                os.remove(pending[path][0])
-            pending[path] = (name, step)
+        found = sorted((int(name.rsplit('-', 1)[1]), name) for name in glob.glob(glob.escape(path) + '.next-*'))
+        for _, stale in found[:-1]:
+            os.remove(stale)
+        if found:
+            pending[path] = found[-1][::-1]
     states = [load_checkpoint(path) if os.path.exists(path) else None for path in paths]
     if pending:
         new = max(step for _, step in pending.values())

@@ -267,7 +267,7 @@ def _main(mode, argv):
         print(f'error: {e}; rerun the same command to resume from the last checkpoint', file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        stopped = 'terminated' if isinstance(e, Terminated) else 'interrupted'
+        stopped, code = ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
         print(f'{stopped}: rerun the same command to resume from the last checkpoint', file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        return code
     return 0

@@ -40,8 +40,21 @@ NOT_OPTIONS = {
     'eval_envs',
     'log_every',
     'max_eval_envs',
+    'mode',
+    'progress',
+    'resume',
+    'save_every',
+    'seed',
+    'task',
+    'updates_per_call',
+    'wandb',
+    'workers',
 }
-NOT_OPTIONS |= {'mode', 'progress', 'resume', 'save_every', 'seed', 'task', 'updates_per_call', 'wandb', 'workers'}
+
+
+def _setting(settings, options, field):
+    """An agent setting, else a run-level one; `MISSING` if the run has neither."""
+    return settings.get(field, options.get(field, MISSING))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +75,7 @@ class Run:
     options: dict = dataclasses.field(default_factory=dict)
 
     def setting(self, field):
-        """An agent setting, else a run-level one; `MISSING` if the run has neither."""
-        return self.settings.get(field, self.options.get(field, MISSING))
+        return _setting(self.settings, self.options, field)
 
     def score(self, key):
         return None if self.final is None else self.final.get(key)
@@ -118,7 +130,7 @@ def load_run(run_dir, variants=()):
         family = resolve_task(task_name).family.name
         settings = config.get('agent_config', {})
         options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}
-        values = [(field, settings.get(field, options.get(field, MISSING))) for field in variants]
+        values = [(field, _setting(settings, options, field)) for field in variants]
         shown = [f'{field}={_setting_text(value)}' for field, value in values if value is not MISSING]
         if shown:
             agent += f'[{"; ".join(shown)}]'
