@@ -12,6 +12,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+# The O2O step's two calls are compiled without XLA's command buffers (CUDA graphs; nothing changes on a
+# CPU): each runs once per env step on new buffers, so its graphs were updated and relaunched on every
+# call. On an H100, 8 O2O runs made 11-30 % more env steps/s without them in each of 5 back-to-back
+# pairs (launch/bench.py; README, 'Speed'), one run no difference beyond its spread. The offline chunk
+# keeps them: its loop replays one graph, and without them one run made 28 % fewer updates/s.
+STEP_COMPILER_OPTIONS = {'xla_gpu_enable_command_buffer': ''}
+
 
 def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended=None, balanced=False):
     """`length` updates of every run; update i draws its batch with fold_in(data_key, start_step + i).
@@ -69,7 +76,7 @@ def policy_action(agents, observations, keys, *indices, evaluation=False):
     return _policy(agents, observations, keys, indices, evaluation)
 
 
-@functools.partial(jax.jit, donate_argnames=('runs',))
+@functools.partial(jax.jit, donate_argnames=('runs',), compiler_options=STEP_COMPILER_OPTIONS)
 def _append(runs, transitions):
     return jax.vmap(lambda ring, t: ring.append(t))(runs, transitions)
 
@@ -98,7 +105,9 @@ def online_chunk(
     return agents, buffer, info, finite, actions
 
 
-@functools.partial(jax.jit, static_argnames=('length', 'batch_size', 'balanced'))
+@functools.partial(
+    jax.jit, static_argnames=('length', 'batch_size', 'balanced'), compiler_options=STEP_COMPILER_OPTIONS
+)
 def _updates_then_act(
     agents, buffer, data_keys, start_step, length, batch_size, appended, observations, act_keys, balanced
 ):
