@@ -97,6 +97,19 @@ def matmul_probe(min_seconds):
     return rate * 2 * n**3
 
 
+def step_cost_line(runs, step_ms):
+    """The least-squares line through (R, ms per stacked step): a fixed part a (launches, loop, host)
+    and a part b per run (the work that grows with R). Stacking R runs then gives R·(a + b) / (a + b·R)
+    times one run, which grows with R toward (a + b) / b when a > 0."""
+    slope, fixed = np.polyfit(runs, step_ms, 1)
+    line = f'stacked step ≈ {fixed:.3f} ms + {slope:.3f} ms × runs (least squares over the rows above): '
+    if fixed <= 0:
+        return line + 'no fixed part to share, stacking cannot beat one run'
+    if slope <= 0:
+        return line + 'no part grows with the runs'
+    return line + f'stacking can give at most {(fixed + slope) / slope:.2f}× one run'
+
+
 def bench_agent(name, module, args, family, data, probe):
     config = module.get_config(family, dict(hidden_dims=args.hidden_dims), mode='offline')
     batch_size, k = config.batch_size, args.updates_per_call
@@ -145,14 +158,19 @@ def bench_agent(name, module, args, family, data, probe):
     print(f'\n## {name}: hidden {config.hidden_dims}, batch {batch_size}, K = {k} updates per call')
     print(f'GFLOP per update (XLA cost analysis): {flops / 1e9:.4f}')
     print(f'plain per-step loop: {plain_rate * args.plain_steps:,.0f} updates/s')
-    print('| runs stacked | updates/s (all runs) | ratio to one run | vs plain loop | GFLOP/s | of matmul probe |')
-    print('| --- | --- | --- | --- | --- | --- |')
+    print(
+        '| runs stacked | updates/s (all runs) | ratio to one run | vs plain loop | ms per stacked step | GFLOP/s '
+        '| of matmul probe |'
+    )
+    print('| --- | --- | --- | --- | --- | --- | --- |')
     for runs, rate in rows:
         achieved = rate * flops
         print(
             f'| {runs} | {rate:,.0f} | {rate / single:.2f}× | {rate / (plain_rate * args.plain_steps):.2f}× | '
-            f'{achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
+            f'{1e3 * runs / rate:.3f} | {achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
         )
+    if len(rows) > 1:
+        print(step_cost_line([runs for runs, _ in rows], [1e3 * runs / rate for runs, rate in rows]))
     for runs, trace_dir in profiles:
         unit = 'update' if runs == 1 else 'stacked step'  # a stacked step: one update of each of the runs
         print(f'\n### Profile: one chunk of {k} updates of {runs} stacked run(s), per {unit} ({trace_dir})')

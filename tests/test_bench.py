@@ -115,3 +115,15 @@ def test_bench_takes_any_registered_env_and_refuses_an_unknown_one_in_one_line()
     assert unknown.returncode == 2 and unknown.stdout == ''
     assert len(unknown.stderr.strip().splitlines()) == 1
     assert unknown.stderr.startswith("error: unknown environment 'cube-tripple'")
+
+
+def test_step_cost_line_fits_the_fixed_and_per_run_parts():
+    from launch.bench import step_cost_line
+
+    runs = [1, 4, 8, 40]
+    line = step_cost_line(runs, [0.5 + 0.38 * r for r in runs])
+    assert line.startswith('stacked step ≈ 0.500 ms + 0.380 ms × runs')
+    assert line.endswith('at most 2.32× one run')  # (0.5 + 0.38) / 0.38
+    # More time per run than one run alone takes, less the fixed part: nothing to share.
+    assert step_cost_line([1, 4], [2.2, 10.5]).endswith('stacking cannot beat one run')
+    assert step_cost_line([1, 8], [1.0, 0.9]).endswith('no part grows with the runs')
