@@ -9,7 +9,8 @@ against a plain per-step loop (a batch sampled on the host, one jitted update pe
 the public reference code); aggregate updates/s of R stacked runs and the ratio to one run; GFLOP per
 update (XLA's cost analysis), the FLOP/s achieved and its fraction of a matmul probe. Then, for FAV,
 O2O env steps/s of 1 and 8 runs on cube-double envs (env included) with the share of time in env
-steps, the compiled call (append + update + next action) and the rest, and the device memory of one
+steps, the compiled call (append + update + next action) and the rest, the milliseconds of an env step
+in that loop and with the envs stepped alone, and the device memory of one
 run for cube-double and humanoidmaze-large with the number of stacked runs that fit. Random data of
 the task's sizes: no dataset needed. With --profile, one fused chunk per stacked-run count and a
 stretch of O2O steps are also traced with JAX's profiler, and the events with the most self time per
@@ -186,8 +187,11 @@ def bench_o2o(args, family_name, runs_list):
     config = module.get_config(task.family, dict(hidden_dims=args.hidden_dims), mode='o2o')
     data = random_data(obs_dim, act_dim, args.rows)
     print(f'\n## O2O on {task.name} envs (FAV, hidden {config.hidden_dims}): one update per env step')
-    print('| runs | env steps/s (all runs) | per run | env stepping | compiled call | other host work |')
-    print('| --- | --- | --- | --- | --- | --- |')
+    print(
+        '| runs | env steps/s (all runs) | per run | env stepping | compiled call | other host work '
+        '| ms per env step: in the loop / alone |'
+    )
+    print('| --- | --- | --- | --- | --- | --- | --- |')
     profiles = []
     for runs in runs_list:
         pool = make_env_pool([task] * runs)
@@ -217,6 +221,14 @@ def bench_o2o(args, family_name, runs_list):
             return t1 - t0, time.perf_counter() - t2
 
         env_step(0)  # compiles
+        # The envs stepped alone, with no compiled calls between their steps: against the env stepping
+        # inside the loop below, this shows whether the loop's host work slows the envs down.
+        random_actions = np.random.default_rng(0).uniform(-1, 1, (args.online_steps, runs, act_dim))
+        started = time.perf_counter()
+        for actions in random_actions.astype(np.float32):
+            online.step(actions)
+        env_alone = (time.perf_counter() - started) / args.online_steps
+        state['actions'] = np.asarray(policy_action(state['agents'], jnp.asarray(online.observations), keys, 0))
         spent = dict(env=0.0, call=0.0)
         started = time.perf_counter()
         for step in range(1, args.online_steps + 1):
@@ -228,7 +240,8 @@ def bench_o2o(args, family_name, runs_list):
         env_share, call_share = spent['env'] / total, spent['call'] / total
         print(
             f'| {runs} | {rate:,.1f} | {rate / runs:,.1f} | {100 * env_share:.0f} % | {100 * call_share:.0f} % | '
-            f'{100 * (1 - env_share - call_share):.0f} % |'
+            f'{100 * (1 - env_share - call_share):.0f} % | {1e3 * spent["env"] / args.online_steps:.2f} / '
+            f'{1e3 * env_alone:.2f} |'
         )
         if args.profile:
             trace_dir = os.path.join(args.profile, f'o2o-{runs}-runs')

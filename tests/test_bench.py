@@ -62,10 +62,13 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    row = re.search(r'^\| 2 \| ([\d,.]+) \| ([\d,.]+) \| (\d+) % \| (\d+) % \|', out.stdout, re.M)
+    row = re.search(
+        r'^\| 2 \| ([\d,.]+) \| ([\d,.]+) \| (\d+) % \| (\d+) % \| (\d+) % \| ([\d.]+) / ([\d.]+) \|$', out.stdout, re.M
+    )
     assert row, out.stdout
     total, per_run = float(row[1].replace(',', '')), float(row[2].replace(',', ''))
     assert total > 0 and per_run == pytest.approx(total / 2, abs=0.1)
+    assert float(row[6]) > 0 and float(row[7]) > 0  # ms per env step in the loop / stepped alone
     assert f'### Profile: {steps} env steps of 2 O2O run(s)' in out.stdout
     # The traced stretch is `steps` env steps, each one call of bench's env_step for both runs at once.
     env_step = re.search(r'^\| /host:CPU \| `\$bench\.py:\d+ env_step` \| ([\d.]+) \| ([\d.]+) \|$', out.stdout, re.M)
