@@ -99,16 +99,16 @@ def matmul_probe(min_seconds):
 
 
 def step_cost_line(runs, step_ms):
-    """The least-squares line through (R, ms per stacked step): a fixed part a (launches, loop, host)
-    and a part b per run (the work that grows with R). Stacking R runs then gives R·(a + b) / (a + b·R)
+    """The least-squares line through (R, ms per stacked step): a fixed part a (what a step costs
+    whatever R is) and a part b per run (the work that grows with R). Stacking R runs then gives R·(a + b) / (a + b·R)
     times one run, which grows with R toward (a + b) / b when a > 0."""
     slope, fixed = np.polyfit(runs, step_ms, 1)
     line = f'stacked step ≈ {fixed:.3f} ms + {slope:.3f} ms × runs (least squares over the rows above): '
     if fixed <= 0:
-        return line + 'no fixed part to share, stacking cannot beat one run'
+        return line + 'no fixed part to share: by this line, stacking does not beat one run'
     if slope <= 0:
         return line + 'no part grows with the runs'
-    return line + f'stacking can give at most {(fixed + slope) / slope:.2f}× one run'
+    return line + f'by this line, stacking tends toward {(fixed + slope) / slope:.2f}× one run as runs grow'
 
 
 def bench_agent(name, module, args, family, data, probe):

@@ -12,11 +12,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-# The O2O step's two calls are compiled without XLA's command buffers (CUDA graphs; nothing changes on a
-# CPU): each runs once per env step on new buffers, so its graphs were updated and relaunched on every
-# call. On an H100, 8 O2O runs made 11-30 % more env steps/s without them in each of 5 back-to-back
-# pairs (launch/bench.py; README, 'Speed'), one run no difference beyond its spread. The offline chunk
-# keeps them: its loop replays one graph, and without them one run made 28 % fewer updates/s.
+# The append and a single update (the O2O step with one update per env step, the default) are compiled
+# without XLA's command buffers (CUDA graphs; nothing changes on a CPU): they run once per env step on new
+# buffers, so their graphs were updated and relaunched on every call. On an H100, 8 O2O runs made 11-30 %
+# more env steps/s without them in each of 5 pairs (launch/bench.py; README, 'Speed'); one run was within
+# its spread. A loop of updates keeps them (the offline chunk, and the O2O step's K > 1 updates per call):
+# it replays one graph per trip, and offline one run made 28 % fewer updates/s without them.
 STEP_COMPILER_OPTIONS = {'xla_gpu_enable_command_buffer': ''}
 
 
@@ -99,21 +100,26 @@ def online_chunk(
     length = transitions['observations'].shape[1]
     before = None if length == 1 else _before_append(buffer.runs, length)
     buffer = buffer.replace(runs=_append(buffer.runs, transitions))
-    agents, info, finite, actions = _updates_then_act(
+    updates_then_act = _update_then_act if length == 1 else _updates_then_act
+    agents, info, finite, actions = updates_then_act(
         agents, buffer, data_keys, start_step, length, batch_size, before, observations, act_keys, balanced
     )
     return agents, buffer, info, finite, actions
 
 
-@functools.partial(
-    jax.jit, static_argnames=('length', 'batch_size', 'balanced'), compiler_options=STEP_COMPILER_OPTIONS
-)
-def _updates_then_act(
+def _updates_then_act_program(
     agents, buffer, data_keys, start_step, length, batch_size, appended, observations, act_keys, balanced
 ):
     agents, info, finite = _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended, balanced)
     actions = None if observations is None else _policy(agents, observations, act_keys, (start_step + length,))
     return agents, info, finite, actions
+
+
+_UPDATES_STATIC = ('length', 'batch_size', 'balanced')
+_updates_then_act = jax.jit(_updates_then_act_program, static_argnames=_UPDATES_STATIC)
+_update_then_act = jax.jit(
+    _updates_then_act_program, static_argnames=_UPDATES_STATIC, compiler_options=STEP_COMPILER_OPTIONS
+)
 
 
 def as_group(agent):
