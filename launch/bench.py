@@ -201,6 +201,13 @@ def bench_o2o(args, family_name, runs_list):
         keys = jax.random.split(jax.random.PRNGKey(1), runs)
         online = OnlineEnvs(list(range(runs)), task.family.reward_shift)  # the O2O loop's env stepping
         online.start(pool)
+        # The envs stepped alone, with no compiled calls between their steps: against the env stepping
+        # inside the loop below, this shows whether the loop's host work slows the envs down.
+        random_actions = np.random.default_rng(0).uniform(-1, 1, (args.online_steps, runs, act_dim))
+        started = time.perf_counter()
+        for actions in random_actions.astype(np.float32):
+            online.step(actions)
+        env_alone = (time.perf_counter() - started) / args.online_steps
         actions = np.asarray(policy_action(agents, jnp.asarray(online.observations), keys, 0))
         state = dict(agents=agents, buffer=buffer, actions=actions)
 
@@ -221,14 +228,6 @@ def bench_o2o(args, family_name, runs_list):
             return t1 - t0, time.perf_counter() - t2
 
         env_step(0)  # compiles
-        # The envs stepped alone, with no compiled calls between their steps: against the env stepping
-        # inside the loop below, this shows whether the loop's host work slows the envs down.
-        random_actions = np.random.default_rng(0).uniform(-1, 1, (args.online_steps, runs, act_dim))
-        started = time.perf_counter()
-        for actions in random_actions.astype(np.float32):
-            online.step(actions)
-        env_alone = (time.perf_counter() - started) / args.online_steps
-        state['actions'] = np.asarray(policy_action(state['agents'], jnp.asarray(online.observations), keys, 0))
         spent = dict(env=0.0, call=0.0)
         started = time.perf_counter()
         for step in range(1, args.online_steps + 1):

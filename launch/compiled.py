@@ -100,7 +100,7 @@ def online_chunk(
     length = transitions['observations'].shape[1]
     before = None if length == 1 else _before_append(buffer.runs, length)
     buffer = buffer.replace(runs=_append(buffer.runs, transitions))
-    updates_then_act = _update_then_act if length == 1 else _updates_then_act
+    updates_then_act = _one_update_then_act if length == 1 else _updates_then_act
     agents, info, finite, actions = updates_then_act(
         agents, buffer, data_keys, start_step, length, batch_size, before, observations, act_keys, balanced
     )
@@ -117,7 +117,7 @@ def _updates_then_act_program(
 
 _UPDATES_STATIC = ('length', 'batch_size', 'balanced')
 _updates_then_act = jax.jit(_updates_then_act_program, static_argnames=_UPDATES_STATIC)
-_update_then_act = jax.jit(
+_one_update_then_act = jax.jit(
     _updates_then_act_program, static_argnames=_UPDATES_STATIC, compiler_options=STEP_COMPILER_OPTIONS
 )
 
