@@ -15,7 +15,7 @@ import jax.numpy as jnp
 # The append and a single update (the O2O step with one update per env step, the default) are compiled
 # without XLA's command buffers (CUDA graphs; nothing changes on a CPU): they run once per env step on new
 # buffers, so their graphs were updated and relaunched on every call. On an H100, 8 O2O runs made 11-30 %
-# more env steps/s without them in each of 5 pairs (launch/bench.py; README, 'Speed'); one run was within
+# more env steps/s without them in each of 5 pairs (launch/bench.py; docs/speed.md); one run was within
 # its spread. A loop of updates keeps them (the offline chunk, and the O2O step's K > 1 updates per call):
 # it replays one graph per trip, and offline one run made 28 % fewer updates/s without them.
 STEP_COMPILER_OPTIONS = {'xla_gpu_enable_command_buffer': ''}

@@ -15,10 +15,11 @@ SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
 GROUPINGS = ('seeds', 'family', 'none')
 # FAV's rates on one NVIDIA H100 with paper-sized networks, summed over R runs stacked in one group
 # (README, "Speed"; launch/bench.py): offline updates/s, and O2O env steps/s with one update each (env
-# and host work included). A group of R runs is estimated at the rate of the largest measured R' <= R.
+# and host work included; the means of five measurements of 2026-11-27, docs/speed.md). A group of R
+# runs is estimated at the rate of the largest measured R' <= R.
 # Used only for the GPU-hour estimate the sweep prints.
 H100_OFFLINE_UPDATES_PER_S = {1: 1062, 4: 1980, 8: 2279, 40: 2484}
-H100_O2O_ENV_STEPS_PER_S = {1: 163, 8: 782}
+H100_O2O_ENV_STEPS_PER_S = {1: 120, 8: 745}
 # Settings whose value is a path (made absolute for the jobs).
 PATH_SETTINGS = ('--dataset', '--dataset-dir')
 # Settings the sweep sets per run itself.

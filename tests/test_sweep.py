@@ -63,10 +63,10 @@ def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_pa
 @pytest.mark.parametrize(
     'group, jobs, hours',
     [
-        # 30 groups of 8 seeds: 30 × 8 × (1M / 2279 + 1M / 782) s = 114.50 h.
-        ('seeds', 30, '114.50'),
-        # 240 runs alone: 240 × (1M / 1062 + 1M / 163) s = 471.77 h.
-        ('none', 240, '471.77'),
+        # 30 groups of 8 seeds: 30 × 8 × (1M / 2279 + 1M / 745) s = 118.74 h.
+        ('seeds', 30, '118.74'),
+        # 240 runs alone: 240 × (1M / 1062 + 1M / 120) s = 618.33 h.
+        ('none', 240, '618.33'),
     ],
 )
 def test_the_paper_o2o_suite_estimate_by_grouping(group, jobs, hours, tmp_path, capsys):
