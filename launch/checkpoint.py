@@ -58,7 +58,8 @@ def load_group_checkpoints(paths):
         for _, stale in found[:-1]:
             os.remove(stale)
         if found:
-            pending[path] = found[-1][::-1]
+            step, name = found[-1]
+            pending[path] = (name, step)
     states = [load_checkpoint(path) if os.path.exists(path) else None for path in paths]
     if pending:
         new = max(step for _, step in pending.values())

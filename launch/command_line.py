@@ -4,7 +4,13 @@ import argparse
 
 
 class CommandLineParser(argparse.ArgumentParser):
+    """`hints`: {a part of argparse's error message: the line to print instead}, for mistakes a command
+    can say more about (offline.py's --agent rlpd)."""
+
+    def __init__(self, *args, hints=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hints = dict(hints or {})
+
     def error(self, message):
-        if self.prog == 'launch/offline.py' and "invalid choice: 'rlpd'" in message:
-            message = '--agent rlpd trains online from scratch: use launch/o2o.py --agent rlpd'
+        message = next((hint for part, hint in self.hints.items() if part in message), message)
         self.exit(2, f'error: {message} (see {self.prog} --help)\n')

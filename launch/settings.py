@@ -39,12 +39,17 @@ class UserError(Exception):
 # Command line
 
 
+# Mistakes on offline.py's command line that it can say more about than argparse.
+OFFLINE_HINTS = {"invalid choice: 'rlpd'": '--agent rlpd trains online from scratch: use launch/o2o.py --agent rlpd'}
+
+
 def build_parser(mode):
     p = CommandLineParser(
         prog=f'launch/{mode}.py',
         allow_abbrev=False,  # '--runs X' must not pass for --runs-dir (the sweep sets it per job)
         description=f'{"Offline" if mode == "offline" else "Offline-to-online"} RL on one benchmark task. '
         'Agent settings: --agent.FIELD=VALUE (e.g. --agent.beta=0.5 --agent.hidden_dims=64,64).',
+        hints=OFFLINE_HINTS if mode == 'offline' else None,
     )
     p.add_argument('--list-tasks', choices=['offline', 'o2o'], help='print the tasks of a suite and exit')
     p.add_argument('--env', help="task name or family, e.g. 'cube-double' or 'cube-double-play-singletask-task2-v0'")
