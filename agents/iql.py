@@ -27,9 +27,9 @@ from agents.common import (
 from agents.networks import CriticEnsemble, GaussianActor, ValueNet
 
 # AWR inverse temperature α per environment. Source: the FQL paper's (Park et al., ICML 2025) appendix table
-# of baseline hyperparameters; humanoidmaze-medium (10) and cube-single (1) are also in the authors' public
-# run commands (docs/agents.md says which values were checked where). The D4RL AntMaze tasks use α = 10,
-# IQL's own AntMaze setting (Kostrikov et al., 2022). Offline = O2O.
+# of baseline hyperparameters; humanoidmaze-medium (10) is also in the FQL README's run commands and
+# cube-single (1) in InFOM's (Zheng et al., 2025); docs/agents.md says which values were checked where. The
+# D4RL AntMaze tasks use α = 10, IQL's own AntMaze setting (Kostrikov et al., 2022). Offline = O2O.
 AWR_ALPHA = {
     'antmaze-large-navigate': 10.0,
     'antmaze-giant-navigate': 10.0,

@@ -24,9 +24,9 @@ from agents.common import check_settings, common_checks, polyak, static_field, t
 from agents.networks import CriticEnsemble, GaussianActor
 
 # (α_actor, α_critic) per environment. Source: the FQL paper's (Park et al., ICML 2025) appendix table of
-# baseline hyperparameters; humanoidmaze-medium (0.01, 0.01) and cube-single (1, 1) are also in the authors'
-# public run commands (docs/agents.md says which values were checked where). The D4RL AntMaze tasks use
-# antmaze-large-navigate's values, a documented default. Offline = O2O.
+# baseline hyperparameters; humanoidmaze-medium (0.01, 0.01) is also in the FQL README's run commands and
+# cube-single (1, 1) in InFOM's (Zheng et al., 2025); docs/agents.md says which values were checked where.
+# The D4RL AntMaze tasks use antmaze-large-navigate's values, a documented default. Offline = O2O.
 BC_COEFFICIENTS = {
     'antmaze-large-navigate': (0.003, 0.01),
     'antmaze-giant-navigate': (0.003, 0.01),
