@@ -17,6 +17,7 @@ import numpy as np
 TRANSITION_KEYS = ('observations', 'actions', 'next_observations', 'rewards', 'masks', 'terminals')
 ACTION_CLIP = 1 - 1e-5
 REFERENCE_MIN_CAPACITY = 2_000_000  # the reference's ring holds max(2M, N + 1) rows
+RING_ROW_LIMIT = 2**31  # a ring holds fewer rows than this: its size and pointer are int32
 
 
 def default_capacity(dataset_rows, balanced=False):

@@ -166,12 +166,15 @@ def _buffer_capacity(args, mode, offline_rows):
 def _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals):
     """Trains the runs `todo` (their locks held) and records their final.json in `finals`."""
     checkpoints = load_group_checkpoints([r.checkpoint_path for r in todo])
-    for r in todo:
-        write_json(os.path.join(r.run_dir, 'config.json'), jsonable(r.settings))
     buffer = GroupBuffer.create(dataset, labels, [r.task_index for r in todo], capacity)
     keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
     example = (buffer.runs.data['observations'][0, :1], buffer.runs.data['actions'][0, :1])
     agents = jax.jit(jax.vmap(lambda key: module.Agent.create(key, *example, config)))(keys[:, 0])
+    # Only once they exist (allocation errors surface when the arrays are waited for): a group that did
+    # not fit in memory leaves no config.json to refuse a smaller rerun.
+    jax.block_until_ready((buffer, agents))
+    for r in todo:
+        write_json(os.path.join(r.run_dir, 'config.json'), jsonable(r.settings))
     # Runs resume from their own checkpoints; runs at different steps (runs saved apart, in other
     # groups) train as separate groups, the ones behind first.
     steps = [0 if c is None else int(c.get('step', 0)) for c in checkpoints]
@@ -266,8 +269,26 @@ def _main(mode, argv):
     except EnvWorkerError as e:
         print(f'error: {e}; rerun the same command to resume from the last checkpoint', file=sys.stderr)
         return 1
+    except (jax.errors.JaxRuntimeError, MemoryError) as e:
+        if isinstance(e, jax.errors.JaxRuntimeError) and not _out_of_memory(str(e)):
+            raise
+        print(
+            f'error: out of memory ({_first_line(e)}); train fewer runs at once (--seeds, --task all) or give a '
+            'smaller --buffer-capacity; a rerun resumes each run from its last checkpoint',
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt as e:
         stopped, code = ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
         print(f'{stopped}: rerun the same command to resume from the last checkpoint', file=sys.stderr)
         return code
     return 0
+
+
+def _out_of_memory(message):
+    """XLA reports a failed allocation as RESOURCE_EXHAUSTED, or as INTERNAL when a later call meets it."""
+    return 'RESOURCE_EXHAUSTED' in message or 'Out of memory' in message
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

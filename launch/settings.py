@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from agents import AGENTS
+from datasets.buffer import RING_ROW_LIMIT
 from datasets.d4rl_data import BACKENDS
 from datasets.generate import DEFAULT_DATASET_DIR
 from envs.factory import SUCCESS_TIMING
@@ -224,6 +225,10 @@ def validate_args(args, mode):
         raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
+    if getattr(args, 'buffer_capacity', None) is not None and args.buffer_capacity >= RING_ROW_LIMIT:
+        raise UserError(
+            f'--buffer-capacity must be < {RING_ROW_LIMIT} (its rows are counted in int32), got {args.buffer_capacity}'
+        )
     if args.dataset_dir is not None:
         check_folder('--dataset-dir', args.dataset_dir)
     if args.wandb != 'disabled':
@@ -237,11 +242,14 @@ def validate_args(args, mode):
 # Tasks, seeds and run directories
 
 
+SEED_LIMIT = 2**32  # seeds are 32-bit, as numpy's and gymnasium's are
+
+
 def parse_seeds(args):
     """`--seed S` or `--seeds 0-7` / `--seeds 0,3,5` → the list of seeds (default [0])."""
     if args.seeds is None:
-        if args.seed is not None and args.seed < 0:
-            raise UserError(f'--seed must be >= 0, got {args.seed}')
+        if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+            raise UserError(f'--seed must be >= 0 and < {SEED_LIMIT}, got {args.seed}')
         return [0 if args.seed is None else args.seed]
     if args.seed is not None:
         raise UserError('give --seed or --seeds, not both')
@@ -250,7 +258,10 @@ def parse_seeds(args):
         match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
         if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
             raise UserError(f'--seeds {args.seeds}: expected seeds like 0-7 or 0,3,5 (non-negative, ranges low-high)')
-        seeds += range(int(match[1]), int(match[2] or match[1]) + 1)
+        low, high = int(match[1]), int(match[2] or match[1])
+        if high >= SEED_LIMIT:
+            raise UserError(f'--seeds {args.seeds}: seeds must be < {SEED_LIMIT}')
+        seeds += range(low, high + 1)
     if len(set(seeds)) != len(seeds):
         raise UserError(f'--seeds {args.seeds} names a seed twice')
     return seeds

@@ -549,6 +549,10 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
         ('offline', ['--env', 'cube-single', '--seeds', '0,0'], 'twice'),
         ('offline', ['--env', 'cube-single', '--seed', '1', '--seeds', '0-1'], '--seeds'),
         ('o2o', ['--env', 'cube-single', '--seed', '-1'], '--seed must be >= 0'),
+        ('offline', ['--env', 'cube-single', '--seed', str(2**32)], f'--seed must be >= 0 and < {2**32}'),
+        # Refused before the range is listed (a list of 10^14 seeds would not fit in memory).
+        ('offline', ['--env', 'cube-single', '--seeds', '0-99999999999999'], f'seeds must be < {2**32}'),
+        ('o2o', ['--env', 'cube-single', '--buffer-capacity', str(2**31)], f'--buffer-capacity must be < {2**31}'),
         ('offline', ['--env', 'cube-single-play-singletask-task1-v0', '--task', 'all'], '--task all'),
         ('offline', ['--env', 'cube-single', '--task', 'al'], "'all'"),
         ('offline', ['--env', 'cube-single', '--task', '7'], '1..5'),
@@ -617,6 +621,37 @@ def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, ca
         assert main('offline', argv) == 2
         assert f'notes.txt is a file, so {tmp_path / "notes.txt"}' in capsys.readouterr().err
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
+
+
+@pytest.mark.parametrize(
+    'message',
+    [
+        'RESOURCE_EXHAUSTED: Out of memory allocating 224000000000 bytes.',
+        'INTERNAL: Error dispatching computation: Out of memory allocating 224000000000 bytes.',
+        'INTERNAL: something else',
+    ],
+)
+def test_out_of_memory_is_one_line_and_leaves_no_config_to_refuse_a_smaller_rerun(
+    message, dataset, tmp_path, monkeypatch, capsys
+):
+    import launch.loop
+    from launch.loop import main
+
+    def too_big(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError(message)
+
+    monkeypatch.setattr(launch.loop.GroupBuffer, 'create', too_big)
+    argv = ['--env', 'cube-single', '--dataset', dataset, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g'), *SMALL]
+    if 'Out of memory' not in message:  # any other runtime error is not ours to word: it keeps its traceback
+        with pytest.raises(jax.errors.JaxRuntimeError, match='something else'):
+            main('o2o', argv)
+        return
+    assert main('o2o', argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: out of memory ({message})') and '\n' not in err
+    assert 'train fewer runs at once (--seeds, --task all)' in err
+    # The two runs' directories were made (and locked) before the buffer failed, but hold no config.json.
+    assert len(list((tmp_path / 'g').rglob('run.lock'))) == 2 and not list((tmp_path / 'g').rglob('config.json'))
 
 
 @pytest.mark.parametrize('text', ['garbage', '[1]'])
