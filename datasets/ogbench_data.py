@@ -52,7 +52,7 @@ def _explicit_path(dataset_path):
     return path
 
 
-def _generated_path(task, dataset_dir, episodes, seed, workers):
+def _generated_path(task, dataset_dir, episodes, seed, workers, progress=True):
     try:
         family = generate.check_request(task.family.name, episodes, seed, workers)
     except ValueError as e:
@@ -62,7 +62,7 @@ def _generated_path(task, dataset_dir, episodes, seed, workers):
     # The train file is renamed into place last, so the pair is complete once both exist.
     if not _complete(str(train_path)):
         return generate.generate_dataset(
-            family.name, out_dir, episodes, seed=seed, workers=workers, episode_length=EPISODE_LENGTH
+            family.name, out_dir, episodes, seed, workers, episode_length=EPISODE_LENGTH, progress=progress
         )[0]
     return str(train_path)
 
@@ -82,7 +82,7 @@ def _download(task, dataset_dir):
     return None
 
 
-def _official_path(task, dataset_dir, workers):
+def _official_path(task, dataset_dir, workers, progress=True):
     path = os.path.join(dataset_dir, f'{task.dataset_name}.npz')
     if _complete(path):
         return path, 'official'
@@ -103,7 +103,7 @@ def _official_path(task, dataset_dir, workers):
         file=sys.stderr,
         flush=True,
     )
-    return _generated_path(task, dataset_dir, OFFICIAL_EPISODES, 0, workers), 'regenerated'
+    return _generated_path(task, dataset_dir, OFFICIAL_EPISODES, 0, workers, progress), 'regenerated'
 
 
 def _check_file(path, task, env):
@@ -144,14 +144,16 @@ def _check_file(path, task, env):
             raise DatasetError(f'dataset file {path} has non-finite {k}')
 
 
-def find_task_file(task, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None):
+def find_task_file(
+    task, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None, progress=True
+):
     """(the train file of a task's data, its origin), generating or downloading it where needed.
 
     In order: `dataset_path` (with its -val file; origin 'given'); a dataset of `dataset_episodes`
     episodes generated under `<dataset_dir>/generated/` ('generated'); the official file in
     `dataset_dir`, found or downloaded ('official'), or when it cannot be had and the family allows it,
     the full-size play dataset generated locally by OGBench's oracles ('regenerated': the official
-    recipe, not the official file).
+    recipe, not the official file). `progress`: show the generation's progress bar.
     """
     if task.family.source != 'ogbench':
         raise DatasetError(f'{task.name} is not an OGBench task; its data is not read by this loader')
@@ -162,8 +164,8 @@ def find_task_file(task, dataset_path=None, dataset_dir=None, dataset_episodes=N
     if dataset_path is not None:
         return _explicit_path(dataset_path), 'given'
     if dataset_episodes is not None:
-        return _generated_path(task, dataset_dir, dataset_episodes, seed, workers), 'generated'
-    return _official_path(task, dataset_dir, workers)
+        return _generated_path(task, dataset_dir, dataset_episodes, seed, workers, progress), 'generated'
+    return _official_path(task, dataset_dir, workers, progress)
 
 
 def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episodes=None, seed=0, workers=None):

@@ -155,7 +155,7 @@ def bench_agent(name, module, args, family, data, probe):
             with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
                 fused_chunk()
             profiles.append((runs, trace_dir))
-    single = rows[0][1] if rows[0][0] == 1 else float('nan')
+    single = next((rate for runs, rate in rows if runs == 1), None)  # the ratios' base: one run, if timed
     print(f'\n## {name}: hidden {config.hidden_dims}, batch {batch_size}, K = {k} updates per call')
     print(f'GFLOP per update (XLA cost analysis): {flops / 1e9:.4f}')
     print(f'plain per-step loop: {plain_rate * args.plain_steps:,.0f} updates/s')
@@ -167,7 +167,8 @@ def bench_agent(name, module, args, family, data, probe):
     for runs, rate in rows:
         achieved = rate * flops
         print(
-            f'| {runs} | {rate:,.0f} | {rate / single:.2f}× | {rate / (plain_rate * args.plain_steps):.2f}× | '
+            f'| {runs} | {rate:,.0f} | {f"{rate / single:.2f}×" if single else "—"} | '
+            f'{rate / (plain_rate * args.plain_steps):.2f}× | '
             f'{1e3 * runs / rate:.3f} | {achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
         )
     if len(rows) > 1:
@@ -292,7 +293,7 @@ def main():
     p.add_argument('--env', default='cube-double', help='family whose sizes the update benchmark uses')
     p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, from {", ".join(AGENTS)}; empty: none')
     p.add_argument('--hidden-dims', default='512,512,512,512')
-    p.add_argument('--stack', default='1,4,8,40', help='numbers of stacked runs to time (1 first)')
+    p.add_argument('--stack', default='1,4,8,40', help='numbers of stacked runs to time (ratios are to 1)')
     p.add_argument('--o2o-runs', default='1,8', help='numbers of O2O runs to time (empty: skip)')
     p.add_argument('--updates-per-call', type=int, default=100, help='K of the fused path')
     p.add_argument('--plain-steps', type=int, default=20, help='updates per timed call of the plain loop')
@@ -317,8 +318,15 @@ def main():
     unknown = sorted(set(agents) - set(AGENTS))
     if unknown:
         p.error(f'unknown agent {unknown[0]}; valid: {", ".join(AGENTS)}')
-    if args.profile_steps < 1 or args.profile_top < 1:
-        p.error('--profile-steps and --profile-top must be at least 1')
+    for name in ('updates_per_call', 'plain_steps', 'online_steps', 'rows', 'profile_steps', 'profile_top'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be at least 1, got {getattr(args, name)}')
+    if args.seconds <= 0:
+        p.error(f'--seconds must be > 0, got {args.seconds}')
+    if min(args.hidden_dims) < 1 or min(args.stack + o2o_runs, default=1) < 1:
+        p.error('--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8')
+    if len(set(args.stack)) < len(args.stack) or len(set(o2o_runs)) < len(o2o_runs):
+        p.error('--stack and --o2o-runs name each count once, e.g. 1,4,8')
 
     try:
         task = resolve_task(args.env)

@@ -56,7 +56,7 @@ def _load_group_data(args, tasks):
                 origin = 'minari' if task.backend == 'minari' else ('given' if args.dataset else 'official')
             else:
                 path, origin = find_task_file(
-                    task, args.dataset, args.dataset_dir, args.dataset_episodes, seed=0, workers=args.workers
+                    task, args.dataset, args.dataset_dir, args.dataset_episodes, 0, args.workers, args.progress
                 )
                 train_data, _ = load_task_data(task, env, dataset_path=path)
         finally:
@@ -75,7 +75,10 @@ def _run_keys(seed):
     return [jax.random.fold_in(root, i) for i in range(4)]
 
 
-def run(args, mode):
+def plan(args, mode):
+    """What a parsed command line asks for: (tasks, agent config, runs). A run directory that already
+    holds a run, finished or not, is checked against its settings here, before anything is loaded or
+    written (launch/sweep.py checks its jobs' runs with this too)."""
     validate_args(args, mode)
     seeds = parse_seeds(args)
     try:
@@ -84,9 +87,13 @@ def run(args, mode):
         if isinstance(e, UnknownTaskError):
             raise
         raise UserError(str(e)) from None
-    module = agent_module(args.agent)
     config = agent_config(args, mode, tasks[0].family)
-    runs = plan_runs(args, mode, tasks, seeds, config)
+    return tasks, config, plan_runs(args, mode, tasks, seeds, config)
+
+
+def run(args, mode):
+    tasks, config, runs = plan(args, mode)
+    module = agent_module(args.agent)
     finals, stopped = {}, {}
     todo = _not_done(runs, finals, stopped, say=True)
     if todo:

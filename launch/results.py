@@ -142,7 +142,8 @@ def load_run(run_dir, variants=()):
     if final is not None:
         for key in SCORE_KEYS[mode]:
             value = final.get(key, 'absent')
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            number = not isinstance(value, bool) and isinstance(value, int | float)
+            if value is not None and not (number and 0 <= value <= 100):  # NaN fails the range too
                 raise ResultsError(f'{final_path}: {key} is {value!r}, expected a number in 0..100 (or null)')
     stopped = final is None and os.path.exists(os.path.join(run_dir, STOPPED_NAME))
     origin, online_steps = config.get('dataset_origin'), config.get('online_steps')

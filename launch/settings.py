@@ -253,17 +253,22 @@ def parse_seeds(args):
         return [0 if args.seed is None else args.seed]
     if args.seed is not None:
         raise UserError('give --seed or --seeds, not both')
+    return seed_list(args.seeds)
+
+
+def seed_list(text):
+    """`--seeds` text ('0-7', '0,3,5', '3') → its seeds in order (the CLIs' and the sweep's reading)."""
     seeds = []
-    for part in args.seeds.split(','):
+    for part in text.split(','):
         match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
         if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
-            raise UserError(f'--seeds {args.seeds}: expected seeds like 0-7 or 0,3,5 (non-negative, ranges low-high)')
+            raise UserError(f'--seeds {text}: expected seeds like 0-7 or 0,3,5 (non-negative, ranges low-high)')
         low, high = int(match[1]), int(match[2] or match[1])
         if high >= SEED_LIMIT:
-            raise UserError(f'--seeds {args.seeds}: seeds must be < {SEED_LIMIT}')
+            raise UserError(f'--seeds {text}: seeds must be < {SEED_LIMIT}')
         seeds += range(low, high + 1)
     if len(set(seeds)) != len(seeds):
-        raise UserError(f'--seeds {args.seeds} names a seed twice')
+        raise UserError(f'--seeds {text} names a seed twice')
     return seeds
 
 
@@ -331,7 +336,7 @@ def check_same_run(run_dir, settings):
     if differences:  # all of them: one may follow from another (eval_envs from eval_episodes)
         raise UserError(
             f'{run_dir} holds a run with other settings: {", ".join(differences)}; '
-            'pass another --run-dir (or the same settings to resume it)'
+            'pass another --run-dir or --runs-dir (or the same settings to resume it)'
         )
 
 

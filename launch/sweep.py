@@ -29,7 +29,14 @@ from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
 from launch.command_line import CommandLineParser  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
 from launch.settings import UserError, check_folder  # noqa: E402
-from launch.sweep_plan import GROUPINGS, data_preparations, gpu_hours, plan, run_settings  # noqa: E402
+from launch.sweep_plan import (  # noqa: E402
+    GROUPINGS,
+    check_started_runs,
+    data_preparations,
+    gpu_hours,
+    plan,
+    run_settings,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # Running
@@ -95,6 +102,12 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
         ray.init(num_cpus=args.local_cpus, logging_level='WARNING', log_to_driver=False, include_dashboard=False)
     resources = ray.cluster_resources()
     gpus = args.gpus_per_job if args.gpus_per_job is not None else (1 if resources.get('GPU') else 0)
+    if not args.address and gpus > resources.get('GPU', 0):  # Ray would wait forever for a job's GPUs
+        ray.shutdown()
+        raise UserError(
+            f'the local Ray cluster has {resources.get("GPU", 0):g} GPU(s), so no job can get --gpus-per-job '
+            f'{gpus:g}; pass --gpus-per-job 0, or --address of a cluster with GPUs'
+        )
     remote = ray.remote(run_command)
     job_options = dict(num_cpus=args.cpus_per_job, num_gpus=gpus, max_retries=0)
     if 0 < gpus < 1:  # several JAX processes share a GPU: allocate memory as needed, not 75 % each
@@ -220,6 +233,7 @@ def main(argv=None):
         check_folder('--runs-dir', runs_dir)  # refused here (a dry run creates nothing), not in every job
         mode, runs, jobs = plan(args, passed)
         cli = run_settings(mode, passed, runs)
+        check_started_runs(mode, jobs)
     except (UserError, UnknownTaskError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -254,7 +268,11 @@ def main(argv=None):
     if args.no_ray:
         print(f'--no-ray: running {len(todo)} job(s) one after another')
     start = time.time()
-    failures = (run_jobs_with_ray if use_ray else run_jobs_in_turn)(todo, preparations, args, runs_dir)
+    try:
+        failures = (run_jobs_with_ray if use_ray else run_jobs_in_turn)(todo, preparations, args, runs_dir)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     print(f'{len(todo) - len(failures)} of {len(todo)} job(s) finished in {time.time() - start:.0f} s')
     for job, (code, last) in failures.items():
         print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(job)}]')

@@ -8,8 +8,9 @@ import os
 from datasets import generate
 from datasets.ogbench_data import EPISODE_LENGTH
 from envs.registry import FAMILIES, SUITES, resolve_task
+from launch import loop
 from launch.run_logs import STOPPED_NAME
-from launch.settings import UserError, agent_config, parse_args, validate_args
+from launch.settings import UserError, agent_config, parse_args, seed_list, validate_args
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
 GROUPINGS = ('seeds', 'family', 'none')
@@ -136,20 +137,6 @@ def format_seeds(seeds):
     return ','.join(map(str, seeds))
 
 
-def parse_seeds(text):
-    """'0-7', '0,2,5' or '3' → sorted seeds."""
-    seeds = set()
-    try:
-        for part in text.split(','):
-            lo, _, hi = part.partition('-')
-            seeds.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise UserError(f"--seeds {text}: expected a range like '0-7', a list like '0,2,5' or one seed") from None
-    if not seeds or min(seeds) < 0:
-        raise UserError(f'--seeds {text}: expected non-negative seeds')
-    return sorted(seeds)
-
-
 def suite_tasks(suite):
     """Task names of a suite (offline56, o2o30), an environment (cube-single) or one task; several
     separated by commas."""
@@ -164,7 +151,12 @@ def suite_tasks(suite):
 
 
 def plan(args, settings):
-    mode = args.mode or ('o2o' if args.suite == 'o2o30' else 'offline')
+    suites = {part.strip() for part in args.suite.split(',')} & set(SUITE_NAMES)
+    if len(suites) > 1:
+        raise UserError(
+            f'--suite {args.suite}: offline56 and o2o30 are swept in different modes; sweep them one at a time'
+        )
+    mode = args.mode or ('o2o' if suites == {'o2o30'} else 'offline')
     args.agent = list(dict.fromkeys(args.agent or ['fav']))  # an agent given twice is swept once
     if mode == 'offline' and 'rlpd' in args.agent:
         raise UserError('--agent rlpd trains online from scratch: sweep it in O2O mode (--suite o2o30 or --mode o2o)')
@@ -173,7 +165,7 @@ def plan(args, settings):
         Run(mode, task, agent, seed, os.path.join(runs_dir, mode, task, agent, f'seed{seed}'))
         for task in suite_tasks(args.suite)
         for agent in args.agent
-        for seed in parse_seeds(args.seeds)
+        for seed in sorted(seed_list(args.seeds))
     ]
     return mode, runs, make_jobs(runs, settings, args.group, runs_dir)
 
@@ -195,6 +187,15 @@ def run_settings(mode, passed, runs):
         for family in families:
             agent_config(settings, mode, family)
     return parsed
+
+
+def check_started_runs(mode, jobs):
+    """Checks every run directory of the jobs that already holds a run, finished ones included (which the
+    sweep skips), against the settings its job passes, with the CLI's own check: a sweep rerun with other
+    settings is refused in one line rather than counting the runs of the old settings as done."""
+    for job in jobs:
+        if any(os.path.exists(os.path.join(r.run_dir, 'config.json')) for r in job.runs):
+            loop.plan(parse_args(job.arguments()[1:], mode), mode)
 
 
 def _group_rate(rates, runs):

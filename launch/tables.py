@@ -9,6 +9,7 @@ stratified-bootstrap CIs, probability of improvement of FAV over each other agen
 (launch/figures.py).
 """
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -23,6 +24,10 @@ from envs.registry import SUITES  # noqa: E402
 from launch.command_line import CommandLineParser  # noqa: E402
 from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
+
+# The list of files a run wrote into --out: the next run into the same --out removes those it does not
+# write again (a mode, agent or task the runs no longer have), and never touches anything else there.
+OUTPUTS_LIST = '.tables-outputs.txt'
 
 # The paper's headline suite averages (0-100), for `--published`: offline over its 56 tasks, O2O over
 # its 30 tasks as (offline, online).
@@ -315,6 +320,16 @@ def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
     return written, summary
 
 
+def _earlier_outputs(out):
+    """The files the last run wrote into `out` (its OUTPUTS_LIST), relative to it; none are anyone else's."""
+    try:
+        with open(os.path.join(out, OUTPUTS_LIST)) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [n for n in names if not os.path.isabs(n) and '..' not in n.split(os.sep)]
+
+
 def main(argv=None):
     p = CommandLineParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
     p.add_argument('runs_dir', help='folder holding run directories (any depth), e.g. runs/')
@@ -341,10 +356,18 @@ def main(argv=None):
         return 2
     try:
         written, summary = write_all(args.runs_dir, staging, args.published, args.reps, args.variant)
-        for path in written:
-            target = os.path.join(out, os.path.relpath(path, staging))
+        names = [os.path.relpath(path, staging) for path in written]
+        earlier = _earlier_outputs(out)
+        for path, name in zip(written, names, strict=True):
+            target = os.path.join(out, name)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(path, target)
+        stale = sorted(set(earlier) - set(names))
+        for name in stale:  # an earlier run's tables of a mode, agent or task these runs no longer have
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out, name))
+        listed = write_text(os.path.join(staging, OUTPUTS_LIST), '\n'.join(names) + '\n')
+        os.replace(listed, os.path.join(out, OUTPUTS_LIST))
     except ResultsError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -355,6 +378,8 @@ def main(argv=None):
         shutil.rmtree(staging, ignore_errors=True)
     print('\n'.join(summary))
     print(f'wrote {len(written)} files to {args.out}')
+    if stale:
+        print(f'removed {len(stale)} file(s) an earlier run wrote there that this one did not: {", ".join(stale)}')
     return 0
 
 

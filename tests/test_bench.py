@@ -84,16 +84,28 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
     assert len(calls) > 10 and statistics.mode(calls) == 1.0
 
 
-@pytest.mark.parametrize('flag', ['--profile-steps', '--profile-top'])
-def test_bench_refuses_an_empty_profile_in_one_line(tmp_path, flag):
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (['--profile-steps', '0'], '--profile-steps must be at least 1, got 0'),
+        (['--profile-top', '0'], '--profile-top must be at least 1, got 0'),
+        (['--updates-per-call', '0'], '--updates-per-call must be at least 1, got 0'),
+        (['--plain-steps', '0'], '--plain-steps must be at least 1, got 0'),
+        (['--online-steps', '0'], '--online-steps must be at least 1, got 0'),
+        (['--rows', '0'], '--rows must be at least 1, got 0'),
+        (['--seconds', '0'], '--seconds must be > 0, got 0.0'),
+        (['--stack', '1,-1'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
+        (['--hidden-dims', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
+        (['--stack', '1,4,1'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
+    ],
+)
+def test_bench_refuses_degenerate_settings_in_one_line(argv, message, tmp_path):
     out = subprocess.run(
-        [sys.executable, 'launch/bench.py', '--profile', str(tmp_path / 'profile'), flag, '0'],
+        [sys.executable, 'launch/bench.py', '--profile', str(tmp_path / 'profile'), *argv],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
-        'error: --profile-steps and --profile-top must be at least 1 (see bench.py --help)'
-    ]
+    assert out.stderr.strip().splitlines() == [f'error: {message} (see bench.py --help)']
     assert not (tmp_path / 'profile').exists()
 
 

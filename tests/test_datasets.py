@@ -284,6 +284,15 @@ def test_missing_official_file_without_network(tmp_path, monkeypatch):
     assert find_task_file(task, dataset_dir=str(tmp_path)) == (str(tmp_path / f'{task.dataset_name}.npz'), 'official')
 
 
+@pytest.mark.parametrize('progress', [True, False])
+def test_generation_shows_its_progress_bar_unless_asked_not_to(progress, tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(ogbench_data, 'EPISODE_LENGTH', LENGTH)
+    task = resolve_task('cube-single', 1)
+    path, origin = find_task_file(task, dataset_dir=str(tmp_path), dataset_episodes=1, workers=1, progress=progress)
+    assert origin == 'generated' and Path(path).is_file()
+    assert ('cube-single-play-v0' in capfd.readouterr().err) == progress  # the bar's label (tqdm, on stderr)
+
+
 @pytest.mark.parametrize(
     'args, words',
     [

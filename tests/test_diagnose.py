@@ -72,6 +72,19 @@ def test_cli_quick_writes_the_table_and_figures(tmp_path):
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000, name
 
 
+def test_cli_refuses_an_out_through_a_file_before_training(tmp_path):
+    (tmp_path / 'notes.txt').write_text('mine')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, 'launch/diagnose.py', '--quick', '--out', str(tmp_path / 'notes.txt' / 'diag')]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ''
+    assert result.stderr.strip().splitlines() == [
+        f'error: --out {tmp_path / "notes.txt" / "diag"}: {tmp_path / "notes.txt"} is a file; pass a folder '
+        '(see diagnose.py --help)'
+    ]
+    assert (tmp_path / 'notes.txt').read_text() == 'mine'
+
+
 def test_distances_of_the_diagnostics_against_independent_formulas():
     from scipy.stats import energy_distance
 
@@ -94,6 +107,20 @@ def test_distances_of_the_diagnostics_against_independent_formulas():
     reference = np.array([[-0.6], [0.05], [0.5], [0.7]])
     assert bandits.mode_coverage(problem, samples, reference) == pytest.approx(0.5)
     assert bandits.mode_coverage(problem, reference, reference) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('beta', [0.0, 2.0, 8.0])
+def test_the_unsmoothed_target_is_the_behavior_tilted_by_exp_beta_q(beta):
+    # gauss1d: behavior N(-0.3, 0.2²), Q = -(a - 0.5)²: p_b·exp(βQ) is Gaussian with precision 1/0.2² + 2β and
+    # mean (-0.3/0.2² + 2β·0.5) / that precision (the [-1, 1] box cuts 3.5 stds out at β = 0): the reference of
+    # the "to p_b·exp(βQ)" column (σ = 0: no smoothing).
+    problem = bandits.PROBLEMS['gauss1d']
+    precision = 1 / 0.2**2 + 2 * beta
+    assert bandits.target_mean(problem, 0.0, beta)[0] == pytest.approx((-0.3 / 0.2**2 + beta) / precision, abs=1e-3)
+    assert bandits.target_std(problem, 0.0, beta) == pytest.approx(precision**-0.5, rel=2e-3)
+    exact = np.random.default_rng(0).normal((-0.3 / 0.2**2 + beta) / precision, precision**-0.5, (20_000, 1))
+    assert bandits.wasserstein_1d(problem, exact, 0.0, beta) < 0.01
+    assert bandits.wasserstein_1d(problem, exact, 0.5, beta) > 0.05  # the smoothed target is another one
 
 
 @pytest.mark.parametrize('name', ['gauss1d', 'mix2d', 'prod5d'])

@@ -602,7 +602,9 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     (tmp_path / 'config.json').write_text(json.dumps(dict(seed=0, eval_envs=2, eval_episodes=2, hidden=[64, 64])))
     with pytest.raises(UserError) as error:  # every difference, not only the first (a derived one)
         check_same_run(str(tmp_path), dict(seed=0, eval_envs=1, eval_episodes=1, hidden=(64, 64)))
-    assert 'other settings: eval_envs=2 (now 1), eval_episodes=2 (now 1); pass another --run-dir' in str(error.value)
+    assert 'other settings: eval_envs=2 (now 1), eval_episodes=2 (now 1); pass another --run-dir or --runs-dir' in str(
+        error.value
+    )
 
 
 def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, capsys):

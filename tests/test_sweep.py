@@ -19,8 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 TASK = 'cube-single-play-singletask-task{}-v0'
 
 
-def test_seeds_and_suites():
-    assert sweep_plan.parse_seeds('0-3') == [0, 1, 2, 3] and sweep_plan.parse_seeds('5,1-2') == [1, 2, 5]
+def test_seeds_and_suites(tmp_path, capsys):
+    def planned(*argv):
+        args = sweep.build_parser().parse_args([*argv, '--runs-dir', str(tmp_path)])
+        mode, runs, _ = sweep_plan.plan(args, [])
+        return mode, sorted({r.seed for r in runs}), len({r.task for r in runs})
+
+    # The CLIs' reading of --seeds, sorted: the sweep plans its runs by seed.
+    assert planned('--suite', 'cube-single', '--seeds', '5,1-2') == ('offline', [1, 2, 5], 5)
+    assert planned('--suite', 'o2o30,cube-single', '--seeds', '0-3') == ('o2o', [0, 1, 2, 3], 35)  # o2o30 sets the mode
     assert sweep_plan.suite_tasks('cube-single') == [TASK.format(k) for k in range(1, 6)]
     assert len(sweep_plan.suite_tasks('offline56')) == 56 and len(sweep_plan.suite_tasks('o2o30')) == 30
     assert sweep_plan.suite_tasks(TASK.format(3)) == [TASK.format(3)]
@@ -112,6 +119,9 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
     [
         (['--suite', 'cube-singel'], 'unknown environment'),
         (['--suite', 'cube-single', '--seeds', 'a-b'], '--seeds a-b'),
+        (['--suite', 'cube-single', '--seeds', '0,5-3'], '--seeds 0,5-3: expected seeds like 0-7'),  # not only 0
+        (['--suite', 'cube-single', '--seeds', '0-4294967296'], 'seeds must be < 4294967296'),  # refused, not listed
+        (['--suite', 'offline56,o2o30'], 'sweep them one at a time'),
         (['--suite', 'cube-single', '--seed', '1'], '--seed is set by the sweep'),
         (['--suite', 'cube-single', '--agent.nope=1'], 'unknown agent setting --agent.nope'),
         # Checked for every agent of the sweep, not only the first: IQL has no sigma.
@@ -128,6 +138,21 @@ def test_bad_settings_one_line(argv, words, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_gpu_share_the_local_cluster_cannot_give_is_one_line_not_a_wait(dataset, tmp_path):
+    import ray  # noqa: F401  (the test extra installs it: the check is made on the cluster Ray starts)
+
+    command = [sys.executable, 'launch/sweep.py', '--suite', TASK.format(1), '--seeds', '0', '--gpus-per-job', '1']
+    command += ['--runs-dir', str(tmp_path / 'runs'), '--local-cpus', '1', '--no-progress', '--dataset', dataset]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert 'Traceback' not in result.stderr  # Ray's own start-up lines may come first
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: the local Ray cluster has 0 GPU(s), so no job can get --gpus-per-job 1; pass --gpus-per-job 0, '
+        'or --address of a cluster with GPUs'
+    )
+    assert not (tmp_path / 'runs' / 'offline').exists()  # no run was started
 
 
 def test_a_runs_dir_through_a_file_is_one_line(tmp_path, capsys):
@@ -199,6 +224,13 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and '4 run(s) already finished, 0 to run in 0 job(s)' in again.stdout
+    # Other settings over the same finished runs are refused (the CLI's check), not counted as finished.
+    longer = [*command, '--offline-steps', '40']  # the last value given is the one read
+    other = subprocess.run(longer, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and 'already finished' not in other.stdout, other.stdout + other.stderr
+    assert other.stderr.strip().count('\n') == 0 and 'holds a run with other settings: offline_steps=20 (now 40)' in (
+        other.stderr
+    )
     logs = sorted(p.relative_to(runs_dir).as_posix() for p in (runs_dir / 'logs').rglob('*.log'))
     assert logs == [f'logs/offline/{TASK.format(t)}/fav/seeds0-1.log' for t in (1, 2)]
 

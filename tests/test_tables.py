@@ -1,6 +1,7 @@
 """Benchmark tables and figures from synthetic run directories with known scores."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +242,39 @@ def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert str(corrupt) in result.stderr
     assert not (tmp_path / 'out').exists()  # nothing written
+
+
+@pytest.mark.parametrize('score', ['NaN', '150', '-1', 'true', '"90"'])
+def test_a_final_score_outside_0_to_100_is_refused_in_one_line(score, tmp_path, capsys):
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    final = root / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'final.json'
+    final.write_text(f'{{"score": {score}}}')
+    assert tables.main([str(root), '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f'error: {final}: score is {json.loads(score)!r}, expected a number in 0..100 (or null)'
+    assert not (tmp_path / 'out').exists()
+
+
+def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, capsys):
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    _run(root, 'offline', TASK.format(1), 'fql', 0, 20)
+    _run(root, 'o2o', SCENE, 'fav', 0, 30, 60)
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
+    first = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    assert {'o2o.md', 'offline_improvement.png', f'curves/o2o/{SCENE}.png'} <= first
+    (out / 'notes.md').write_text('mine')
+    # The same folder without the O2O runs and without FQL: the O2O tables and the FAV-vs-FQL plot go.
+    shutil.rmtree(root / 'o2o')
+    shutil.rmtree(root / 'offline' / TASK.format(1) / 'fql')
+    capsys.readouterr()
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
+    second = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    gone = sorted(first - second)
+    assert 'o2o.md' in gone and 'offline_improvement.png' in gone and f'curves/o2o/{SCENE}.png' in gone
+    assert second - first == {'notes.md'} and (out / 'notes.md').read_text() == 'mine'
+    assert f'removed {len(gone)} file(s) an earlier run wrote there that this one did not: ' in capsys.readouterr().out
 
 
 def test_runs_of_different_lengths_do_not_share_a_column(tmp_path, capsys):
