@@ -273,6 +273,13 @@ def main(argv=None):
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the jobs' runs stop too (their process group, or with their parent)
+        print(
+            'interrupted: rerun the same command to go on (finished runs are kept, the others resume from their '
+            'checkpoints)',
+            file=sys.stderr,
+        )
+        return 130
     print(f'{len(todo) - len(failures)} of {len(todo)} job(s) finished in {time.time() - start:.0f} s')
     for job, (code, last) in failures.items():
         print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(job)}]')

@@ -235,6 +235,27 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
     assert logs == [f'logs/offline/{TASK.format(t)}/fav/seeds0-1.log' for t in (1, 2)]
 
 
+def test_ctrl_c_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
+    from launch.run_lock import run_lock
+
+    runs_dir = tmp_path / 'runs'
+    command = [sys.executable, 'launch/sweep.py', '--suite', TASK.format(1), '--seeds', '0', '--no-ray']
+    command += ['--runs-dir', str(runs_dir), '--no-progress', '--dataset', dataset, '--offline-steps', '1000000']
+    command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
+    sweep_process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run_dir = runs_dir / 'offline' / TASK.format(1) / 'fav' / 'seed0'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / 'config.json').exists():
+        time.sleep(0.1)
+    assert (run_dir / 'config.json').exists(), 'the run did not start'
+    os.killpg(sweep_process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the sweep and its run
+    _, err = sweep_process.communicate(timeout=60)
+    assert sweep_process.returncode == 130 and 'Traceback' not in err, err
+    assert err.strip().splitlines()[-1].startswith('interrupted: rerun the same command to go on')
+    with run_lock(str(run_dir)):  # the run stopped with it: its lock is free
+        pass
+
+
 def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_plan.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
