@@ -291,6 +291,12 @@ def test_sac_temperature_moves_toward_the_target_entropy():
     # Through a whole update: a fresh policy's entropy is far above −100 · |A|, so α falls.
     new, _ = _agent('sac', target_entropy_multiplier=100.0).update(_batch())
     assert float(new.temperature.apply_fn(new.temperature.params)) < alpha
+    # The default target is the reference's −|A|/2, and the loss is α·(H − H_target), by hand.
+    default, action_dim = _agent('sac'), _batch()['actions'].shape[-1]
+    assert default.target_entropy == pytest.approx(-0.5 * action_dim)
+    loss, _ = default._temperature_loss(default.temperature.params, jnp.float32(1.0))
+    alpha = float(default.temperature.apply_fn(default.temperature.params))
+    assert float(loss) == pytest.approx(alpha * (1.0 + 0.5 * action_dim), rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------

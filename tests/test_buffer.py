@@ -73,6 +73,33 @@ def test_full_ring_overwrites_the_oldest_rows_and_samples_every_row():
     assert counts.min() > 400  # uniform: 500 each expected
 
 
+def _marked(values, like):
+    """Rows like `_rows`, but with the action value / 100 (inside the action box, so not clipped)."""
+    rows = _rows(values, like)
+    rows['actions'] = rows['actions'] / 100
+    return rows
+
+
+def _next_action_of_each_row(buffer):
+    """{row's reward: the next_actions value sampled with it} over every filled row."""
+    batch = buffer.sample(jax.random.PRNGKey(0), 2000)
+    rewards, next_actions = np.asarray(batch['rewards']), np.asarray(batch['next_actions'])[:, 0]
+    pairs = {(float(r), float(a)) for r, a in zip(rewards, next_actions, strict=True)}
+    assert len({r for r, _ in pairs}) == len(pairs), pairs  # one next action per row
+    return {r: round(100 * a) for r, a in pairs}
+
+
+def test_next_actions_are_the_following_rows_and_the_newest_row_repeats_its_own():
+    data = _marked(range(4), _dataset(n=4))  # row i: reward i, action i / 100
+    # Partly filled (4 dataset rows, 1 appended, room for 6): the newest row has no following row.
+    buffer = ReplayBuffer.create(data, capacity=6).append(_marked([4], data))
+    assert _next_action_of_each_row(buffer) == {0: 1, 1: 2, 2: 3, 3: 4, 4: 4}
+    # A full ring that wrapped (capacity 4; 10, 11, 12 overwrote rows 0, 1, 2): the row after the oldest
+    # (dataset row 3) is the first appended one, and the newest (12) must not read the oldest (3).
+    buffer = ReplayBuffer.create(data, capacity=4).append(_marked([10, 11, 12], data))
+    assert _next_action_of_each_row(buffer) == {3: 10, 10: 11, 11: 12, 12: 12}
+
+
 def test_append_past_the_end_wraps_and_the_view_partway_through_keeps_old_rows():
     data = _dataset(n=4)
     buffer = _appended(ReplayBuffer.create(data, capacity=5), data, [10], chunk=1)

@@ -255,6 +255,8 @@ def test_fql_actor_loss_matches_distillation_and_q_terms():
     batch = _batch()
     for normalize in (False, True):
         agent = _agent('fql', batch, alpha=3.0, normalize_q_loss=normalize)
+        # A one-step policy whose raw outputs leave the box, so that Q must be taken at the clipped actions.
+        agent = agent.replace(actor=agent.actor.replace(params=_scaled(agent.actor.params, 3.0)))
         key = jax.random.PRNGKey(7)
         loss, info = agent._actor_loss(agent.actor.params, batch, key)
         obs = batch['observations']
@@ -263,6 +265,7 @@ def test_fql_actor_loss_matches_distillation_and_q_terms():
         flow = np.asarray(agent.flow_actions(obs, noises))
         q = np.asarray(agent.critic.apply_fn(agent.critic.params, obs, np.clip(raw, -1, 1))).mean(0)
         q_term = -q.mean() / (np.abs(q).mean() if normalize else 1.0)
+        assert np.abs(raw).max() > 1.0  # some raw actions are outside [-1, 1]
         np.testing.assert_allclose(float(info['distill_loss']), np.mean((raw - flow) ** 2), rtol=1e-5)
         np.testing.assert_allclose(float(loss), 3.0 * np.mean((raw - flow) ** 2) + q_term, rtol=1e-5)
 
