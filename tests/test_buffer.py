@@ -165,3 +165,15 @@ def test_balanced_default_capacity_keeps_every_dataset_row(monkeypatch):
         offline_half, online_half = rewards[:2000], rewards[2000:]
         assert set(np.unique(offline_half)) == kept
         assert set(np.unique(online_half)) == set(online)
+
+
+def test_each_run_of_a_group_reads_its_own_tasks_rewards_and_masks():
+    data = _dataset(n=5)
+    shared = {k: v for k, v in data.items() if k not in ('rewards', 'masks')}
+    labels = dict(rewards=np.arange(15, dtype=np.float32).reshape(3, 5), masks=np.eye(3, 5, dtype=np.float32))
+    buffer = GroupBuffer.create(shared, labels, [2, 0, 1, 2])  # four runs over three tasks' labels
+    for run, task in enumerate([2, 0, 1, 2]):
+        ring = buffer.run(run)
+        np.testing.assert_array_equal(np.asarray(ring.data['rewards'][:5]), labels['rewards'][task])
+        np.testing.assert_array_equal(np.asarray(ring.data['masks'][:5]), labels['masks'][task])
+        np.testing.assert_array_equal(np.asarray(ring.data['observations'][:5]), data['observations'])

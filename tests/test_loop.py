@@ -107,6 +107,50 @@ def test_online_updates_see_each_transition_only_from_its_own_step_on():
     assert not np.allclose(np.asarray(first), np.asarray(jax.tree_util.tree_leaves(together.critic.params)[0]))
 
 
+def test_the_next_action_of_an_online_step_is_drawn_by_the_updated_agent_for_the_next_step():
+    data = _synthetic_data(n=8)
+    new = {k: np.full((1, 1, *v.shape[1:]), 0.5, np.float32) for k, v in data.items()}
+    observations, act_keys = jnp.asarray(data['observations'][None, :1]), jax.random.PRNGKey(9)[None]
+    buffer = GroupBuffer.of_one_task(data, capacity=12)
+    step = 4  # the env step just taken was step 5: its transition is appended, then one update
+    agents, _, _, _, actions = online_chunk(_agent(data), buffer, new, jax.random.PRNGKey(3)[None], step, 16,
+                                            observations, act_keys)  # fmt: skip
+    # The updated agent's policy, with the noise of env step 6 (index start_step + 1), as the loop draws it alone.
+    np.testing.assert_array_equal(np.asarray(actions), np.asarray(policy_action(agents, observations, act_keys, 5)))
+    assert not np.allclose(np.asarray(actions), np.asarray(policy_action(agents, observations, act_keys, 4)))
+
+
+def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone():
+    from launch.loop import _run_keys
+
+    keys = [np.asarray(k) for k in _run_keys(3)]
+    assert len({k.tobytes() for k in keys}) == 4  # agent, data, act and eval keys all differ
+    for i, key in enumerate(keys):
+        np.testing.assert_array_equal(key, np.asarray(jax.random.fold_in(jax.random.PRNGKey(3), i)))
+
+
+def test_each_phase_ends_with_an_evaluation_whatever_the_period():
+    from launch.training import _is_eval_step
+
+    args = types.SimpleNamespace(offline_steps=30, online_steps=50, eval_every=100)
+    assert [s for s in range(1, 81) if _is_eval_step(s, args)] == [1, 30, 80]
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint.msgpack'
+    save_checkpoint(str(path), dict(step=1))
+    before = path.read_bytes()
+
+    def killed(*args):  # the process dies after writing the new checkpoint's bytes, before it is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, 'replace', killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(str(path), dict(step=2, weights=np.zeros(1000, np.float32)))
+    assert path.read_bytes() == before and load_checkpoint(str(path))['step'] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint.msgpack']  # no temporary file left
+
+
 def test_checkpoint_round_trip_and_damage(tmp_path):
     path = tmp_path / 'checkpoint.msgpack'
     state = dict(step=7, weights=np.arange(6, dtype=np.float32).reshape(2, 3), rows={'eval': [{'step': 1}]})
@@ -317,7 +361,7 @@ def test_offline_run_end_to_end_and_resume_after_kill(dataset, tmp_path):
 @pytest.mark.slow
 def test_o2o_run_end_to_end(dataset, tmp_path):
     args = ['--env', 'cube-single-play-singletask-task1-v0', '--dataset', dataset]
-    args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 50 --log-every 80'.split()
+    args += '--offline-steps 100 --online-steps 300 --eval-every 100 --save-every 300 --log-every 80'.split()
     # 400 dataset rows in a ring of 500: online steps from the 101st on overwrite the oldest rows.
     args += ['--updates-per-call', '50', '--buffer-capacity', '500', *SMALL]
     args += ['--eval-episodes', '2']  # two env copies, in worker processes
@@ -336,6 +380,8 @@ def test_o2o_run_end_to_end(dataset, tmp_path):
     header = Path(whole, 'train.csv').read_text().splitlines()[0]
     assert 'online_success' in header  # 200-step episodes: at least one finished in the online phase
     assert json.loads(Path(whole, 'config.json').read_text())['buffer_capacity'] == 500
+    # Saved at the end of the run, though 400 is not a multiple of --save-every.
+    assert load_checkpoint(str(Path(whole, 'checkpoint.msgpack')))['step'] == 400
     # Killed and resumed: in the group test below (the same loop for one run or several).
 
 
