@@ -225,7 +225,7 @@ def validate_args(args, mode):
         raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
-    if getattr(args, 'buffer_capacity', None) is not None and args.buffer_capacity >= RING_ROW_LIMIT:
+    if args.buffer_capacity is not None and args.buffer_capacity >= RING_ROW_LIMIT:  # None offline
         raise UserError(
             f'--buffer-capacity must be < {RING_ROW_LIMIT} (its rows are counted in int32), got {args.buffer_capacity}'
         )
