@@ -7,7 +7,8 @@
 Per agent: updates/s of the fused path (K updates per compiled call, batches sampled on the device)
 against a plain per-step loop (a batch sampled on the host, one jitted update per call: the pattern of
 the public reference code); aggregate updates/s of R stacked runs and the ratio to one run; GFLOP per
-update (XLA's cost analysis), the FLOP/s achieved and its fraction of a matmul probe. Then, for FAV,
+update (XLA's cost analysis), the FLOP/s achieved and its fraction of a matmul probe, and the bytes an
+update reads and writes (XLA's count) with the rate achieved against a copy probe. Then, for FAV,
 O2O env steps/s of 1 and 8 runs on cube-double envs (env included) with the share of time in env
 steps, the compiled call (append + update + next action) and the rest, the milliseconds of an env step
 in that loop and with the envs stepped alone, and the device memory of one
@@ -98,6 +99,16 @@ def matmul_probe(min_seconds):
     return rate * 2 * n**3
 
 
+def copy_probe(min_seconds):
+    """Bytes/s of an elementwise op over a large float32 array (each element read once and written once):
+    the memory bandwidth the updates' traffic is compared to."""
+    n = (32 if jax.default_backend() == 'cpu' else 512) * 2**20
+    a = jnp.ones(n, jnp.float32)
+    double = jax.jit(lambda x: 2 * x)
+    rate, _ = timed(lambda: double(a).block_until_ready(), min_seconds)
+    return rate * 2 * a.nbytes
+
+
 def step_cost_line(runs, step_ms):
     """The least-squares line through (R, ms per stacked step): a fixed part a (what a step costs
     whatever R is) and a part b per run (the work that grows with R). Stacking R runs then gives R·(a + b) / (a + b·R)
@@ -111,7 +122,7 @@ def step_cost_line(runs, step_ms):
     return line + f'by this line, stacking tends toward {(fixed + slope) / slope:.2f}× one run as runs grow'
 
 
-def bench_agent(name, module, args, family, data, probe):
+def bench_agent(name, module, args, family, data, probes):
     config = module.get_config(family, dict(hidden_dims=args.hidden_dims), mode='offline')
     batch_size, k = config.batch_size, args.updates_per_call
     one = jax.tree_util.tree_map(lambda x: x[0], make_agents(module, config, data, 1))
@@ -134,7 +145,7 @@ def bench_agent(name, module, args, family, data, probe):
     batch['next_actions'] = jnp.asarray(data['actions'][1 : batch_size + 1])
     cost = update.lower(one, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    flops = float(cost.get('flops', float('nan')))
+    flops, traffic = (float(cost.get(key, float('nan'))) for key in ('flops', 'bytes accessed'))
 
     rows, profiles = [], []
     for runs in args.stack:
@@ -157,19 +168,21 @@ def bench_agent(name, module, args, family, data, probe):
             profiles.append((runs, trace_dir))
     single = next((rate for runs, rate in rows if runs == 1), None)  # the ratios' base: one run, if timed
     print(f'\n## {name}: hidden {config.hidden_dims}, batch {batch_size}, K = {k} updates per call')
-    print(f'GFLOP per update (XLA cost analysis): {flops / 1e9:.4f}')
+    print(f'GFLOP per update (XLA cost analysis): {flops / 1e9:.4f}; GB read and written: {traffic / 1e9:.4f}')
     print(f'plain per-step loop: {plain_rate * args.plain_steps:,.0f} updates/s')
     print(
         '| runs stacked | updates/s (all runs) | ratio to one run | vs plain loop | ms per stacked step | GFLOP/s '
-        '| of matmul probe |'
+        '| of matmul probe | GB/s | of copy probe |'
     )
-    print('| --- | --- | --- | --- | --- | --- | --- |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    matmul_rate, copy_rate = probes
     for runs, rate in rows:
-        achieved = rate * flops
+        achieved, moved = rate * flops, rate * traffic
         print(
             f'| {runs} | {rate:,.0f} | {f"{rate / single:.2f}×" if single else "—"} | '
             f'{rate / (plain_rate * args.plain_steps):.2f}× | '
-            f'{1e3 * runs / rate:.3f} | {achieved / 1e9:,.1f} | {100 * achieved / probe:.1f} % |'
+            f'{1e3 * runs / rate:.3f} | {achieved / 1e9:,.1f} | {100 * achieved / matmul_rate:.1f} % | '
+            f'{moved / 1e9:,.1f} | {100 * moved / copy_rate:.1f} % |'
         )
     if len(rows) > 1:
         print(step_cost_line([runs for runs, _ in rows], [1e3 * runs / rate for runs, rate in rows]))
@@ -334,15 +347,16 @@ def main():
         p.error(str(e))
     obs_dim, act_dim, _ = SIZES[task.family.name]
     data = random_data(obs_dim, act_dim, args.rows)
-    probe = matmul_probe(args.seconds)
+    probes = matmul_probe(args.seconds), copy_probe(args.seconds)
     device = jax.devices()[0]
     print(
         f'# device: {device.device_kind} ({jax.default_backend()}, {os.cpu_count()} CPU cores), jax {jax.__version__}; '
         f'{task.family.name} sizes (obs {obs_dim}, act {act_dim}), {args.rows:,} random rows; '
-        f'matmul probe {probe / 1e9:,.1f} GFLOP/s; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "(none)"}'
+        f'matmul probe {probes[0] / 1e9:,.1f} GFLOP/s, copy probe {probes[1] / 1e9:,.1f} GB/s; '
+        f'XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "(none)"}'
     )
     for name in agents:
-        bench_agent(name, AGENTS[name], args, task.family, data, probe)
+        bench_agent(name, AGENTS[name], args, task.family, data, probes)
     if o2o_runs:
         bench_o2o(args, 'cube-double', o2o_runs)
     bench_memory(args)

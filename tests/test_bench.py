@@ -70,6 +70,19 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
     assert total > 0 and per_run == pytest.approx(total / 2, abs=0.1)
     assert float(row[6]) > 0 and float(row[7]) > 0  # ms per env step in the loop / stepped alone
     assert f'### Profile: {steps} env steps of 2 O2O run(s)' in out.stdout
+    # The stacked-run table: FLOP/s and bytes/s are the updates/s times XLA's counts per update.
+    counts = re.search(
+        r'^GFLOP per update \(XLA cost analysis\): ([\d.]+); GB read and written: ([\d.]+)$', out.stdout, re.M
+    )
+    stacked = re.search(
+        r'^\| 2 \| ([\d,]+) \| — \| [\d.]+× \| [\d.]+ \| ([\d,.]+) \| [\d.]+ % \| ([\d,.]+) \| [\d.]+ % \|$',
+        out.stdout,
+        re.M,
+    )
+    assert counts and stacked, out.stdout
+    updates_per_s = float(stacked[1].replace(',', ''))
+    assert float(stacked[2].replace(',', '')) == pytest.approx(updates_per_s * float(counts[1]), rel=0.05, abs=0.1)
+    assert float(stacked[3].replace(',', '')) == pytest.approx(updates_per_s * float(counts[2]), rel=0.05, abs=0.1)
     # The traced stretch is `steps` env steps, each one call of bench's env_step for both runs at once.
     env_step = re.search(r'^\| /host:CPU \| `\$bench\.py:\d+ env_step` \| ([\d.]+) \| ([\d.]+) \|$', out.stdout, re.M)
     assert env_step, out.stdout
