@@ -177,3 +177,19 @@ def test_each_run_of_a_group_reads_its_own_tasks_rewards_and_masks():
         np.testing.assert_array_equal(np.asarray(ring.data['rewards'][:5]), labels['rewards'][task])
         np.testing.assert_array_equal(np.asarray(ring.data['masks'][:5]), labels['masks'][task])
         np.testing.assert_array_equal(np.asarray(ring.data['observations'][:5]), data['observations'])
+
+
+def test_balanced_batches_put_the_odd_row_offline_and_turn_uniform_once_no_dataset_row_is_left():
+    """The first ⌈B/2⌉ rows of a balanced batch are dataset rows, the rest online rows; once online rows
+    have overwritten every dataset row, the whole batch is uniform over the ring."""
+    data = _dataset(n=4)  # rewards 0..3
+    draw = jax.jit(jax.vmap(lambda b, k: b.sample(k, 5, balanced=True)['rewards'], in_axes=(None, 0)))
+    keys = jax.random.split(jax.random.PRNGKey(0), 600)
+    buffer = _appended(ReplayBuffer.create(data, capacity=6), data, [10, 11], chunk=2)
+    rewards = np.asarray(draw(buffer, keys))  # (600 batches, 5)
+    assert set(np.unique(rewards[:, :3])) == {0, 1, 2, 3} and set(np.unique(rewards[:, 3:])) == {10, 11}
+    buffer = _appended(buffer, data, [12, 13, 14, 15], chunk=2)  # rows 0..3 overwritten
+    rewards = np.asarray(draw(buffer, keys))
+    for half in (rewards[:, :3], rewards[:, 3:]):
+        values, counts = np.unique(half, return_counts=True)
+        assert values.tolist() == list(range(10, 16)) and counts.min() > half.size / 6 / 2

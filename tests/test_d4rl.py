@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import minari
 import numpy as np
 import pytest
 
-from datasets.d4rl_data import DatasetError, load_d4rl_data, minari_id
+from datasets.d4rl_data import D4RL_FILES, DatasetError, load_d4rl_data, minari_id
 from envs.factory import (
     MINARI_ENV_IDS,
     MINARI_MAZES,
@@ -106,6 +107,59 @@ def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
             f[key] = np.zeros((rows, 2) if key in ('observations', 'actions') else rows, np.float32)
     with pytest.raises(DatasetError, match=r"need one length .*'terminals': 4"):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'ragged.hdf5'))
+
+
+def test_legacy_file_too_short_or_of_other_dims_is_refused(tmp_path):
+    task = _task('antmaze-umaze-v2', 'd4rl')
+    write_d4rl_file(tmp_path / 'antmaze.hdf5')  # 29-dim observations, 8-dim actions
+    for obs_dim, act_dim in ((30, 8), (28, 8), (29, 7)):
+        expected = rf'dims \(29, 8\) but the d4rl env expects \({obs_dim}, {act_dim}\)'
+        with pytest.raises(DatasetError, match=expected):
+            load_d4rl_data(task, _dims_env(obs_dim, act_dim), dataset_path=str(tmp_path / 'antmaze.hdf5'))
+    with h5py.File(tmp_path / 'one_row.hdf5', 'w') as f:  # one row: no transition at all
+        for key in ('observations', 'actions', 'rewards', 'terminals', 'timeouts'):
+            f[key] = np.zeros({'observations': (1, 29), 'actions': (1, 8)}.get(key, 1), np.float32)
+    with pytest.raises(DatasetError, match=r"2 rows or more\), got \{'observations': 1"):
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'one_row.hdf5'))
+
+
+def test_legacy_dataset_dir_comes_before_the_environment_variable(tmp_path, monkeypatch):
+    import datasets.d4rl_data as d4rl_data
+
+    fetched = []
+    monkeypatch.setattr(d4rl_data, '_download_d4rl', lambda url, path: fetched.append(path) or 'offline')
+    monkeypatch.setenv('D4RL_DATASET_DIR', str(tmp_path / 'from_env'))
+    task = _task('antmaze-umaze-v2', 'd4rl')
+    for dataset_dir in (str(tmp_path / 'given'), None):
+        with pytest.raises(DatasetError):
+            load_d4rl_data(task, _dims_env(), dataset_dir=dataset_dir)
+    name = D4RL_FILES['antmaze-umaze-v2']
+    assert fetched == [str(tmp_path / 'given' / name), str(tmp_path / 'from_env' / name)]
+
+
+def test_legacy_download_cut_short_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A connection lost mid-download leaves nothing under the file's name: a partial file there would be
+    read (and refused as corrupt) by every later run instead of being downloaded again."""
+
+    class CutResponse:  # one chunk of the file, then a timeout
+        chunks = [b'\x89HDF\r\n\x1a\n' + bytes(1000)]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *error):
+            return False
+
+        def read(self, size):
+            if self.chunks:
+                return self.chunks.pop()
+            raise TimeoutError('timed out')
+
+    monkeypatch.setattr(urllib.request, 'urlopen', lambda url, timeout: CutResponse())
+    directory = tmp_path / 'd4rl'
+    with pytest.raises(DatasetError, match='could not be downloaded \\(timed out\\)'):
+        load_d4rl_data(_task('antmaze-umaze-v2', 'd4rl'), _dims_env(), dataset_dir=str(directory))
+    assert not directory.exists()  # no partial file (nor temporary one) in it, so the folder went too
 
 
 class OldAntMaze:
@@ -263,6 +317,19 @@ def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
         assert walls(MINARI_MAZES[name.split('-')[1]]) == walls(data_env.unwrapped.maze.maze_map)
     finally:
         data_env.close()
+
+
+def test_minari_env_state_is_d4rls_qpos_then_qvel():
+    """The Minari env's 29-dim state is laid out as D4RL's (and as the data's, achieved_goal then
+    observation): the ant's qpos (xy first), then its qvel."""
+    env = make_env(_task('antmaze-umaze-v2', 'minari'))
+    try:
+        env.reset(seed=0)
+        observation = env.step(np.full(8, 0.3))[0]
+        ant = env.unwrapped.ant_env.data
+        np.testing.assert_array_equal(observation, np.concatenate([ant.qpos, ant.qvel]))
+    finally:
+        env.close()
 
 
 def test_minari_dataset_missing_is_one_line(tmp_path):

@@ -1,17 +1,20 @@
 """Generated OGBench data: official format, OGBench's loader and relabelling, determinism, safe
 interruption, and clear errors for files and names that cannot be used."""
 
+import itertools
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 
 from datasets import generate, ogbench_data
 from datasets.buffer import ACTION_CLIP
-from datasets.files import one_writer
+from datasets.files import atomic_write, one_writer
 from datasets.ogbench_data import DatasetError, find_task_file, load_task_data
 from envs.factory import make_env
 from envs.registry import resolve_task
@@ -52,6 +55,35 @@ def test_generated_files_have_the_official_layout_and_load_with_ogbench(cube_sin
     # OGBench drops each episode's last row (it has no next observation).
     assert train['observations'].shape == (2 * (LENGTH - 1), 28) and val['actions'].shape == (LENGTH - 1, 5)
     np.testing.assert_array_equal(train['next_observations'][0], raw['observations'][1])
+
+
+def test_each_row_holds_the_state_its_observation_shows(cube_single):
+    """A row's qpos and qvel are the state before its action (OGBench's prev_qpos), the one its observation
+    was taken in: cube-single's observation starts with the arm's 6 joint positions, then their
+    velocities, and holds the cube's position (qpos 14:17) at 19:22, centred and scaled by 10."""
+    raw = _arrays(cube_single[0])
+    assert np.ptp(raw['qpos'][:LENGTH, :6], axis=0).min() > 0  # the arm moves: each row has a state of its own
+    np.testing.assert_array_equal(raw['observations'][:, :6], raw['qpos'][:, :6])
+    np.testing.assert_array_equal(raw['observations'][:, 6:12], raw['qvel'][:, :6])
+    cube = (raw['qpos'][:, 14:17] - [0.425, 0.0, 0.0]) * 10
+    np.testing.assert_allclose(raw['observations'][:, 19:22], cube, atol=1e-5)
+
+
+def test_each_episode_is_drawn_from_its_own_seed(cube_single):
+    """Episodes are seeded from (seed, split, index): two train episodes and the val one all differ."""
+    train, val = _arrays(cube_single[0]), _arrays(cube_single[1])
+    episodes = [train['actions'][:LENGTH], train['actions'][LENGTH:], val['actions']]
+    assert not any(np.array_equal(a, b) for a, b in itertools.combinations(episodes, 2))
+
+
+def test_a_redrawn_scene_episode_gets_a_new_seed(monkeypatch):
+    """An unhealthy episode is drawn again with the next attempt's seed, not replayed as it was."""
+    seeds = []
+    monkeypatch.setattr(generate, '_run_episode', lambda family, length, seed: seeds.append(seed) or {})
+    monkeypatch.setattr(generate, '_healthy', lambda family, episode: len(seeds) == 3)  # the third is kept
+    generate._collect(resolve_task('scene').family, LENGTH, 5, 'train', 7)
+    assert seeds == [generate._episode_seed(5, 'train', 7, attempt) for attempt in range(3)]
+    assert len(set(seeds)) == 3
 
 
 def test_task_data_gets_ogbench_rewards_and_masks(cube_single):
@@ -163,6 +195,55 @@ def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single,
     assert [p.name for p in tmp_path.glob('.*')] == [f'.{train_path.name}.lock']
 
 
+def test_generated_datasets_of_other_sizes_seeds_or_lengths_live_apart():
+    assert generate.generated_dir('/d', 1000, 0) == Path('/d/generated/ep1000-seed0')  # the official length
+    assert generate.generated_dir('/d', 3, 1, LENGTH) == Path(f'/d/generated/ep3-seed1-len{LENGTH}')
+
+
+def _fake_collect(family, episode_length, seed, split, index):
+    """An episode in the file layout without MuJoCo, its observations filled with its index."""
+    return dict(
+        observations=np.full((episode_length, 28), index, np.float32),
+        actions=np.zeros((episode_length, 5), np.float32),
+        terminals=np.arange(episode_length) == episode_length - 1,
+        qpos=np.zeros((episode_length, 19), np.float32),
+        qvel=np.zeros((episode_length, 17), np.float32),
+    )
+
+
+def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, monkeypatch):
+    """Parts left by an interrupted run are reused only for the same episode length, and a finished
+    dataset in the folder is replaced by one of the size asked for."""
+
+    def interrupted(family, episode_length, seed, split, index):
+        if split == 'train' and index == 1:
+            raise KeyboardInterrupt
+        return _fake_collect(family, episode_length, seed, split, index)
+
+    def generate_it(episodes, episode_length):
+        train_path, _ = generate.generate_dataset(
+            'cube-single', str(tmp_path), episodes, seed=0, workers=1, episode_length=episode_length, progress=False
+        )
+        return np.flatnonzero(_arrays(train_path)['terminals']).tolist()
+
+    monkeypatch.setattr(generate, '_collect', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_it(2, 3)  # leaves train episode 0, 3 rows long
+    monkeypatch.setattr(generate, '_collect', _fake_collect)
+    assert generate_it(2, 4) == [3, 7]  # two 4-row episodes, none of the 3-row part
+    assert generate_it(1, 4) == [3]  # the 2-episode files in place are not taken for a 1-episode request
+
+
+def test_a_write_that_fails_leaves_the_previous_file_and_nothing_else(tmp_path):
+    path = tmp_path / 'data.npz'
+    path.write_bytes(b'complete')
+    with pytest.raises(OSError, match='disk full'):
+        with atomic_write(path) as f:
+            f.write(b'half')
+            raise OSError('disk full')
+    assert path.read_bytes() == b'complete' and [p.name for p in tmp_path.iterdir()] == ['data.npz']
+
+
 def _while_another_writes(path, call, files):
     """Runs `call` in a thread while this test holds `path`'s writer lock, as another process in the
     middle of writing it would; puts `files` (target: source) in place, releases, returns its result."""
@@ -243,6 +324,61 @@ def test_bad_files_fail_with_a_message_naming_the_file(cube_single, tmp_path):
             load_task_data(task, env, dataset_path=str(lonely))
     finally:
         env.close()
+
+
+def _cube_single_env():
+    """Just cube-single's spaces (28-dim observations, 5-dim actions): the checks compare the file's to them."""
+    box = lambda n: gymnasium.spaces.Box(-1, 1, (n,))  # noqa: E731
+    return types.SimpleNamespace(observation_space=box(28), action_space=box(5))
+
+
+def _small_file(path, **changes):
+    """A 2-episode file of 6 rows in the official cube-single layout (and its -val file), with `changes`."""
+    arrays = dict(
+        observations=np.zeros((6, 28), np.float32),
+        actions=np.zeros((6, 5), np.float32),
+        terminals=np.array([0, 0, 1, 0, 0, 1], bool),
+        qpos=np.zeros((6, 19), np.float32),
+        qvel=np.zeros((6, 17), np.float32),
+    )
+    arrays.update(changes)
+    for p in (path, ogbench_data.val_path(str(path))):
+        _write(p, arrays)
+    return str(path)
+
+
+def test_files_that_do_not_fit_are_refused_before_ogbench_reads_them(tmp_path):
+    task, env = resolve_task('cube-single', 1), _cube_single_env()
+
+    def refused(path, words, task=task):
+        with pytest.raises(DatasetError, match=words):
+            load_task_data(task, env, dataset_path=path)
+
+    path = _small_file(tmp_path / 'val_cut.npz')
+    Path(ogbench_data.val_path(path)).write_bytes(Path(path).read_bytes()[:300])  # the train file is whole
+    refused(path, f'{ogbench_data.val_path(path)}.*(truncated|corrupt)')
+    nan = np.zeros((6, 28), np.float32)
+    nan[2, 0] = np.nan
+    refused(_small_file(tmp_path / 'nan.npz', observations=nan), 'nan.npz has non-finite observations')
+    wide = _small_file(tmp_path / 'wide.npz', observations=np.zeros((6, 29), np.float32))
+    refused(wide, 'observation dim 29 but env cube-single-singletask-task1-v0 expects 28')
+    # Puzzle (and scene) files hold the button states OGBench relabels their rewards from.
+    refused(_small_file(tmp_path / 'puzzle.npz'), 'puzzle.npz lacks key.*button_states', resolve_task('puzzle-3x3'))
+
+
+def test_an_official_file_without_its_val_file_is_downloaded_again(tmp_path, monkeypatch):
+    task = resolve_task('cube-single', 1)
+    official = tmp_path / f'{task.dataset_name}.npz'
+    official.write_bytes(b'train')  # a download cut between its two files
+    downloads = []
+
+    def download(task, dataset_dir):
+        downloads.append(task.dataset_name)
+        Path(ogbench_data.val_path(str(official))).write_bytes(b'val')
+
+    monkeypatch.setattr(ogbench_data, '_download', download)
+    assert find_task_file(task, dataset_dir=str(tmp_path)) == (str(official), 'official')
+    assert downloads == ['cube-single-play-v0']
 
 
 def test_a_dataset_folder_named_npz_is_refused_in_one_line(tmp_path):

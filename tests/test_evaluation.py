@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from envs.evaluation import evaluate, evaluation_rounds, final_score
+from envs.evaluation import episode_seed, evaluate, evaluation_rounds, final_score
 from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env, make_env_pool
 from envs.pool import EnvPool, EnvWorkerError, PoolView
 from envs.registry import resolve_task
@@ -39,6 +39,18 @@ class _FixedOutcomeEnv(gymnasium.Env):
         )
 
 
+class _SeedRecordingEnv(_FixedOutcomeEnv):
+    """A failing _FixedOutcomeEnv (5 steps an episode) that records the seed of each of its resets."""
+
+    def __init__(self):
+        super().__init__(False)
+        self.seeds = []
+
+    def reset(self, seed=None, options=None):
+        self.seeds.append(seed)
+        return super().reset(seed=seed, options=options)
+
+
 def _pool(outcomes):
     return EnvPool([functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes])
 
@@ -58,6 +70,25 @@ def test_a_group_evaluates_each_run_on_its_own_copies():
     results = evaluate(_pool([True, True, False, False]), lambda obs, t: np.zeros((4, 1), np.float32), 4, [(0,), (1,)])
     assert [r['success'] for r in results] == [1.0, 0.0]
     assert [r['episode_length'] for r in results] == [1.0, 5.0]
+
+
+def test_each_run_of_a_group_seeds_its_copies_from_its_own_keys_and_t_counts_the_steps():
+    """Copy i of run r is first reset with episode_seed(*keys[r], i), as it would be alone, later resets
+    continue its generator; `t` (which picks the policy's noise) counts the evaluation's steps."""
+    pool = EnvPool([lambda: EpisodeMonitor(_SeedRecordingEnv()) for _ in range(4)])
+    ts = []
+    act = lambda obs, t: ts.append(t) or np.zeros((4, 1), np.float32)  # noqa: E731
+    evaluate(pool, act, 4, [(7, 1), (8, 1)])  # two runs of two copies, each copy two 5-step episodes
+    seeds = [e.unwrapped.seeds for e in pool.local]
+    keys = [(7, 1, 0), (7, 1, 1), (8, 1, 0), (8, 1, 1)]
+    assert seeds == [[episode_seed(*k), None] for k in keys]
+    assert ts == list(range(11))  # 5 steps, the reset step, 5 steps
+
+
+def test_a_view_resets_the_copies_it_names():
+    pool = EnvPool([lambda: EpisodeMonitor(_SeedRecordingEnv()) for _ in range(4)])
+    PoolView(pool, [3, 1]).reset([0, 1], [5, 6])
+    assert [e.unwrapped.seeds for e in pool.local] == [[], [6], [], [5]]
 
 
 def test_final_score_is_the_mean_of_the_last_three_evaluations():

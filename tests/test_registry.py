@@ -49,6 +49,30 @@ EPISODE_LENGTH = {
     'humanoidmaze-large-navigate': 2000,
     'antsoccer-arena-navigate': 1000,
 }
+# D4RL's gym registration: AntMaze umaze episodes last 700 steps, medium and large 1000 (the Minari
+# backend's env is made with these limits, so they are the evaluation's too).
+D4RL_EPISODE_LENGTH = {
+    'antmaze-umaze-v2': 700,
+    'antmaze-umaze-diverse-v2': 700,
+    'antmaze-medium-play-v2': 1000,
+    'antmaze-medium-diverse-v2': 1000,
+    'antmaze-large-play-v2': 1000,
+    'antmaze-large-diverse-v2': 1000,
+}
+# OGBench's default singletask task (its `<env>-singletask-v0` env, reward_task_id 0): the task a run
+# without --task gets.
+DEFAULT_TASK = {
+    'antmaze-large-navigate': 1,
+    'antmaze-giant-navigate': 1,
+    'humanoidmaze-medium-navigate': 1,
+    'humanoidmaze-large-navigate': 1,
+    'antsoccer-arena-navigate': 4,
+    'cube-single-play': 2,
+    'cube-double-play': 2,
+    'scene-play': 2,
+    'puzzle-3x3-play': 4,
+    'puzzle-4x4-play': 4,
+}
 
 
 def test_suites_have_the_papers_tasks():
@@ -64,8 +88,7 @@ def test_suites_have_the_papers_tasks():
 def test_per_environment_settings(name):
     f = FAMILIES[name]
     assert (f.sigma, f.beta, f.adaptive_beta, f.discount, f.q_agg, f.reward_shift) == PAPER[name]
-    if name in EPISODE_LENGTH:
-        assert f.episode_length == EPISODE_LENGTH[name]
+    assert f.episode_length == {**EPISODE_LENGTH, **D4RL_EPISODE_LENGTH}[name]
 
 
 def test_episode_lengths_match_ogbench():
@@ -95,6 +118,23 @@ def test_name_resolution():
         resolve_task('cube-double', 6)
     with pytest.raises(UnknownTaskError, match='cube-double'):
         resolve_task('cube-dubble')
+
+
+@pytest.mark.parametrize('name', sorted(DEFAULT_TASK))
+def test_a_family_without_task_resolves_to_ogbenchs_default_task(name):
+    task = resolve_task(FAMILIES[name].short_name)
+    assert task.task_id == DEFAULT_TASK[name] and task.name == f'{name}-singletask-task{DEFAULT_TASK[name]}-v0'
+    # The family's name + '-singletask-v0' (OGBench's suffix for an env's default task) names it too.
+    assert resolve_task(f'{name}-singletask-v0') == task
+
+
+def test_every_task_id_from_1_to_5_resolves_and_no_other():
+    for k in range(1, 6):
+        task = resolve_task('cube-double', k)
+        assert (task.task_id, task.env_id) == (k, f'cube-double-singletask-task{k}-v0')
+    for k in (0, 6):
+        with pytest.raises(UnknownTaskError, match='1..5'):
+            resolve_task('cube-double', k)
 
 
 def _cli(*args):
