@@ -51,6 +51,22 @@ class _SeedRecordingEnv(_FixedOutcomeEnv):
         return super().reset(seed=seed, options=options)
 
 
+class _ActionHistoryEnv(gymnasium.Env):
+    """Observation: [seed of the last reset, steps since it, sum of the actions since it, last action]."""
+
+    observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    action_space = gymnasium.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = np.array([-1 if seed is None else seed, 0, 0, 0], np.float32)
+        return self.state.copy(), {}
+
+    def step(self, action):
+        self.state[1:] += [1, action[0], action[0] - self.state[3]]
+        return self.state.copy(), 0.0, False, False, {}
+
+
 def _pool(outcomes):
     return EnvPool([functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes])
 
@@ -83,6 +99,14 @@ def test_each_run_of_a_group_seeds_its_copies_from_its_own_keys_and_t_counts_the
     keys = [(7, 1, 0), (7, 1, 1), (8, 1, 0), (8, 1, 1)]
     assert seeds == [[episode_seed(*k), None] for k in keys]
     assert ts == list(range(11))  # 5 steps, the reset step, 5 steps
+
+
+def test_a_reset_replays_every_action_in_order_after_seeding_the_copy():
+    """How a resumed O2O run puts its env back mid-episode: reset with the episode's seed, then its actions."""
+    pool = EnvPool([_ActionHistoryEnv for _ in range(2)])
+    observations = pool.reset([1, 0], [7, None], [[[0.5], [0.25], [-0.5]], []])
+    np.testing.assert_array_equal(observations[0], [7, 3, 0.25, -0.5])  # copy 1: seed 7, three actions replayed
+    np.testing.assert_array_equal(observations[1], [-1, 0, 0, 0])  # copy 0: its generator continued, no replay
 
 
 def test_a_view_resets_the_copies_it_names():
