@@ -13,6 +13,7 @@ from scipy.stats import norm
 
 from agents import iql, rebrac, sac
 from agents.common import expectile_loss, gaussian_log_prob, tanh_log_det
+from agents.networks import MLP
 from datasets.buffer import GroupBuffer, ReplayBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, online_chunk
@@ -204,6 +205,39 @@ def test_rebrac_critic_target_by_hand():
     assert np.isclose(loss, np.mean((q - y) ** 2), rtol=1e-5)
 
 
+def test_rebrac_smoothing_and_exploration_noise_are_clipped_by_hand():
+    # σ = 0.6 and clip c = 0.3: most draws of σ·ε pass the clip, so a missing clip (or one before the scaling) shows.
+    agent, batch, key = _agent('rebrac', actor_noise=0.6, actor_noise_clip=0.3), _batch(), jax.random.PRNGKey(7)
+    agent = agent.replace(target_critic_params=_scaled(agent.critic.params, 1.5))
+    s2 = batch['next_observations']
+    raw = 0.6 * np.asarray(jax.random.normal(key, (16, 2)), np.float64)
+    assert np.mean(np.abs(raw) > 0.3) > 0.4
+    noise = np.clip(raw, -0.3, 0.3)
+    # Exploration: the actor's action plus the clipped noise, in the box.
+    policy = np.tanh(np.asarray(agent.actor.apply_fn(agent.actor.params, s2)[0], np.float64))
+    np.testing.assert_allclose(np.asarray(agent.sample_actions(s2, key)), np.clip(policy + noise, -1, 1), atol=1e-6)
+    # Target policy smoothing: the target actor's action plus the same clipped noise (α_critic = 0 here).
+    target_policy = np.tanh(np.asarray(agent.actor.apply_fn(agent.target_actor_params, s2)[0], np.float64))
+    next_actions = np.clip(target_policy + noise, -1, 1).astype(np.float32)
+    next_q = np.asarray(agent.critic.apply_fn(agent.target_critic_params, s2, next_actions), np.float64).min(0)
+    y = np.asarray(batch['rewards']) + 0.99 * np.asarray(batch['masks']) * next_q
+    q = np.asarray(agent.critic.apply_fn(agent.critic.params, batch['observations'], batch['actions']), np.float64)
+    loss = float(agent._critic_loss(agent.critic.params, batch, key)[0])
+    assert np.isclose(loss, np.mean((q - y) ** 2), rtol=1e-5)
+
+
+def test_rebrac_update_draws_its_target_noise_from_a_fresh_key():
+    # The update splits its key in two: it carries the first and draws the critic's smoothing noise from the
+    # second (the same key for both would correlate this update's noise with every later one).
+    agent, batch = _agent('rebrac'), _batch()
+    next_rng, critic_key = jax.random.split(agent.rng)
+    expected = float(agent._critic_loss(agent.critic.params, batch, critic_key)[0])
+    assert expected != pytest.approx(float(agent._critic_loss(agent.critic.params, batch, agent.rng)[0]), rel=1e-4)
+    new, info = agent.update(batch)
+    assert float(info['critic_loss']) == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_array_equal(np.asarray(new.rng), np.asarray(next_rng))
+
+
 @pytest.mark.parametrize('name', ['iql', 'sac'])
 def test_target_critic_is_polyak_average_after_one_update(name):
     agent = _agent(name, tau=0.3)
@@ -259,6 +293,49 @@ def test_expectile_loss_recovers_the_expectile_of_a_known_sample():
     # {0, 0, 1} at τ = 0.9: 0.9(1 − e) = 0.1·2e, e = 0.9/1.1; τ = 0.5 gives the mean.
     assert abs(minimizer([0.0, 0.0, 1.0], 0.9) - 0.9 / 1.1) < 1e-3
     assert abs(minimizer([0.0, 0.0, 1.0], 0.5) - 1 / 3) < 1e-3
+
+
+def _gelu(x):
+    """flax's nn.gelu (the tanh approximation), in float64."""
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def test_mlp_hidden_layers_are_dense_then_gelu_then_layer_norm_by_hand():
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (5, 3)), np.float64)
+    for layer_norm in (True, False):
+        net = MLP((4, 6), 2, layer_norm)
+        params = net.init(jax.random.PRNGKey(1), jnp.asarray(x, jnp.float32))
+        # LayerNorm scales and offsets away from (1, 0), so that where they apply shows.
+        params = _scaled_layer(params, 'LayerNorm', 1.0)  # a copy
+        for layer in (k for k in params['params'] if k.startswith('LayerNorm')):
+            for name, p in params['params'][layer].items():
+                params['params'][layer][name] = p + 0.5 * jnp.sin(jnp.arange(p.size) + len(name)).reshape(p.shape)
+        layers = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in params['params'].items()}
+        h = x
+        for i in range(2):  # Dense → gelu → LayerNorm (ε = 1e-6), as the reference's MLP
+            h = _gelu(h @ layers[f'Dense_{i}']['kernel'] + layers[f'Dense_{i}']['bias'])
+            if layer_norm:
+                ln = layers[f'LayerNorm_{i}']
+                h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+                h = h * ln['scale'] + ln['bias']
+        expected = h @ layers['Dense_2']['kernel'] + layers['Dense_2']['bias']
+        got = np.asarray(net.apply(params, jnp.asarray(x, jnp.float32)), np.float64)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _has_layer_norm(params):
+    return any('LayerNorm' in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
+
+
+@pytest.mark.parametrize('name', sorted(MODULES))
+@pytest.mark.parametrize('critic_layer_norm', [True, False])
+def test_critic_layer_norm_setting_reaches_every_critic_network(name, critic_layer_norm):
+    agent = _agent(name, critic_layer_norm=critic_layer_norm)
+    assert _has_layer_norm(agent.critic.params) == critic_layer_norm
+    if name == 'iql':  # IQL's value network is a critic network too
+        assert _has_layer_norm(agent.value.params) == critic_layer_norm
+    assert not _has_layer_norm(agent.actor.params)  # actor_layer_norm is off by default
+    assert _has_layer_norm(_agent(name, actor_layer_norm=True).actor.params)
 
 
 def test_rebrac_regularizers_vanish_when_the_actor_outputs_the_data_actions():
@@ -369,6 +446,18 @@ def test_iql_awr_actor_loss_by_hand():
     loss, info = fixed._actor_loss(agent.actor.params, small)
     assert np.isclose(float(loss), -np.mean(weights * log_prob), rtol=1e-5)
     assert np.isclose(float(info['advantage']), np.mean([0.2, -0.2, -0.1, 1.0]), atol=1e-6)
+
+
+def test_iql_explores_with_unit_std_gaussian_noise_around_its_mean():
+    batch, key = _batch(n=8), jax.random.PRNGKey(3)
+    agent = _tiny('iql', batch)
+    s = batch['observations']
+    mean = np.asarray(agent.actor.apply_fn(agent.actor.params, s)[0], np.float64)
+    noise = np.asarray(jax.random.normal(key, mean.shape), np.float64)  # std exp(0) = 1
+    expected = np.clip(mean + noise, -1, 1)
+    assert 0 < np.mean(np.abs(expected) == 1) < 1  # some clipped, some not
+    np.testing.assert_allclose(np.asarray(agent.sample_actions(s, key)), expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(agent.eval_actions(s, key)), np.clip(mean, -1, 1), atol=1e-7)
 
 
 def test_rebrac_actor_loss_by_hand_with_the_q_term_dominating():

@@ -268,6 +268,33 @@ def test_update_regresses_the_actor_onto_x_plus_phi_and_reports_its_residuals():
     assert not np.isclose(float(info['residual_after']), float(info['residual_before']), rtol=1e-4)
 
 
+def test_update_draws_the_critics_next_actions_from_its_own_key():
+    # The critic's key is the second of the four split from agent.rng, not the actor's (one key for both
+    # would tie the next actions of the TD target to the actor's samples).
+    config = FAVConfig(hidden_dims=(16, 16), batch_size=16)
+    batch = _batch(jax.random.PRNGKey(0), n=16)
+    agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
+    critic_key, actor_key, _ = _update_keys(agent)
+    expected = float(agent._critic_loss(agent.critic.params, batch, critic_key)[0])
+    assert not np.isclose(expected, float(agent._critic_loss(agent.critic.params, batch, actor_key)[0]), rtol=1e-4)
+    _, info = agent.update(batch)
+    np.testing.assert_allclose(float(info['critic_loss']), expected, rtol=1e-5)
+
+
+def test_generator_actions_have_the_right_shape_and_lie_in_the_box():
+    config = FAVConfig(hidden_dims=(16, 16), batch_size=8)
+    batch = _batch(jax.random.PRNGKey(0), n=8)
+    agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
+    # Large weights and far-out states push the raw network outputs well past ±1.
+    loud = agent.replace(actor=agent.actor.replace(params=jax.tree_util.tree_map(lambda x: 4 * x, agent.actor.params)))
+    observations, key = 10.0 * batch['observations'], jax.random.PRNGKey(3)
+    batched = np.asarray(loud.sample_actions(observations, key))
+    single = np.asarray(loud.sample_actions(observations[0], key))
+    assert batched.shape == (8, 2) and single.shape == (2,)
+    assert np.abs(batched).max() <= 1.0 and np.abs(single).max() <= 1.0
+    assert np.mean(np.abs(batched) == 1.0) > 0.2  # many outputs were clipped
+
+
 def test_bc_flow_reference_trains_alongside_on_the_flow_matching_loss():
     config = FAVConfig(hidden_dims=(32, 32), batch_size=64, lr=1e-3, reference='bc_flow', num_reference=4, flow_steps=4)
     batch = _batch(jax.random.PRNGKey(0))

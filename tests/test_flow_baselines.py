@@ -347,6 +347,8 @@ def test_ifql_value_and_critic_losses_match_hand_computation():
 def test_ifql_acts_with_the_highest_q_of_its_flow_samples():
     batch = _batch()
     agent, _ = _agent('ifql', batch).update(batch)
+    # A target critic unlike the critic (one update leaves them nearly equal): acting scores with the critic.
+    agent = agent.replace(target_critic_params=_agent('ifql', batch, seed=2).critic.params)
     n = agent.config.num_samples
     obs = batch['observations'][:5]
     key = jax.random.PRNGKey(11)
@@ -356,11 +358,26 @@ def test_ifql_acts_with_the_highest_q_of_its_flow_samples():
     qs = np.asarray(agent.critic.apply_fn(agent.critic.params, repeated, samples)).min(0)
     best = qs.argmax(1)
     assert len(set(best.tolist())) > 1  # not simply one fixed index
+    target_qs = np.asarray(agent.critic.apply_fn(agent.target_critic_params, repeated, samples)).min(0)
+    assert (target_qs.argmax(1) != best).any()  # the target critic would pick other samples
     np.testing.assert_allclose(np.asarray(agent.sample_actions(obs, key)), samples[np.arange(5), best], atol=1e-6)
     single = np.asarray(agent.sample_actions(obs[2], key))
     single_samples = np.asarray(agent.flow_actions(repeated[2], jax.random.normal(key, (n, 2))))
     single_qs = np.asarray(agent.critic.apply_fn(agent.critic.params, repeated[2], single_samples)).min(0)
     np.testing.assert_allclose(single, single_samples[single_qs.argmax()], atol=1e-6)
+
+
+def test_ifql_update_trains_the_flow_with_a_fresh_key():
+    # The update splits its key in two: it carries the first and draws the flow-matching x_0 and t from the
+    # second (reusing the carried key there would correlate each update's draws with the next one's).
+    batch = _batch()
+    agent = _agent('ifql', batch)
+    next_rng, flow_key = jax.random.split(agent.rng)
+    expected, _ = agent._bc_flow_loss(agent.bc_flow.params, batch, flow_key)
+    assert not np.isclose(float(expected), float(agent._bc_flow_loss(agent.bc_flow.params, batch, agent.rng)[0]))
+    updated, info = agent.update(batch)
+    np.testing.assert_allclose(float(info['bc_flow_loss']), float(expected), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(updated.rng), np.asarray(next_rng))
 
 
 def test_ifql_settings_per_environment():
