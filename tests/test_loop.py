@@ -253,6 +253,11 @@ def test_agent_settings_are_read_as_their_fields_type(text, value):
         parse_args([*base, '--agent.hidden_dims=64,x'], 'o2o')  # as it is written on the command line
 
 
+def test_an_agent_setting_given_twice_takes_the_last_value():
+    args = parse_args(['--env', 'cube-single', '--agent', 'fql', '--agent.alpha=3', '--agent.alpha=5'], 'offline')
+    assert args.agent_overrides == dict(alpha=5.0)  # as argparse reads --offline-steps given twice
+
+
 def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch):
     """A group's runs log from one process: each gets its own wandb run (not the first one's), in its own
     directory, with its own settings, and a resumed run continues its wandb run."""

@@ -62,6 +62,20 @@ def test_second_holder_refused_and_killed_holder_blocks_nothing(tmp_path):
         pass
 
 
+def test_an_error_in_the_block_releases_the_lock(tmp_path):
+    with pytest.raises(ValueError):
+        with run_lock(str(tmp_path)):
+            raise ValueError('training failed')
+    with run_lock(str(tmp_path)):  # not refused as held by this process
+        pass
+
+
+def test_the_lock_file_names_its_holder_alone_after_a_longer_earlier_one(tmp_path):
+    Path(tmp_path, LOCK_NAME).write_text(json.dumps(dict(pid=1, host='h', command='x' * 1000)))  # a killed holder's
+    with run_lock(str(tmp_path)):
+        assert json.loads(Path(tmp_path, LOCK_NAME).read_text())['pid'] == os.getpid()
+
+
 @pytest.mark.slow
 def test_cli_refused_on_a_held_run_dir_then_reruns_after_the_kill(tmp_path):
     from datasets.generate import generate_dataset

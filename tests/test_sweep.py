@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from envs.registry import FAMILIES
 from launch import sweep, sweep_plan
 from launch.sweep import Progress
 
@@ -27,6 +28,7 @@ def test_seeds_and_suites(tmp_path, capsys):
 
     # The CLIs' reading of --seeds, sorted: the sweep plans its runs by seed.
     assert planned('--suite', 'cube-single', '--seeds', '5,1-2') == ('offline', [1, 2, 5], 5)
+    assert planned('--suite', 'cube-single', '--seeds', '3-3,0') == ('offline', [0, 3], 5)  # a range of one seed
     assert planned('--suite', 'o2o30,cube-single', '--seeds', '0-3') == ('o2o', [0, 1, 2, 3], 35)  # o2o30 sets the mode
     assert sweep_plan.suite_tasks('cube-single') == [TASK.format(k) for k in range(1, 6)]
     assert len(sweep_plan.suite_tasks('offline56')) == 56 and len(sweep_plan.suite_tasks('o2o30')) == 30
@@ -65,6 +67,17 @@ def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_pa
         f'python launch/offline.py --env {TASK.format(1)} --agent fav --seed 1 --run-dir '
         f'{tmp_path}/offline/{TASK.format(1)}/fav/seed1 --no-progress --offline-steps 2124'
     )
+
+
+def test_the_estimate_counts_the_runs_left_at_the_rate_of_as_many(tmp_path, capsys):
+    for seed in (0, 1, 2):
+        finished = tmp_path / 'offline' / TASK.format(1) / 'fav' / f'seed{seed}'
+        finished.mkdir(parents=True)
+        (finished / 'final.json').write_text('{}')
+    argv = ['--suite', TASK.format(1), '--seeds', '0-3', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main([*argv, '--offline-steps', '3823200']) == 0
+    # The group's one run left: 3,823,200 updates at one run's 1062 updates/s = 1 hour.
+    assert 'about 1.00 GPU-hours' in capsys.readouterr().out.splitlines()[0]
 
 
 @pytest.mark.parametrize(
@@ -138,6 +151,17 @@ def test_bad_settings_one_line(argv, words, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_group_with_one_run_started_with_other_settings_is_refused_up_front(tmp_path, capsys):
+    started = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed1'  # seed 0 of the group not started yet
+    started.mkdir(parents=True)
+    (started / 'config.json').write_text(json.dumps(dict(mode='offline', seed=1, offline_steps=300)))
+    argv = ['--suite', TASK.format(1), '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f'{started} holds a run with other settings: ' in err
+    assert 'offline_steps=300 (now 1000000)' in err
 
 
 def test_a_gpu_share_the_local_cluster_cannot_give_is_one_line_not_a_wait(dataset, tmp_path):
@@ -265,6 +289,22 @@ def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypa
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
 
 
+def test_a_generated_dataset_without_its_validation_file_is_generated_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_plan.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
+    args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
+    passed = ['--dataset-episodes', '3']
+    _, runs, _ = sweep_plan.plan(args, passed)
+    cli = sweep_plan.run_settings('offline', passed, runs)['fav']
+    directory = tmp_path / 'data' / 'generated' / 'ep3-seed0'
+    directory.mkdir(parents=True)
+    train, val = sweep_plan.generate.output_paths(FAMILIES['cube-single-play'], directory)
+    train.write_bytes(b'')
+    val.write_bytes(b'')
+    assert sweep_plan.data_preparations(runs, cli) == {}  # both files there: nothing to generate
+    val.unlink()
+    assert list(sweep_plan.data_preparations(runs, cli)) == ['cube-single-play']
+
+
 def test_a_relative_dataset_dir_is_generated_where_the_sweep_was_started(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the generation runs in the repository, not here
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
@@ -351,6 +391,33 @@ def test_a_job_whose_ray_worker_died_is_retried_then_reported(monkeypatch):
     args.max_retries = 0
     second = sweep._collect(fake_ray, {'ref-b': 'job-b'}, sweep.Progress(1, enabled=False), args, submit=None)
     assert second == {'job-b': (1, '_RayError: node lost')}
+
+
+def test_a_job_refused_for_its_settings_is_not_retried(tmp_path, monkeypatch):
+    """Exit code 2 (bad settings, a run held by another process) would end the same way on every try."""
+    args = sweep.build_parser().parse_args(['--suite', TASK.format(1), '--seeds', '0', '--runs-dir', str(tmp_path)])
+    args.progress = False
+    assert args.max_retries == 2
+    (job,) = sweep_plan.plan(args, [])[2]
+    calls = []
+    monkeypatch.setattr(sweep, 'run_command', lambda arguments, log, *after: calls.append(log) or (2, 'error: held'))
+    assert sweep.run_jobs_in_turn([job], {}, args, str(tmp_path)) == {job: (2, 'error: held')} and len(calls) == 1
+    fake_ray = types.SimpleNamespace(
+        wait=lambda refs, num_returns, timeout: (refs[:1], refs[1:]),
+        get=lambda ref: (2, 'error: held'),
+        exceptions=types.SimpleNamespace(RayError=_RayError),
+    )
+    resubmitted = []
+    failures = sweep._collect(fake_ray, {'ref': 'job'}, Progress(1, enabled=False), args, submit=resubmitted.append)
+    assert failures == {'job': (2, 'error: held')} and resubmitted == []
+
+
+def test_progress_counts_as_running_only_the_jobs_the_cluster_has_room_for():
+    progress = Progress(5, enabled=False, slots=2)
+    progress.update(pending=5)
+    assert progress.counts == dict(done=0, running=2, queued=3, failed=0)
+    progress.update(done=4, pending=1, failed=1)
+    assert progress.counts == dict(done=4, running=1, queued=0, failed=1)
 
 
 def test_an_agent_given_twice_is_swept_once(tmp_path, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from launch import tables
-from launch.results import ModeResults, load_runs
+from launch.results import ModeResults, load_runs, results_by_mode
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = 'cube-single-play-singletask-task{}-v0'
@@ -118,6 +118,15 @@ def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     assert r'task1 $^\dagger$ & $15.0 \pm 5.0$' in (out / 'offline.tex').read_text()
 
 
+def test_the_notes_count_stopped_runs_apart_from_other_unfinished_ones(tmp_path):
+    for seed, score in enumerate([10, None, None]):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, score)
+    (tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed1' / 'stopped.json').write_text('{"error": "non-finite"}')
+    md = tables.to_markdown(tables.build_tables(ModeResults('offline', load_runs(str(tmp_path)))))
+    assert '2 run(s) missing or unfinished' in md  # seed 2 is still training (or was killed): not stopped
+    assert 'Of the runs missing or unfinished, 1 stopped on non-finite values' in md
+
+
 def test_bold_marks_every_best_of_comparable_means_only(tmp_path):
     runs, out = tmp_path / 'runs', tmp_path / 'out'
     for agent, scores in (('fav', [10, 90]), ('fql', [10, 70]), ('ifql', [5, None])):
@@ -131,6 +140,15 @@ def test_bold_marks_every_best_of_comparable_means_only(tmp_path):
     assert rows[1] == '| cube-single-play | task2 | **90.0** | 70.0 | —* |'
     # IFQL's mean covers task1 only: FAV and FQL cover two tasks, so no cell of the row is bold.
     assert rows[2] == '| cube-single-play | 50.0 (2/5 tasks) | 40.0 (2/5 tasks) | 5.0 (1/5 tasks)* |'
+
+
+def test_a_row_over_all_its_tasks_names_no_task_count(tmp_path):
+    for task in range(1, 6):
+        _run(tmp_path, 'offline', TASK.format(task), 'fav', 0, 10 * task)
+    md = tables.to_markdown(tables.build_tables(ModeResults('offline', load_runs(str(tmp_path)))))
+    # (10 + 20 + 30 + 40 + 50) / 5 over every task of the family: no "(5/5 tasks)"; the suite's row has 5 of 56.
+    assert _rows(md, 'cube-single-play')[5] == '| cube-single-play | 30.0 |'
+    assert '| average over tasks with runs (the suite has 56) | 30.0 (5/56 tasks) |' in md
 
 
 def test_the_suite_average_counts_the_suites_tasks_only(tmp_path):
@@ -164,7 +182,8 @@ def test_latex_numbers(out):
 
 def test_published_numbers_are_labelled(out):
     md = (out / 'o2o.md').read_text()
-    assert '| published in the FAV paper (30 tasks; not measured here) | 32 → 69 | 0 → 44 | 26 → 54 |' in md
+    o2o_published = '| 32 → 69 | 0 → 44 | 26 → 54 | 32 → 41 | 16 → 39 | 21 → 36 | 6 → 7 |'  # FAV, RLPD, then not run
+    assert f'| published in the FAV paper (30 tasks; not measured here) {o2o_published}' in md
     offline = (out / 'offline.md').read_text()
     published = '| published in the FAV paper (56 tasks; not measured here) |'
     assert f'{published} 54 | 48 | 45 | 40 | 34 | 26 | 20 | 19 |' in offline
@@ -220,6 +239,45 @@ def test_iqm_drops_the_outer_quarters_and_the_mean_does_not(tmp_path):
     assert found.estimates['fav']['Mean'][0] == pytest.approx(sum(scores) / 8)
     # P(FAV > FQL) over the 64 pairs: only the outlier wins (8 of 64).
     assert found.improvement['fql'][0] == pytest.approx(8 / 64)
+
+
+def test_the_bootstrap_draws_as_many_replicates_as_asked(tmp_path):
+    from launch import aggregates
+
+    for seed, score in enumerate([0, 20, 40, 60]):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, score)
+        _run(tmp_path, 'offline', TASK.format(1), 'fql', seed, score + 10)
+    results = ModeResults('offline', load_runs(str(tmp_path)))
+    # One replicate: every interval is that replicate's value, a point...
+    one = aggregates.compute(results, reps=1)
+    intervals = [*(e[m][1:] for e in one.estimates.values() for m in ('IQM', 'Mean')), one.improvement['fql'][1:]]
+    assert all(low == high for low, high in intervals)
+    # ...where more replicates spread.
+    many = aggregates.compute(results, reps=100)
+    intervals = [*(e[m][1:] for e in many.estimates.values() for m in ('IQM', 'Mean')), many.improvement['fql'][1:]]
+    assert all(low < high for low, high in intervals)
+
+
+def test_without_fav_no_agent_is_compared_with_the_others(tmp_path):
+    from launch import aggregates
+
+    for agent, score in (('fql', 30), ('iql', 20)):
+        _run(tmp_path, 'offline', TASK.format(1), agent, 0, score)
+    found = aggregates.compute(ModeResults('offline', load_runs(str(tmp_path))), reps=10)
+    assert list(found.estimates) == ['fql', 'iql'] and found.reference is None and found.improvement == {}
+
+
+def test_the_rliable_table_puts_each_number_in_its_column():
+    from launch.aggregates import Aggregates
+
+    estimates = {'fav': {'IQM': (20, 10, 30), 'Mean': (25, 15, 35)}, 'fql': {'IQM': (5, 1, 9), 'Mean': (6, 2, 8)}}
+    found = Aggregates('offline', ['t'], {'fav': 4, 'fql': 3}, estimates, {'fql': (0.6, 0.4, 0.8)}, 'fav')
+    table = tables.aggregate_table(found)
+    assert table.header == ['agent', 'runs per task', 'IQM', 'Mean', 'P(FAV > X)']
+    assert table.rows == [  # point [low, high]
+        ['FAV', '4', '20.0 [10.0, 30.0]', '25.0 [15.0, 35.0]', ''],
+        ['FQL', '3', '5.0 [1.0, 9.0]', '6.0 [2.0, 8.0]', '0.60 [0.40, 0.80]'],
+    ]
 
 
 def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
@@ -289,6 +347,16 @@ def test_runs_of_different_lengths_do_not_share_a_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'seed0 (300 offline steps)' in err and '(1000000 offline)' in err
     assert 'different lengths' in err and not out.exists()
+
+
+def test_o2o_runs_of_different_online_lengths_do_not_share_a_column(tmp_path, capsys):
+    root = tmp_path / 'runs'
+    for seed, online_steps in ((0, 300), (1, 1_000_000)):
+        _run(root, 'o2o', SCENE, 'fav', seed, 30, 60, options=dict(online_steps=online_steps))
+    assert tables.main([str(root), '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert '(100 offline + 300 online steps)' in err and '(100 offline + 1000000 online)' in err
+    assert 'different lengths' in err and not (tmp_path / 'out').exists()
 
 
 def test_variants_split_an_agent_into_rows(tmp_path, capsys):
@@ -365,6 +433,14 @@ def test_runs_told_apart_by_a_run_level_setting(tmp_path, capsys):
     md = (out / 'offline.md').read_text()
     assert '| FQL[balanced_sampling=False] | FQL[balanced_sampling=True] |' in md
     assert _rows(md, 'cube-single-play')[0].endswith('| task1 | 20.0 | **60.0** |')
+    # Two copies of one run that differ only in the code's version and wandb: the same settings.
+    copies = tmp_path / 'copies'
+    for folder, (version, wandb) in {'a': ('v1', 'online'), 'b': ('v2', 'disabled')}.items():
+        options = dict(balanced_sampling=True, code_version=version, wandb=wandb)
+        _run(copies, 'offline', TASK.format(1), 'fql', 0, 60, folder=folder, options=options)
+    capsys.readouterr()
+    assert tables.main([str(copies), '--out', str(tmp_path / 'copies_out')]) == 2
+    assert capsys.readouterr().err.strip().endswith('with the same settings; pass a folder that holds only one of them')
 
 
 def test_a_failure_midway_leaves_the_output_folder_as_it_was(tmp_path, capsys):
@@ -410,3 +486,23 @@ def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypat
     assert legend == ['FAV (2 seeds)']
     (line,) = saved[0].axes[0].get_lines()
     np.testing.assert_allclose(line.get_ydata(), [0, 50, 37.5])  # step 200: seeds at 25 and 50
+    # Shaded: ± the std over those seeds (population, as in the tables): 37.5 ± 12.5 at step 200.
+    (band,) = saved[0].axes[0].collections
+    assert sorted({float(y) for x, y in band.get_paths()[0].vertices if x == 200}) == [25.0, 50.0]
+
+
+def test_summary_bars_stack_the_online_gain_on_the_offline_score_over_the_suites_tasks(tmp_path, monkeypatch):
+    from launch import figures
+
+    for seed, (score, online) in enumerate([(30, 60), (40, 80)]):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, 10 + 10 * seed)
+        _run(tmp_path, 'o2o', SCENE, 'fav', seed, score, online)
+        _run(tmp_path, 'o2o', TASK.format(1), 'fav', seed, 90, 100)  # not an O2O suite task: not in the bars
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'), tables.PUBLISHED)
+    offline, o2o = saved[0].axes[:2]
+    # (bottom, height): the measured suite average, then the paper's (hatched); O2O: offline 35, the gain
+    # to online 70 on top of it, then the paper's online score.
+    assert [(p.get_y(), p.get_height()) for p in offline.patches] == [(0, 15.0), (0, 54)]
+    assert [(p.get_y(), p.get_height()) for p in o2o.patches] == [(0, 35.0), (35.0, 35.0), (0, 69)]
