@@ -775,7 +775,7 @@ def test_ctrl_c_or_sigterm_stops_in_one_line_keeping_the_checkpoint(stop, code, 
     while time.time() < deadline and not (run_dir / 'checkpoint.msgpack').exists():
         time.sleep(0.2)
     os.killpg(process.pid, getattr(signal, stop))
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=300)  # a guard against a hang, not a speed check (a loaded CI machine)
     assert process.returncode == code
     assert err.strip().splitlines() == [f'{word}: rerun the same command to resume from the last checkpoint']
     assert load_checkpoint(str(run_dir / 'checkpoint.msgpack'))['step'] >= 20

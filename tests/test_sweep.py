@@ -273,7 +273,7 @@ def test_ctrl_c_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
         time.sleep(0.1)
     assert (run_dir / 'config.json').exists(), 'the run did not start'
     os.killpg(sweep_process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the sweep and its run
-    _, err = sweep_process.communicate(timeout=60)
+    _, err = sweep_process.communicate(timeout=300)  # a guard against a hang, not a speed check
     assert sweep_process.returncode == 130 and 'Traceback' not in err, err
     assert err.strip().splitlines()[-1].startswith('interrupted: rerun the same command to go on')
     with run_lock(str(run_dir)):  # the run stopped with it: its lock is free
