@@ -2,11 +2,13 @@
 
 import gzip
 import json
+import os
 import pathlib
 import re
 import statistics
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -155,3 +157,53 @@ def test_step_cost_line_fits_the_fixed_and_per_run_parts():
     # More time per run than one run alone takes, less the fixed part: nothing to share.
     assert step_cost_line([1, 4], [2.2, 10.5]).endswith('stacking does not beat one run')
     assert step_cost_line([1, 8], [1.0, 0.9]).endswith('no part grows with the runs')
+
+
+def test_self_time_breaks_ties_parent_first_and_an_event_starting_at_an_end_is_a_sibling():
+    events = [
+        _event('child', 0, 40),  # starts with its parent, listed first
+        _event('outer', 0, 100),
+        _event('sibling', 40, 10),  # starts as 'child' ends: a sibling of it, inside 'outer'
+        _event('next', 100, 5),  # starts as 'outer' ends: not inside it
+    ]
+    assert self_times(events, {1: 'host'}) == {
+        ('host', 'outer'): [50.0, 1],
+        ('host', 'child'): [40.0, 1],
+        ('host', 'sibling'): [10.0, 1],
+        ('host', 'next'): [5.0, 1],
+    }
+
+
+def test_the_summary_reads_the_newest_trace(tmp_path):
+    for name, event, mtime in (('new', 'current', 2_000_000_000), ('old', 'stale', 1_000_000_000)):
+        path = tmp_path / name / f'{name}.perfetto_trace.json.gz'
+        path.parent.mkdir()
+        with gzip.open(path, 'wt') as f:
+            json.dump([_event(event, 0, 10)], f)
+        os.utime(path, (mtime, mtime))
+    lines = []
+    print_summary(str(tmp_path), steps=1, out=lines.append)
+    assert lines[-1] == '| 1 | `current` | 0.010 | 1.00 |'
+
+
+def test_memory_table_is_the_ring_and_agent_bytes_and_the_runs_that_fit_in_90_percent(monkeypatch, capsys):
+    import jax.numpy as jnp
+
+    from launch import bench
+
+    class Agent:  # 1,000 float32s of state
+        @staticmethod
+        def create(key, observations, actions, config):
+            return {'params': jnp.zeros(1000, jnp.float32)}
+
+    fake = types.SimpleNamespace(Agent=Agent, get_config=lambda family, changes, mode: None)
+    monkeypatch.setitem(bench.AGENTS, 'fav', fake)
+    monkeypatch.setattr(bench, 'device_memory', lambda: 2**34)
+    bench.bench_memory(types.SimpleNamespace(hidden_dims=(8,)))
+    out = capsys.readouterr().out
+    # A row: observations and next observations, the action, reward, mask, terminal, as float32. Rings:
+    # cube-double 2M rows (obs 37, act 5), humanoidmaze-large 2M + 1 rows (2M of data; obs 69, act 21).
+    cube = 4 * 2_000_000 * (2 * 37 + 5 + 3) + 4000
+    humanoid = 4 * 2_000_001 * (2 * 69 + 21 + 3) + 4000
+    assert f'| cube-double-play | {cube / 2**30:.2f} GiB | {int(0.9 * 2**34 // cube)} |' in out  # 0.61 GiB, 23
+    assert f'| humanoidmaze-large-navigate | {humanoid / 2**30:.2f} GiB | {int(0.9 * 2**34 // humanoid)} |' in out

@@ -128,3 +128,90 @@ def test_the_targets_exact_std_agrees_with_its_samples(name):
     problem = bandits.PROBLEMS[name]
     samples = bandits.target_samples(problem, 0.1, 1.0, 20_000, np.random.default_rng(0))
     assert bandits.target_std(problem, 0.1, 1.0) == pytest.approx(np.linalg.norm(samples.std(0)), rel=0.02)
+
+
+@pytest.mark.parametrize('sigma', [0.05, 0.1])
+def test_the_smoothed_target_adds_half_of_sigma_to_the_behaviors_variance(sigma):
+    # gauss1d smoothed by the kernel exp(-(x-y)²/σ): prior N(-0.3, 0.2² + σ/2); tilted by exp(8Q), Gaussian with
+    # precision 1/(0.2² + σ/2) + 16 and mean (-0.3/(0.2² + σ/2) + 8) / that precision (far inside the box).
+    problem, beta, var = bandits.PROBLEMS['gauss1d'], 8.0, 0.2**2 + sigma / 2
+    precision = 1 / var + 2 * beta
+    assert bandits.target_mean(problem, sigma, beta)[0] == pytest.approx((-0.3 / var + beta) / precision, abs=1e-3)
+    assert bandits.target_std(problem, sigma, beta) == pytest.approx(precision**-0.5, rel=2e-3)
+
+
+def test_behavior_samples_and_target_keep_the_mixture_weights_and_std():
+    # mix1d: modes -0.6, 0, 0.6 of weights 0.3, 0.4, 0.3 and std 0.1 (6 stds apart): the mass of each mode's
+    # cell (nearest mode) is its weight, in the behavior's samples and in the β = 0, σ = 0 target.
+    problem = bandits.PROBLEMS['mix1d']
+    samples = problem.sample_behavior(np.random.default_rng(0), 20_000)
+    cells = np.digitize(samples[:, 0], [-0.3, 0.3])
+    np.testing.assert_allclose(np.bincount(cells) / len(samples), [0.3, 0.4, 0.3], atol=0.015)
+    points, probs = bandits.factor_target(problem, 0.0, 0.0)
+    target_cells = np.digitize(points[:, 0], [-0.3, 0.3])
+    np.testing.assert_allclose(np.bincount(target_cells, weights=probs), [0.3, 0.4, 0.3], atol=2e-3)
+    gauss = bandits.PROBLEMS['gauss1d'].sample_behavior(np.random.default_rng(0), 20_000)
+    assert abs(gauss.mean() + 0.3) < 0.01 and abs(gauss.std() - 0.2) < 0.01
+
+
+def test_product_problem_sums_q_and_repeats_the_factors_mean():
+    problem = bandits.PROBLEMS['prod5d']  # Q = Σ 0.5·a_i over 5 independent copies of a two-mode factor
+    action = np.array([[0.2, -0.4, 1.0, 0.0, 0.6]], np.float32)
+    assert float(problem.q_total(action)[0]) == pytest.approx(0.5 * 1.4)
+    # Factor at σ = 0: modes ±0.5 of std 0.15, tilted by exp(0.5βa): each mode moves by 0.5β·0.15² and their
+    # weights go as exp(±0.25β), so the mean is 0.5·tanh(0.25β) + 0.5β·0.15² (β = 2: 0.2536), in every dimension.
+    expected = 0.5 * np.tanh(0.5) + 0.15**2
+    np.testing.assert_allclose(bandits.target_mean(problem, 0.0, 2.0), [expected] * 5, atol=2e-3)
+
+
+@pytest.mark.parametrize('name', ['gauss1d', 'mix2d'])
+def test_target_samples_are_jittered_uniformly_within_their_grid_cell(name):
+    # A prior with all its mass on one grid point: every draw lies in that point's cell, spread over all of it.
+    problem = bandits.PROBLEMS[name]
+    points, cell = bandits.factor_grid(problem)
+    spacing = points[1, -1] - points[0, -1]
+    assert cell == pytest.approx(spacing ** points.shape[1])
+    k = len(points) // 3
+    log_prior = np.where(np.arange(len(points)) == k, 0.0, -1e9)
+    draws = bandits.target_samples(problem, 0.1, 2.0, 2000, np.random.default_rng(0), log_prior)
+    offsets = np.abs(draws - points[k])
+    assert offsets.max() <= spacing / 2 and offsets.max() > 0.95 * spacing / 2
+
+
+def test_evaluate_rows_against_their_closed_forms():
+    problem, beta = bandits.PROBLEMS['gauss1d'], 4.0
+    samples = np.random.default_rng(0).normal(0.0, 0.2, (2000, 1))
+    row = diagnose.evaluate(diagnose.Setting('gauss1d', 0.1, 'softmax'), beta, samples, np.random.default_rng(0))
+    var = 0.2**2 + 0.1 / 2
+    assert row['target_std'] == pytest.approx((1 / var + 2 * beta) ** -0.5, rel=2e-3)
+    assert row['tilted'] == bandits.wasserstein_1d(problem, samples, 0.0, beta)  # σ = 0: no smoothing
+    # One dataset action per reference set: the fixed point is the closed form of the module docstring.
+    assert abs(row['fixed_point_mean'][0] - _exact(0.1, beta)[0]) < 0.01
+
+    # mix1d, samples all in the -0.6 mode: coverage is the target's mass in that mode's cell.
+    problem = bandits.PROBLEMS['mix1d']
+    samples = np.full((500, 1), -0.6)
+    row = diagnose.evaluate(diagnose.Setting('mix1d', 0.1), 2.0, samples, np.random.default_rng(0))
+    points, probs = bandits.factor_target(problem, 0.1, 2.0)
+    assert row['coverage'] == pytest.approx(probs[points[:, 0] < -0.3].sum(), abs=0.02)
+    assert row['coverage'] < 0.5
+
+
+def test_run_plan_rows_and_table_take_each_betas_own_values(monkeypatch):
+    plan = diagnose.QUICK  # gauss1d, σ = 0.1, β = 0 and 4, softmax and clipped priors
+    rng = np.random.default_rng(0)
+    samples = rng.normal(-0.2, 0.2, (len(plan.betas), 1000, 1))
+    info = dict(phi_norm=np.array([0.125, 0.5]), kernel_offdiag_mean=np.array([0.25, 0.75]))
+    monkeypatch.setattr(diagnose, 'train', lambda setting, plan, betas: (samples, info, True))
+    rows, _ = diagnose.run_plan(plan, log=lambda line: None)
+    assert [(r['setting'].prior_score, r['beta']) for r in rows] == [
+        ('softmax', 0.0), ('softmax', 4.0), ('clipped', 0.0), ('clipped', 4.0)
+    ]  # fmt: skip
+    assert [(r['residual'], r['kernel']) for r in rows] == [(0.125, 0.25), (0.5, 0.75)] * 2
+    table = diagnose.markdown_tables(rows, plan, 1.0)
+    r = rows[1]
+    # Columns: distance (W1), to p_b·exp(βQ), fixed-point W1, energy (a dash in 1-D), target mean, actor mean.
+    assert (
+        f'| W1 {r["w1"]:.3f} | {r["tilted"]:.3f} | {r["w1_fixed_point"]:.3f} | — | {r["target_mean"][0]:+.3f} | '
+        f'{r["actor_mean"][0]:+.3f} | {r["target_std"]:.3f} / {r["actor_std"]:.3f} | 1.00 | 0.500 | 0.75 |'
+    ) in table

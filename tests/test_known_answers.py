@@ -354,3 +354,31 @@ def test_evaluation_seeds_each_copy_and_reads_success_at_the_last_step():
     assert result['success'] == pytest.approx(3 / 7)
     # It stops once the last quota is done: copy 2's two episodes, 6 + 7 steps (its reset step between).
     assert envs[2].steps == 13
+
+
+def test_online_episodes_are_seeded_per_run_and_restored_to_the_same_state():
+    """Two runs (seeds 5 and 9) on envs whose episodes end at different steps: each reset's seed comes from the
+    run's own seed and episode index, and a fresh OnlineEnvs given the runs' checkpoint state replays each
+    env to where it was."""
+    seeds = [5, 9]
+    pool = EnvPool([lambda c=c: EpisodeMonitor(_SeedRecordingEnv(c)) for c in range(2)])
+    online = OnlineEnvs(seeds, 0.0)
+    online.start(pool)
+    for t in range(5):  # run 0: episodes of 2 and 3 steps end; run 1: one of 4 steps, then 1 step of the next
+        online.step(np.full((2, 1), 0.25 * t, np.float32))
+    envs = [e.unwrapped for e in pool.local]
+    assert envs[0].seeds == [episode_seed(5, 2, k) for k in range(3)]
+    assert envs[1].seeds == [episode_seed(9, 2, k) for k in range(2)]
+    assert online.episode_index == [2, 1]
+
+    states = [online.state(r, 1) for r in range(2)]
+    resumed = OnlineEnvs(seeds, 0.0)
+    for r, state in enumerate(states):
+        resumed.restore(r, state)
+    resumed.start(EnvPool([lambda c=c: EpisodeMonitor(_SeedRecordingEnv(c)) for c in range(2)]))
+    assert resumed.episode_index == [2, 1]
+    np.testing.assert_array_equal(resumed.episode_actions[1], [[1.0]])  # run 1's episode in progress
+    assert resumed.episode_actions[0] == []
+    np.testing.assert_array_equal(resumed.observations, online.observations)
+    for r in range(2):
+        assert resumed.pop_recent(r) == online.pop_recent(r) != {}
