@@ -306,10 +306,14 @@ def test_mlp_hidden_layers_are_dense_then_gelu_then_layer_norm_by_hand():
         net = MLP((4, 6), 2, layer_norm)
         params = net.init(jax.random.PRNGKey(1), jnp.asarray(x, jnp.float32))
         # LayerNorm scales and offsets away from (1, 0), so that where they apply shows.
-        params = _scaled_layer(params, 'LayerNorm', 1.0)  # a copy
-        for layer in (k for k in params['params'] if k.startswith('LayerNorm')):
-            for name, p in params['params'][layer].items():
-                params['params'][layer][name] = p + 0.5 * jnp.sin(jnp.arange(p.size) + len(name)).reshape(p.shape)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, p: (
+                p + 0.5 * jnp.sin(jnp.arange(p.size) + len(path[-1].key)).reshape(p.shape)
+                if 'LayerNorm' in jax.tree_util.keystr(path)
+                else p
+            ),
+            params,
+        )
         layers = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in params['params'].items()}
         h = x
         for i in range(2):  # Dense → gelu → LayerNorm (ε = 1e-6), as the reference's MLP
