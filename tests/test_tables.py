@@ -302,6 +302,21 @@ def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     assert not (tmp_path / 'out').exists()  # nothing written
 
 
+def test_out_in_folders_that_do_not_exist_yet_makes_them_and_a_failure_removes_them(tmp_path, capsys):
+    """`--out results/prior` on a fresh clone, where results/ is not there yet."""
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    out = tmp_path / 'new' / 'deeper' / 'prior'
+    assert tables.main([str(root), '--out', str(out), '--reps', '20']) == 0
+    assert (out / 'offline.md').is_file() and '| FAV |' in (out / 'offline.md').read_text()
+
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert tables.main([str(empty), '--out', str(tmp_path / 'other' / 'deeper' / 'out')]) == 2
+    assert 'no run directories' in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'new', 'runs']  # other/ made, then removed
+
+
 @pytest.mark.parametrize('score', ['NaN', '150', '-1', 'true', '"90"'])
 def test_a_final_score_outside_0_to_100_is_refused_in_one_line(score, tmp_path, capsys):
     root = tmp_path / 'runs'
