@@ -40,6 +40,7 @@ from envs.registry import FAMILIES, UnknownTaskError, resolve_task  # noqa: E402
 from launch.command_line import CommandLineParser  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
 from launch.online_envs import OnlineEnvs  # noqa: E402
+from launch.settings import UserError, check_writable_folder  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
 
 # (observation size, action size, dataset rows) of each OGBench family (singletask envs, official data).
@@ -340,6 +341,11 @@ def main():
         p.error('--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8')
     if len(set(args.stack)) < len(args.stack) or len(set(o2o_runs)) < len(o2o_runs):
         p.error('--stack and --o2o-runs name each count once, e.g. 1,4,8')
+    if args.profile is not None:
+        try:
+            check_writable_folder('--profile', args.profile)  # before the benchmark's minutes, not after
+        except UserError as e:
+            p.error(str(e))
 
     try:
         task = resolve_task(args.env)

@@ -31,7 +31,7 @@ from datasets.files import atomic_write  # noqa: E402
 from launch import bandits  # noqa: E402
 from launch.command_line import CommandLineParser  # noqa: E402
 from launch.compiled import offline_chunk  # noqa: E402
-from launch.settings import UserError, check_folder  # noqa: E402
+from launch.settings import UserError, check_writable_folder  # noqa: E402
 
 NUM_EVAL_SAMPLES = 4096
 DATASET_SIZE = 20_000
@@ -330,7 +330,7 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='a small smoke version (seconds)')
     args = p.parse_args(argv)
     try:
-        check_folder('--out', args.out)  # before the minutes of training, not after
+        check_writable_folder('--out', args.out)  # before the minutes of training, not after
     except UserError as e:
         p.error(str(e))
     try:

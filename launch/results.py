@@ -213,7 +213,7 @@ def read_curve(run):
         rows = list(csv.DictReader(f))
     try:
         return np.array([int(r['step']) for r in rows]), np.array([100 * float(r['success']) for r in rows])
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:  # TypeError: a row cut short (float(None))
         raise ResultsError(f'{path} is not an evaluation log ({e!r}); expected step and success columns') from None
 
 

@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import subprocess
+import tempfile
 from importlib import metadata
 from typing import Any
 
@@ -197,6 +198,19 @@ def check_folder(flag, path):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise UserError(f'{flag} {path}: {existing} is a file; pass a folder')
+    return existing
+
+
+def check_writable_folder(flag, path):
+    """check_folder, and that a file can be made where the folder will be: an output folder refused up front,
+    not after minutes of work. (os.access would not do: it says yes to root even where writing fails.)"""
+    existing = check_folder(flag, path)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        message = f'{flag} {path}: cannot write in {existing} ({e.strerror}); pass a folder you can write to'
+        raise UserError(message) from None
 
 
 def validate_args(args, mode):

@@ -124,6 +124,23 @@ def test_bench_refuses_degenerate_settings_in_one_line(argv, message, tmp_path):
     assert not (tmp_path / 'profile').exists()
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc: a folder no one can write in, root included')
+def test_bench_refuses_a_profile_folder_it_cannot_write_before_benchmarking(tmp_path):
+    (tmp_path / 'notes.txt').write_text('mine')
+    for profile, message in [
+        (tmp_path / 'notes.txt' / 'p', f'{tmp_path / "notes.txt"} is a file; pass a folder'),
+        ('/proc/fav_profile', 'cannot write in /proc ('),
+    ]:
+        out = subprocess.run(
+            [sys.executable, 'launch/bench.py', '--agents', 'fav', '--profile', str(profile)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 2 and out.stdout == '', out.stdout
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert out.stderr.startswith(f'error: --profile {profile}: {message}'), out.stderr
+    assert (tmp_path / 'notes.txt').read_text() == 'mine'
+
+
 def test_bench_with_no_agents_and_no_o2o_runs_prints_only_the_memory_table():
     out = subprocess.run(
         [sys.executable, 'launch/bench.py', '--agents', '', '--o2o-runs', '', '--seconds', '0.05', '--rows', '500'],

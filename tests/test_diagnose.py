@@ -85,6 +85,16 @@ def test_cli_refuses_an_out_through_a_file_before_training(tmp_path):
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc: a folder no one can write in, root included')
+def test_cli_refuses_an_out_it_cannot_write_before_training():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, 'launch/diagnose.py', '--quick', '--out', '/proc/fav_diagnose']
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ''
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith('error: --out /proc/fav_diagnose: cannot write in /proc ('), result.stderr
+
+
 def test_distances_of_the_diagnostics_against_independent_formulas():
     from scipy.stats import energy_distance
 

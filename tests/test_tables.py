@@ -458,6 +458,17 @@ def test_runs_told_apart_by_a_run_level_setting(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith('with the same settings; pass a folder that holds only one of them')
 
 
+@pytest.mark.parametrize('last_row', ['1,offline', '1,offline,', '1'])
+def test_an_evaluation_log_with_its_last_row_cut_short_is_refused_in_one_line(last_row, tmp_path, capsys):
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    log = root / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'eval.csv'
+    log.write_text(f'step,phase,success\n100,offline,0.5\n{last_row}\n')
+    assert tables.main([str(root), '--out', str(tmp_path / 'out'), '--reps', '20']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f'error: {log} is not an evaluation log')
+
+
 def test_a_failure_midway_leaves_the_output_folder_as_it_was(tmp_path, capsys):
     root = tmp_path / 'runs'
     _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
