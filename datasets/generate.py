@@ -270,6 +270,8 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
     parser.add_argument('--episode-length', type=int, default=DEFAULT_EPISODE_LENGTH)
+    # A mistake is one line, as on the launch/ command lines, not argparse's usage block.
+    parser.error = lambda message: parser.exit(2, f'error: {message} (see python -m datasets.generate --help)\n')
     args = parser.parse_args(argv)
     out = args.out or generated_dir(DEFAULT_DATASET_DIR, args.episodes, args.seed, args.episode_length)
     try:

@@ -435,6 +435,8 @@ def test_generation_shows_its_progress_bar_unless_asked_not_to(progress, tmp_pat
         (['--env', 'no-such-env'], 'closest valid names'),
         (['--env', 'antmaze-large-navigate'], 'cannot be generated'),
         (['--env', 'cube-single', '--episodes', '0'], '--episodes'),
+        (['--env', 'cube-single', '--episodes', 'abc'], "argument --episodes: invalid int value: 'abc'"),
+        (['--episodes', '3'], 'the following arguments are required: --env'),
     ],
 )
 def test_generate_cli_rejects_bad_requests_in_one_line(args, words, tmp_path):
