@@ -247,9 +247,18 @@ def validate_args(args, mode):
         check_folder('--dataset-dir', args.dataset_dir)
     if args.wandb != 'disabled':
         try:
-            import wandb  # noqa: F401  (optional: checked here, before anything is written)
+            import wandb  # optional: checked here, before anything is written
         except ImportError:
             raise UserError(f'--wandb {args.wandb} needs wandb: pip install -e ".[wandb]" (or drop --wandb)') from None
+        if args.wandb == 'online':
+            try:  # the credentials, without a request to the server; in a terminal wandb asks for the key
+                wandb.login(verify=False)
+            except wandb.errors.Error as e:
+                reason = str(e).splitlines()[0].rstrip('.')
+                raise UserError(
+                    f'--wandb online: wandb has no usable credentials ({reason}); set WANDB_API_KEY or use --wandb '
+                    'offline'
+                ) from None
 
 
 # ---------------------------------------------------------------------------------------------------

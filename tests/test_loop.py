@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -21,7 +22,7 @@ from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import _write_final
 from launch.run_logs import RunLogger
 from launch.settings import UserError, parse_args
-from tests.cli_helpers import SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
+from tests.cli_helpers import REPO, SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
 
 
 def _synthetic_data(n=128):
@@ -262,6 +263,8 @@ def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch)
     """A group's runs log from one process: each gets its own wandb run (not the first one's), in its own
     directory, with its own settings, and a resumed run continues its wandb run."""
     monkeypatch.setenv('WANDB_SILENT', 'true')
+    monkeypatch.setenv('HOME', str(tmp_path))  # wandb's own debug logs go to ~/.cache: not the user's
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
     dirs = [tmp_path / 'seed0', tmp_path / 'seed1']
     loggers = []
     for seed, run_dir in enumerate(dirs):
@@ -294,6 +297,22 @@ def test_wandb_asked_for_but_missing_is_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / 'r').exists()
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == ['error: --wandb offline needs wandb: pip install -e ".[wandb]" (or drop --wandb)']
+
+
+def test_wandb_online_without_credentials_is_one_line_before_anything_is_written(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('WANDB_')}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / 'netrc'))  # no ~/.netrc, no wandb settings
+    run_dir = tmp_path / 'r'
+    small = ['--dataset-episodes', '1', '--offline-steps', '2', '--eval-every', '2', *SMALL]  # if it got past
+    command = [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--wandb', 'online', *small]
+    command += ['--run-dir', run_dir]
+    result = subprocess.run(
+        command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and not run_dir.exists()
+    [line] = result.stderr.strip().splitlines()  # wandb's own reason between the two parts
+    assert line.startswith('error: --wandb online: wandb has no usable credentials (') and 'API key' in line
+    assert line.endswith('); set WANDB_API_KEY or use --wandb offline')
 
 
 @pytest.mark.parametrize('mode', ['offline', 'o2o'])
