@@ -14,6 +14,7 @@ import ctypes
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from tqdm import tqdm  # noqa: E402
 from agents import AGENTS  # noqa: E402
 from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
 from launch.command_line import CommandLineParser  # noqa: E402
-from launch.run_logs import STOPPED_NAME  # noqa: E402
+from launch.run_logs import STOPPED_NAME, RunFileError  # noqa: E402
 from launch.settings import UserError, check_folder  # noqa: E402
 from launch.sweep_plan import (  # noqa: E402
     GROUPINGS,
@@ -97,7 +98,11 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
     import ray
 
     if args.address:
-        ray.init(address=args.address, logging_level='WARNING', log_to_driver=False)
+        _check_listening(args.address)
+        try:
+            ray.init(address=args.address, logging_level='WARNING', log_to_driver=False)
+        except ConnectionError as e:  # 'auto' with no cluster running: at once, in many lines
+            raise UserError(_no_cluster(args.address, str(e).splitlines()[0])) from None
     else:
         ray.init(num_cpus=args.local_cpus, logging_level='WARNING', log_to_driver=False, include_dashboard=False)
     resources = ray.cluster_resources()
@@ -108,6 +113,8 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
             f'the local Ray cluster has {resources.get("GPU", 0):g} GPU(s), so no job can get --gpus-per-job '
             f'{gpus:g}; pass --gpus-per-job 0, or --address of a cluster with GPUs'
         )
+    # An unwritable --runs-dir fails here, once, rather than in every job on the cluster's workers.
+    os.makedirs(os.path.join(runs_dir, 'logs'), exist_ok=True)
     remote = ray.remote(run_command)
     job_options = dict(num_cpus=args.cpus_per_job, num_gpus=gpus, max_retries=0)
     if 0 < gpus < 1:  # several JAX processes share a GPU: allocate memory as needed, not 75 % each
@@ -130,6 +137,25 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
     if gpus:
         slots = min(slots, resources.get('GPU', 0) // gpus)
     return _collect(ray, pending, Progress(len(pending), args.progress, max(int(slots), 1)), args, submit)
+
+
+def _check_listening(address):
+    """Refuses a HOST:PORT where nothing listens: ray.init would retry it for minutes, printing warnings.
+    'auto' and 'ray://' addresses fail at once in ray.init."""
+    host, _, port = address.rpartition(':')
+    if '://' in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip('[]'), int(port)), timeout=5).close()
+    except (OSError, OverflowError) as e:  # OverflowError: a port too large for a C long
+        raise UserError(_no_cluster(address, getattr(e, 'strerror', None) or e)) from None
+
+
+def _no_cluster(address, reason):
+    return (
+        f'no Ray cluster at --address {address} ({reason}); start one with `ray start --head`, '
+        'or leave out --address for a local one'
+    )
 
 
 def _data_log(runs_dir, family):
@@ -222,8 +248,12 @@ def build_parser():
 def main(argv=None):
     args, passed = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.max_retries < 0 or args.cpus_per_job <= 0 or (args.gpus_per_job or 0) < 0:
-            raise UserError('--max-retries, --cpus-per-job and --gpus-per-job must be non-negative (cpus > 0)')
+        if args.max_retries < 0:
+            raise UserError(f'--max-retries must be >= 0, got {args.max_retries}')
+        if not args.cpus_per_job > 0:  # written so that nan is refused too
+            raise UserError(f'--cpus-per-job must be > 0, got {args.cpus_per_job:g}')
+        if not (args.gpus_per_job or 0) >= 0:
+            raise UserError(f'--gpus-per-job must be >= 0, got {args.gpus_per_job:g}')
         local_cpus = args.local_cpus if args.local_cpus is not None else os.cpu_count()
         if not args.address and local_cpus < args.cpus_per_job:  # Ray would wait forever for a job's CPUs
             raise UserError(
@@ -234,7 +264,7 @@ def main(argv=None):
         mode, runs, jobs = plan(args, passed)
         cli = run_settings(mode, passed, runs)
         check_started_runs(mode, jobs)
-    except (UserError, UnknownTaskError) as e:
+    except (UserError, UnknownTaskError, RunFileError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     todo = [job for job in jobs if not job.finished]
@@ -263,6 +293,13 @@ def main(argv=None):
 
         use_ray = not args.no_ray
     except ImportError:
+        if args.address and not args.no_ray:  # run here, the jobs would ignore the cluster asked for
+            print(
+                f'error: --address {args.address} needs Ray, which is not installed: pip install -e ".[sweep]" '
+                '(or leave out --address to run the jobs here one after another)',
+                file=sys.stderr,
+            )
+            return 2
         use_ray = False
         print(f'ray is not installed: running {len(todo)} job(s) one after another (pip install -e ".[sweep]")')
     if args.no_ray:
@@ -272,6 +309,9 @@ def main(argv=None):
         failures = (run_jobs_with_ray if use_ray else run_jobs_in_turn)(todo, preparations, args, runs_dir)
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
+        return 2
+    except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:  # the logs' folder
+        print(f'error: {e.filename}: {e.strerror}; pass a --runs-dir that can be written', file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the jobs' runs stop too (their process group, or with their parent)
         print(

@@ -9,7 +9,7 @@ from datasets import generate
 from datasets.ogbench_data import EPISODE_LENGTH
 from envs.registry import FAMILIES, SUITES, resolve_task
 from launch import loop
-from launch.run_logs import STOPPED_NAME
+from launch.run_logs import STOPPED_NAME, read_json
 from launch.settings import UserError, agent_config, parse_args, seed_list, validate_args
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
@@ -23,8 +23,16 @@ H100_OFFLINE_UPDATES_PER_S = {1: 1062, 4: 1980, 8: 2279, 40: 2484}
 H100_O2O_ENV_STEPS_PER_S = {1: 120, 8: 745}
 # Settings whose value is a path (made absolute for the jobs).
 PATH_SETTINGS = ('--dataset', '--dataset-dir')
-# Settings the sweep sets per run itself.
-OWN_SETTINGS = ('--env', '--task', '--agent', '--seed', '--run-dir', '--resume', '--list-tasks')
+# Settings the sweep sets per run itself, each with what the sweep takes instead.
+OWN_SETTINGS = {
+    '--env': 'tasks: --suite cube-single',
+    '--task': 'tasks: --suite cube-single',
+    '--agent': 'agents: --agent fav --agent fql',
+    '--seed': 'seeds: --seeds 0-7',
+    '--run-dir': 'run directories: --runs-dir runs',
+    '--resume': 'a rerun of the sweep resumes its runs',
+    '--list-tasks': "a suite's tasks: launch/offline.py --list-tasks offline",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +182,9 @@ def run_settings(mode, passed, runs):
     """Checks the passed-through settings with the CLI's own parser, for every agent of the sweep;
     returns {agent: its parsed settings}."""
     for item in passed:
-        if item.split('=', 1)[0] in OWN_SETTINGS:
-            raise UserError(f'{item.split("=", 1)[0]} is set by the sweep per run; drop it (seeds: --seeds 0-7)')
+        name = item.split('=', 1)[0]
+        if name in OWN_SETTINGS:
+            raise UserError(f'{name} is set by the sweep per run; drop it ({OWN_SETTINGS[name]})')
     agents = dict.fromkeys(run.agent for run in runs)
     task = runs[0].task
     if any(item.split('=', 1)[0] == '--backend' for item in passed):  # checked on a task it reaches: D4RL's
@@ -192,8 +201,13 @@ def run_settings(mode, passed, runs):
 def check_started_runs(mode, jobs):
     """Checks every run directory of the jobs that already holds a run, finished ones included (which the
     sweep skips), against the settings its job passes, with the CLI's own check: a sweep rerun with other
-    settings is refused in one line rather than counting the runs of the old settings as done."""
+    settings is refused in one line rather than counting the runs of the old settings as done. A finished
+    or stopped run's final.json or stopped.json is read as the CLI reads it: a damaged one is refused in
+    one line (RunFileError), not counted as done."""
     for job in jobs:
+        for run in job.runs:
+            if run.finished or run.stopped:
+                read_json(os.path.join(run.run_dir, 'final.json' if run.finished else STOPPED_NAME))
         if any(os.path.exists(os.path.join(r.run_dir, 'config.json')) for r in job.runs):
             loop.plan(parse_args(job.arguments()[1:], mode), mode)
 

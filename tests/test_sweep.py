@@ -4,6 +4,7 @@ killed midway and rerun."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,15 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--agent.sigma=-1'], 'sigma'),  # the agent's own checks
         (['--suite', 'antmaze-umaze-v2', '--dataset-episodes', '3'], 'D4RL AntMaze reads its datasets'),
         (['--suite', 'cube-single', '--local-cpus', '0'], 'cannot give a job --cpus-per-job 1.0'),
+        # Each resource flag on its own, with the value given.
+        (['--suite', 'cube-single', '--max-retries', '-1'], 'error: --max-retries must be >= 0, got -1'),
+        (['--suite', 'cube-single', '--cpus-per-job', '0'], 'error: --cpus-per-job must be > 0, got 0'),
+        (['--suite', 'cube-single', '--cpus-per-job', 'nan'], 'error: --cpus-per-job must be > 0, got nan'),
+        (['--suite', 'cube-single', '--gpus-per-job', '-0.5'], 'error: --gpus-per-job must be >= 0, got -0.5'),
+        # What to give the sweep instead, for the setting given (not a hint about seeds).
+        (['--suite', 'cube-single', '--resume'], '--resume is set by the sweep per run; drop it (a rerun of the sweep'),
+        (['--suite', 'cube-single', '--list-tasks', 'offline'], "drop it (a suite's tasks: launch/offline.py --list"),
+        (['--suite', 'cube-single', '--run-dir=r'], '--run-dir is set by the sweep per run; drop it (run directories'),
     ],
 )
 def test_bad_settings_one_line(argv, words, tmp_path, capsys):
@@ -185,6 +195,107 @@ def test_a_runs_dir_through_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'notes.txt is a file' in err
     assert (tmp_path / 'notes.txt').read_text() == 'kept'
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize('content', ['{"x":', '[]'])
+def test_a_damaged_config_json_is_one_line(content, tmp_path, capsys):
+    config = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'config.json'
+    config.parent.mkdir(parents=True)
+    config.write_text(content)
+    assert sweep.main(['--suite', TASK.format(1), '--seeds', '0', '--runs-dir', str(tmp_path), '--dry-run']) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith(f'error: {config} ') and 'JSON' in err
+
+
+@pytest.mark.parametrize('name', ['final.json', 'stopped.json'])
+@pytest.mark.parametrize('content', ['{"score":', '[]'])
+def test_a_damaged_final_or_stopped_json_is_refused_not_counted_as_done(name, content, tmp_path, capsys):
+    """As the CLI (and launch/tables.py) refuses it: the run would otherwise be skipped as done here, and
+    its group's job would fail on it."""
+    path = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0' / name
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    assert sweep.main(['--suite', TASK.format(1), '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and len(err.strip().splitlines()) == 1
+    assert err.startswith(f'error: {path} ') and 'JSON' in err
+
+
+def _fake_ray(monkeypatch, **functions):
+    """`import ray` gives a module of `functions` only: a call of anything else fails the test."""
+    monkeypatch.setitem(sys.modules, 'ray', types.SimpleNamespace(**functions))
+
+
+def _sweep_one_run(runs_dir, *argv):
+    return sweep.main(['--suite', TASK.format(1), '--seeds', '0', '--runs-dir', str(runs_dir), '--no-progress', *argv])
+
+
+def test_an_address_without_a_ray_cluster_is_one_line(tmp_path, capsys, monkeypatch):
+    def init(**kwargs):  # what ray.init does for 'auto' with no cluster, at once
+        raise ConnectionError('Could not find any running Ray instance. Please specify the one\nto connect to')
+
+    _fake_ray(monkeypatch, init=init)
+    assert _sweep_one_run(tmp_path / 'runs', '--address', 'auto') == 2
+    assert _one_line_error(capsys) == (
+        'error: no Ray cluster at --address auto (Could not find any running Ray instance. Please specify the one); '
+        'start one with `ray start --head`, or leave out --address for a local one'
+    )
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_a_host_and_port_where_nothing_listens_is_one_line_not_minutes_of_retries(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs['address'])
+        raise ConnectionError('reached ray.init')
+
+    _fake_ray(monkeypatch, init=init)
+    with socket.socket() as port:  # bound, not listening: a connection is refused
+        port.bind(('127.0.0.1', 0))
+        address = f'127.0.0.1:{port.getsockname()[1]}'
+        assert _sweep_one_run(tmp_path / 'runs', '--address', address) == 2
+        err = _one_line_error(capsys)
+        assert err.startswith(f'error: no Ray cluster at --address {address} (') and 'ray start --head' in err
+        assert calls == []  # refused before ray.init, which would retry it for minutes
+        port.listen()  # something listens there now: left to ray.init
+        assert _sweep_one_run(tmp_path / 'runs', '--address', address) == 2
+        assert calls == [address] and 'reached ray.init' in _one_line_error(capsys)
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_an_address_without_ray_installed_is_refused_not_run_here(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'ray', None)  # `import ray` raises ImportError
+    monkeypatch.setattr(sweep, 'run_jobs_in_turn', None)  # running the jobs here would fail the test
+    assert _sweep_one_run(tmp_path / 'runs', '--address', 'auto') == 2
+    err = _one_line_error(capsys)
+    assert err.startswith('error: --address auto needs Ray, which is not installed: pip install -e ".[sweep]"')
+    assert not (tmp_path / 'runs').exists()
+
+
+@pytest.mark.parametrize('runner', ['in turn', 'ray'])
+@pytest.mark.parametrize('blocker', ['immutable', 'a file named logs'])
+def test_a_runs_dir_that_cannot_be_written_is_one_line(runner, blocker, tmp_path, capsys, monkeypatch):
+    runs_dir = tmp_path / 'runs'
+    runs_dir.mkdir()
+    if blocker == 'a file named logs':
+        (runs_dir / 'logs').write_text('kept')
+    elif subprocess.run(['chattr', '+i', str(runs_dir)], capture_output=True).returncode:
+        pytest.skip('chattr +i needs root and a file system that has it (chmod does not stop root)')
+    # On Ray, refused before any job is submitted: no remote is given.
+    _fake_ray(monkeypatch, init=lambda **kwargs: None, cluster_resources=lambda: {'CPU': 2.0})
+    try:
+        assert _sweep_one_run(runs_dir, *(['--no-ray'] if runner == 'in turn' else [])) == 2
+    finally:
+        subprocess.run(['chattr', '-i', str(runs_dir)], capture_output=True)
+    assert _one_line_error(capsys).startswith(f'error: {runs_dir / "logs"}')  # or a folder below it
+    assert [p.name for p in runs_dir.iterdir()] == (['logs'] if blocker == 'a file named logs' else [])
 
 
 def _kill_lock_holders(runs_dir):
