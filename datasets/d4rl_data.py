@@ -166,7 +166,8 @@ def _minari_dataset(task, dataset_path, dataset_dir):
     data = os.path.join(root, 'data')
     if not os.path.isdir(data):
         if dataset_path is not None:
-            raise DatasetError(f'{root} is not a Minari dataset (no data/ directory in it)')
+            what = 'no data/ directory in it' if os.path.exists(root) else 'it does not exist'
+            raise DatasetError(f'--dataset {root} is not a Minari dataset ({what})')
         failure = 'not looked for online: --dataset-dir is set' if dataset_dir else _download_minari(minari, dataset_id)
         if failure is not None:
             raise DatasetError(

@@ -121,9 +121,11 @@ def _check_file(path, task, env):
     except DatasetError:
         raise
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, AttributeError) as e:
-        # AttributeError: np.load returns a bare ndarray (no context manager) for a .npy file.
+        # AttributeError: np.load returns a bare ndarray (no context manager) for a .npy file. A file that is
+        # not a zip at all, numpy takes for a pickle, and its advice (allow_pickle) is no fix for a dataset.
+        reason = 'not a zip archive' if 'allow_pickle' in str(e) else _one_line(e)
         raise DatasetError(
-            f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {_one_line(e)}'
+            f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {reason}'
         ) from None
 
     rows = len(arrays['terminals'])

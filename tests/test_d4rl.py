@@ -339,8 +339,10 @@ def test_minari_dataset_missing_is_one_line(tmp_path):
     assert not (tmp_path / 'd4rl').exists()  # the failed download left no empty folders behind
     message = str(error.value)
     assert 'D4RL/antmaze/medium-play-v1' in message and 'minari download' in message and '\n' not in message
-    with pytest.raises(DatasetError, match='not a Minari dataset'):
+    with pytest.raises(DatasetError, match=r'^--dataset .* is not a Minari dataset \(no data/ directory in it\)$'):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path))
+    with pytest.raises(DatasetError, match=r'^--dataset .*/nowhere is not a Minari dataset \(it does not exist\)$'):
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'nowhere'))
     empty = write_minari_dataset(tmp_path / 'empty', empty=True)
     with pytest.raises(DatasetError, match='holds no episodes'):
         load_d4rl_data(_task('antmaze-umaze-v2', 'minari'), _dims_env(), dataset_path=str(empty))

@@ -300,6 +300,15 @@ def test_bad_files_fail_with_a_message_naming_the_file(cube_single, tmp_path):
         with pytest.raises(DatasetError, match=f'{truncated}.*(truncated|corrupt)'):
             load_task_data(task, env, dataset_path=str(truncated))
 
+        garbage = tmp_path / 'garbage.npz'
+        garbage.write_bytes(b'not a dataset ' * 10)
+        _write(tmp_path / 'garbage-val.npz', good)
+        with pytest.raises(DatasetError) as refused:
+            load_task_data(task, env, dataset_path=str(garbage))
+        assert str(refused.value) == (
+            f'dataset file {garbage} is not a readable .npz file (truncated or corrupt?): not a zip archive'
+        )  # not numpy's advice to load it with allow_pickle
+
         no_qpos = tmp_path / 'no_qpos.npz'
         _write(no_qpos, {k: v for k, v in good.items() if k != 'qpos'})
         _write(tmp_path / 'no_qpos-val.npz', good)
