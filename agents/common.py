@@ -1,6 +1,9 @@
 """Pieces every agent shares: the critic's TD target, setting checks, optimizer states, the BC flow
 policy's loss and sampler (FAV's reference, FQL, IFQL) and policy densities."""
 
+import dataclasses
+import math
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -35,6 +38,11 @@ def common_checks(config):
             len(config.hidden_dims) >= 1 and all(w >= 1 for w in config.hidden_dims),
             f'agent.hidden_dims must be positive widths like 512,512, got {config.hidden_dims}',
         ),
+    ]
+    # inf passes the range checks of the fields bounded on one side (sigma > 0, beta >= 0, lr > 0, ...).
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    checks += [
+        (math.isfinite(v), f'agent.{k} must be finite, got {v}') for k, v in values.items() if isinstance(v, float)
     ]
     if hasattr(config, 'tau'):
         checks.append((0 < config.tau <= 1, f'agent.tau must be in (0, 1], got {config.tau}'))

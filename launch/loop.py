@@ -159,15 +159,24 @@ def _buffer_capacity(args, mode, offline_rows):
     """The rows of each run's replay ring: the dataset offline, else --buffer-capacity or the default."""
     if mode == 'offline':
         return offline_rows  # nothing is appended offline
-    if args.buffer_capacity is None:
-        return default_capacity(offline_rows, args.balanced_sampling)
-    if args.buffer_capacity < max(offline_rows, args.online_updates_per_call):
+    if args.buffer_capacity is not None and args.buffer_capacity < offline_rows:
         default = 'rows + 2000000' if args.balanced_sampling else 'max(2000000, rows + 1)'
         raise UserError(
-            f'--buffer-capacity {args.buffer_capacity} is smaller than the dataset ({offline_rows} rows) '
-            f'or --online-updates-per-call; omit it for the default {default}'
+            f'--buffer-capacity {args.buffer_capacity} is smaller than the dataset ({offline_rows} rows); '
+            f'give at least {offline_rows}, or omit it for the default {default}'
         )
-    return args.buffer_capacity
+    capacity = (
+        default_capacity(offline_rows, args.balanced_sampling) if args.buffer_capacity is None else args.buffer_capacity
+    )
+    # The ring takes a call's transitions at once; a call ends by the end of the phase and at every period.
+    appended = min(args.online_updates_per_call, args.online_steps, args.log_every, args.eval_every, args.save_every)
+    if appended > capacity:
+        raise UserError(
+            f'--online-updates-per-call {args.online_updates_per_call} appends up to {appended} transitions at once, '
+            f"more than the ring's {capacity} rows; give a smaller --online-updates-per-call or a larger "
+            '--buffer-capacity'
+        )
+    return capacity
 
 
 def _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals):

@@ -137,7 +137,7 @@ def _parse_value(text, default, name):
                 raise ValueError
             return text.lower() in ('true', '1')
         if isinstance(default, tuple):
-            return tuple(int(v) for v in text.strip('()[] ').split(',') if v.strip())
+            return tuple(int(v) for v in text.strip('()[] ').split(','))  # int('') refuses '32,,32' and '32,'
         return type(default)(text)
     except ValueError:
         like = ','.join(map(str, default)) if isinstance(default, tuple) else default
@@ -213,17 +213,13 @@ def check_writable_folder(flag, path):
         raise UserError(message) from None
 
 
+# Steps reach the compiled loop as int32 (jax_enable_x64 is off): a run has fewer; a period as long would never come.
+STEP_LIMIT = 2**31
+STEP_PERIODS = ('eval_every', 'log_every', 'save_every', 'updates_per_call', 'online_updates_per_call')
+
+
 def validate_args(args, mode):
-    positive = [
-        'eval_episodes',
-        'eval_envs',
-        'max_eval_envs',
-        'eval_every',
-        'log_every',
-        'save_every',
-        'updates_per_call',
-        'online_updates_per_call',
-    ]
+    positive = ['eval_episodes', 'eval_envs', 'max_eval_envs', *STEP_PERIODS]
     for name in positive:
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
@@ -233,6 +229,19 @@ def validate_args(args, mode):
         raise UserError('--offline-steps and --online-steps must be >= 0 and not both 0')
     if mode == 'o2o' and args.online_steps < 1:
         raise UserError('--online-steps must be >= 1 for an O2O run (offline training alone: launch/offline.py)')
+    for name in ('offline_steps', 'online_steps', *STEP_PERIODS):
+        if (value := getattr(args, name)) >= STEP_LIMIT:
+            flag = f'--{name.replace("_", "-")}'
+            raise UserError(f'{flag} must be < {STEP_LIMIT} (steps are counted in int32), got {value}')
+    if args.offline_steps + args.online_steps >= STEP_LIMIT:
+        raise UserError(
+            f'--offline-steps + --online-steps must be < {STEP_LIMIT} (steps are counted in int32), '
+            f'got {args.offline_steps + args.online_steps}'
+        )
+    for name in ('dataset', 'dataset_dir', 'run_dir', 'runs_dir'):
+        if getattr(args, name) == '':  # not read as 'not given': that would train into or read the default place
+            flag = f'--{name.replace("_", "-")}'
+            raise UserError(f'{flag} is empty: give a path, or leave {flag} out for the default')
     if args.run_dir and args.runs_dir:
         raise UserError("give --run-dir (a run's directory, or a group's parent) or --runs-dir (a root), not both")
     if args.dataset is not None and args.dataset_episodes is not None:
@@ -344,7 +353,7 @@ def run_settings(args, task, seed, config, mode):
 
 
 def check_same_run(run_dir, settings):
-    saved, differences = read_json(os.path.join(run_dir, 'config.json')), []
+    saved, settings, differences = _by_field(read_json(os.path.join(run_dir, 'config.json'))), _by_field(settings), []
     for key in sorted(set(saved) | set(settings)):
         resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
         if key in RESUMABLE_DIFFERENCES or resolved_later:
@@ -361,6 +370,15 @@ def check_same_run(run_dir, settings):
             f'{run_dir} holds a run with other settings: {", ".join(differences)}; '
             'pass another --run-dir or --runs-dir (or the same settings to resume it)'
         )
+
+
+def _by_field(settings):
+    """The settings with agent_config's fields as agent.FIELD entries: a difference names its field, not the
+    whole config."""
+    agent = settings.get('agent_config')
+    if not isinstance(agent, dict):  # none (a test's settings), or a damaged config.json: compared whole
+        return settings
+    return {**{k: v for k, v in settings.items() if k != 'agent_config'}, **{f'agent.{k}': v for k, v in agent.items()}}
 
 
 def jsonable(value):

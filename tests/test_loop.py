@@ -1,7 +1,9 @@
 """The shared training loop: K-invariance, checkpoints, and whole runs of both CLIs on generated data."""
 
 import csv
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,9 +16,11 @@ import numpy as np
 import pytest
 from flax import serialization
 
+from agents import AGENTS
 from agents.fav import FAVAgent, FAVConfig
 from agents.iql import IQLAgent, IQLConfig
 from datasets.buffer import GroupBuffer
+from envs.registry import resolve_task
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import _write_final
@@ -252,6 +256,21 @@ def test_agent_settings_are_read_as_their_fields_type(text, value):
         parse_args([*base, '--agent.normalize_q_loss=yes'], 'o2o')
     with pytest.raises(UserError, match=r'--agent.hidden_dims=64,x: expected a tuple like 512,512,512,512$'):
         parse_args([*base, '--agent.hidden_dims=64,x'], 'o2o')  # as it is written on the command line
+    for text in ('32,,32', '32,'):  # an empty item is a typo, not a layer less
+        with pytest.raises(UserError, match=f'--agent.hidden_dims={text}: expected a tuple like 512,512,512,512$'):
+            parse_args([*base, f'--agent.hidden_dims={text}'], 'o2o')
+
+
+@pytest.mark.parametrize('agent', sorted(AGENTS))
+def test_every_float_agent_setting_refuses_inf_naming_the_field(agent):
+    family = resolve_task('cube-single').family
+    floats = [f.name for f in dataclasses.fields(AGENTS[agent].Config) if isinstance(f.default, float)]
+    for name in floats:
+        for value in (math.inf, -math.inf):
+            with pytest.raises(ValueError, match=f'^agent.{name} must be '):
+                AGENTS[agent].get_config(family, {name: value})
+    with pytest.raises(ValueError, match='^agent.lr must be finite, got inf$'):  # lr > 0 alone lets inf through
+        AGENTS[agent].get_config(family, {'lr': math.inf})
 
 
 def test_an_agent_setting_given_twice_takes_the_last_value():
@@ -611,6 +630,9 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
     _assert_close_to_alone(run_dirs[1], alone)
 
 
+NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
+
+
 @pytest.mark.parametrize(
     'mode, argv, words',
     [
@@ -632,6 +654,19 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
         ('offline', ['--env', 'cube-single', '--online-steps', '5'], 'an O2O setting: use launch/o2o.py'),
         ('offline', ['--env', 'cube-single', '--offline-steps', '-5'], '--offline-steps must be >= 1, got -5'),
         ('offline', ['--env', 'cube-single', '--bogus'], 'unrecognized argument --bogus'),
+        # With --dataset nowhere.npz, a setting that slipped through would stop at the data, not generate it.
+        ('offline', [*NOWHERE, '--agent.sigma=inf'], 'agent.sigma must be finite, got inf'),
+        ('o2o', [*NOWHERE, '--agent', 'iql', '--agent.lr=inf'], 'agent.lr must be finite, got inf'),
+        ('offline', [*NOWHERE, '--agent.hidden_dims=32,,32'], '--agent.hidden_dims=32,,32: expected a tuple'),
+        ('offline', [*NOWHERE, '--offline-steps', '9' * 23], f'--offline-steps must be < {2**31} (steps are counted'),
+        ('o2o', [*NOWHERE, '--online-steps', str(2**31)], f'--online-steps must be < {2**31}'),
+        (
+            'o2o',
+            [*NOWHERE, '--offline-steps', str(2**30), '--online-steps', str(2**30)],
+            f'--offline-steps + --online-steps must be < {2**31} (steps are counted in int32), got {2**31}',
+        ),
+        ('o2o', [*NOWHERE, '--online-updates-per-call', str(2**31)], f'--online-updates-per-call must be < {2**31}'),
+        ('offline', [*NOWHERE, '--eval-every', str(2**31)], f'--eval-every must be < {2**31}'),
     ],
 )
 def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):
@@ -675,6 +710,64 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     assert 'other settings: eval_envs=2 (now 1), eval_episodes=2 (now 1); pass another --run-dir or --runs-dir' in str(
         error.value
     )
+
+
+def test_a_run_with_another_agent_config_is_refused_naming_the_fields_that_differ(tmp_path):
+    from launch.settings import UserError, check_same_run
+
+    saved = dict(seed=0, agent_config=dict(beta=1.0, hidden_dims=[32, 32], lr=3e-4))
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    check_same_run(str(tmp_path), dict(seed=0, agent_config=dict(lr=3e-4, hidden_dims=(32, 32), beta=1.0)))
+    with pytest.raises(UserError) as error:
+        check_same_run(str(tmp_path), dict(seed=0, agent_config=dict(lr=3e-4, hidden_dims=(64, 64), beta=3.0)))
+    assert str(error.value) == (
+        f'{tmp_path} holds a run with other settings: agent.beta=1.0 (now 3.0), agent.hidden_dims=[32, 32] '
+        '(now [64, 64]); pass another --run-dir or --runs-dir (or the same settings to resume it)'
+    )
+
+
+@pytest.mark.parametrize(
+    'flag, other',
+    [
+        # Read as not given, each of these would go on: to the default run directory, or the default data
+        # (--dataset-episodes would generate it there); nowhere.npz stops a run that slipped through at the data.
+        ('--dataset', ['--dataset-episodes', '2']),
+        ('--dataset-dir', ['--dataset', 'nowhere.npz']),
+        ('--run-dir', ['--dataset', 'nowhere.npz']),
+        ('--runs-dir', ['--dataset', 'nowhere.npz']),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_default(flag, other, tmp_path, monkeypatch, capsys):
+    from launch.loop import main
+
+    monkeypatch.chdir(tmp_path)  # where the default runs/ would be
+    assert main('offline', ['--env', 'cube-single', *other, flag, '']) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f'error: {flag} is empty: give a path, or leave {flag} out for the default']
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_buffer_capacity_refusal_names_its_cause(dataset, tmp_path, capsys):
+    from launch.loop import _buffer_capacity, main
+
+    argv = ['--env', 'cube-single', '--dataset', dataset, '--run-dir', str(tmp_path / 'r'), *SMALL]
+    argv += ['--online-steps', '30000', '--eval-every', '10000', '--log-every', '10000', '--save-every', '10000']
+    assert main('o2o', [*argv, '--buffer-capacity', '300']) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        'error: --buffer-capacity 300 is smaller than the dataset (400 rows); give at least 400, or omit it for '
+        'the default max(2000000, rows + 1)'
+    ]
+    # Larger than the dataset (400 rows), but not than what one call appends.
+    assert main('o2o', [*argv, '--buffer-capacity', '5000', '--online-updates-per-call', '10000']) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --online-updates-per-call 10000 appends up to 10000 transitions at once, more than the ring's 5000 "
+        'rows; give a smaller --online-updates-per-call or a larger --buffer-capacity'
+    ]
+    assert not (tmp_path / 'r').exists()
+    # A call also ends at every period and at the end of the phase: beyond those, K appends no more.
+    periods = dict(online_steps=30, log_every=50, eval_every=50, save_every=50)
+    args = types.SimpleNamespace(buffer_capacity=400, balanced_sampling=False, online_updates_per_call=10**9, **periods)
+    assert _buffer_capacity(args, 'o2o', 400) == 400
 
 
 def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, capsys):
