@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -599,6 +600,7 @@ def test_offline_group_of_tasks_and_seeds_matches_runs_alone(dataset, tmp_path):
         for seed in (0, 1):
             config = json.loads(Path(tmp_path, 'g', task, f'seed{seed}', 'config.json').read_text())
             assert config['task'] == task and config['seed'] == seed
+            assert config['ogbench_version'] == importlib.metadata.version('ogbench')  # the one installed
     alone = launch('offline', *args, '--task', '3', '--seed', '1', '--run-dir', str(tmp_path / 'alone'))
     assert alone.returncode == 0, alone.stderr
     _assert_close_to_alone(tmp_path / 'g' / tasks[2] / 'seed1', tmp_path / 'alone')
