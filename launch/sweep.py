@@ -11,6 +11,7 @@ the sweep is rerun, and a finished run is never redone. Settings the sweep does 
 """
 
 import ctypes
+import math
 import os
 import pathlib
 import signal
@@ -250,10 +251,12 @@ def main(argv=None):
     try:
         if args.max_retries < 0:
             raise UserError(f'--max-retries must be >= 0, got {args.max_retries}')
-        if not args.cpus_per_job > 0:  # written so that nan is refused too
-            raise UserError(f'--cpus-per-job must be > 0, got {args.cpus_per_job:g}')
-        if not (args.gpus_per_job or 0) >= 0:
-            raise UserError(f'--gpus-per-job must be >= 0, got {args.gpus_per_job:g}')
+        if not 0 < args.cpus_per_job < math.inf:  # written so that nan is refused too
+            raise UserError(f'--cpus-per-job must be > 0 and finite, got {args.cpus_per_job:g}')
+        if not 0 <= (args.gpus_per_job or 0) < math.inf:
+            raise UserError(f'--gpus-per-job must be >= 0 and finite, got {args.gpus_per_job:g}')
+        if args.address and args.no_ray:
+            raise UserError(f'--address {args.address} asks for a Ray cluster, --no-ray for none: give one of them')
         local_cpus = args.local_cpus if args.local_cpus is not None else os.cpu_count()
         if not args.address and local_cpus < args.cpus_per_job:  # Ray would wait forever for a job's CPUs
             raise UserError(

@@ -147,9 +147,12 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--local-cpus', '0'], 'cannot give a job --cpus-per-job 1.0'),
         # Each resource flag on its own, with the value given.
         (['--suite', 'cube-single', '--max-retries', '-1'], 'error: --max-retries must be >= 0, got -1'),
-        (['--suite', 'cube-single', '--cpus-per-job', '0'], 'error: --cpus-per-job must be > 0, got 0'),
-        (['--suite', 'cube-single', '--cpus-per-job', 'nan'], 'error: --cpus-per-job must be > 0, got nan'),
-        (['--suite', 'cube-single', '--gpus-per-job', '-0.5'], 'error: --gpus-per-job must be >= 0, got -0.5'),
+        (['--suite', 'cube-single', '--cpus-per-job', '0'], 'error: --cpus-per-job must be > 0 and finite, got 0'),
+        (['--suite', 'cube-single', '--cpus-per-job', 'nan'], 'error: --cpus-per-job must be > 0 and finite, got nan'),
+        (['--suite', 'cube-single', '--address', 'auto', '--cpus-per-job', 'inf'], '--cpus-per-job must be > 0 and'),
+        (['--suite', 'cube-single', '--gpus-per-job', '-0.5'], 'error: --gpus-per-job must be >= 0 and finite, got'),
+        (['--suite', 'cube-single', '--gpus-per-job', 'inf'], 'error: --gpus-per-job must be >= 0 and finite, got'),
+        (['--suite', 'cube-single', '--address', 'auto', '--no-ray'], 'error: --address auto asks for a Ray cluster'),
         # What to give the sweep instead, for the setting given (not a hint about seeds).
         (['--suite', 'cube-single', '--resume'], '--resume is set by the sweep per run; drop it (a rerun of the sweep'),
         (['--suite', 'cube-single', '--list-tasks', 'offline'], "drop it (a suite's tasks: launch/offline.py --list"),
