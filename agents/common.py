@@ -40,10 +40,8 @@ def common_checks(config):
         ),
     ]
     # inf passes the range checks of the fields bounded on one side (sigma > 0, beta >= 0, lr > 0, ...).
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    checks += [
-        (math.isfinite(v), f'agent.{k} must be finite, got {v}') for k, v in values.items() if isinstance(v, float)
-    ]
+    values = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
+    checks += [(math.isfinite(v), f'agent.{k} must be finite, got {v}') for k, v in values if isinstance(v, float)]
     if hasattr(config, 'tau'):
         checks.append((0 < config.tau <= 1, f'agent.tau must be in (0, 1], got {config.tau}'))
     if hasattr(config, 'num_qs'):

@@ -23,11 +23,10 @@ H100_OFFLINE_UPDATES_PER_S = {1: 1062, 4: 1980, 8: 2279, 40: 2484}
 H100_O2O_ENV_STEPS_PER_S = {1: 120, 8: 745}
 # Settings whose value is a path (made absolute for the jobs).
 PATH_SETTINGS = ('--dataset', '--dataset-dir')
-# Settings the sweep sets per run itself, each with what the sweep takes instead.
+# Settings the sweep sets per run itself, each with what the sweep takes instead (its own --agent is its parser's).
 OWN_SETTINGS = {
     '--env': 'tasks: --suite cube-single',
     '--task': 'tasks: --suite cube-single',
-    '--agent': 'agents: --agent fav --agent fql',
     '--seed': 'seeds: --seeds 0-7',
     '--run-dir': 'run directories: --runs-dir runs',
     '--resume': 'a rerun of the sweep resumes its runs',

@@ -330,21 +330,6 @@ def _earlier_outputs(out):
     return [n for n in names if not os.path.isabs(n) and '..' not in n.split(os.sep)]
 
 
-def _missing_folders(path):
-    """The folders of `path` that do not exist yet, deepest first."""
-    missing = []
-    while path and not os.path.lexists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing
-
-
-def _remove_empty(folders):
-    for folder in folders:  # deepest first; one that something else has filled stays
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
-
-
 def main(argv=None):
     p = CommandLineParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
     p.add_argument('runs_dir', help='folder holding run directories (any depth), e.g. runs/')
@@ -363,16 +348,17 @@ def main(argv=None):
     if args.reps < 1:
         p.error(f'--reps must be >= 1, got {args.reps}')
     out = os.path.abspath(args.out)
-    created = _missing_folders(os.path.dirname(out))  # e.g. results/ for --out results/prior on a fresh clone
+    # Written in the nearest folder of --out that exists (results/ may not, for --out results/prior) and moved
+    # in at the end, making the folders on the way: an error leaves everything as it was. The folders below it
+    # do not exist, so none is another file system's mount point: the moves are renames.
+    beside = os.path.dirname(out)
+    while not os.path.lexists(beside):
+        beside = os.path.dirname(beside)
     try:
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        # Written beside --out first and moved in at the end: an error leaves --out as it was.
-        staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}-', dir=os.path.dirname(out))
+        staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}-', dir=beside)
     except OSError as e:
-        _remove_empty(created)
         print(f'error: --out {args.out}: cannot write beside it ({e.strerror}); pass another --out', file=sys.stderr)
         return 2
-    finished = False
     try:
         written, summary = write_all(args.runs_dir, staging, args.published, args.reps, args.variant)
         names = [os.path.relpath(path, staging) for path in written]
@@ -387,7 +373,6 @@ def main(argv=None):
                 os.remove(os.path.join(out, name))
         listed = write_text(os.path.join(staging, OUTPUTS_LIST), '\n'.join(names) + '\n')
         os.replace(listed, os.path.join(out, OUTPUTS_LIST))
-        finished = True
     except ResultsError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -396,8 +381,6 @@ def main(argv=None):
         return 2
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if not finished:  # the folders made for --out go too
-            _remove_empty(created)
     print('\n'.join(summary))
     print(f'wrote {len(written)} files to {args.out}')
     if stale:
