@@ -34,6 +34,7 @@ from launch.settings import (
     check_same_run,
     code_version,
     jsonable,
+    keeps_progress,
     parse_args,
     parse_seeds,
     plan_runs,
@@ -128,7 +129,7 @@ def _train_unfinished(args, mode, module, config, tasks, todo, finals, stopped):
     for r in todo:
         r.settings.update(buffer_capacity=capacity, dataset_origin=origin)
         config_path = os.path.join(r.run_dir, 'config.json')
-        if os.path.exists(config_path):  # a resumed run goes on with the same data
+        if os.path.exists(config_path) and keeps_progress(r.run_dir):  # a resumed run goes on with the same data
             check_same_run(r.run_dir, r.settings)
             # config.json keeps the code the run started with; final.json records the code that finished it.
             started_with = read_json(config_path).get('code_version')
@@ -248,6 +249,13 @@ def _write_final(run, mode, evals, steps, elapsed):
 # Entry point
 
 
+# Where an interrupted command goes on from: it may have stopped while generating the dataset, before any run.
+RERUN_TO_GO_ON = (
+    'rerun the same command to go on (runs resume from their last checkpoint, a dataset being generated from its '
+    'finished episodes)'
+)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a cluster's scheduler, `kill`): stopped like Ctrl-C, keeping the last checkpoint."""
 
@@ -290,13 +298,13 @@ def _main(mode, argv):
             raise
         print(
             f'error: out of memory ({_first_line(e)}); train fewer runs at once (--seeds, --task all) or give a '
-            'smaller --buffer-capacity; a rerun resumes each run from its last checkpoint',
+            'smaller --buffer-capacity or --agent.batch_size; a rerun resumes each run from its last checkpoint',
             file=sys.stderr,
         )
         return 1
     except KeyboardInterrupt as e:
         stopped, code = ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
-        print(f'{stopped}: rerun the same command to resume from the last checkpoint', file=sys.stderr)
+        print(f'{stopped}: {RERUN_TO_GO_ON}', file=sys.stderr)
         return code
     return 0
 

@@ -7,6 +7,7 @@ holds a run with other settings. `launch/loop.py` trains the runs.
 
 import dataclasses
 import functools
+import glob
 import os
 import pathlib
 import re
@@ -23,7 +24,7 @@ from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
 from launch.command_line import CommandLineParser
-from launch.run_logs import read_json
+from launch.run_logs import STOPPED_NAME, read_json
 
 # Settings that may change between a run and its resumption without changing the result.
 RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers', 'max_eval_envs', 'code_version')
@@ -352,24 +353,39 @@ def run_settings(args, task, seed, config, mode):
     )
 
 
+def keeps_progress(run_dir):
+    """Whether a rerun into run_dir would go on from (or count) what it holds: a checkpoint, final.json or
+    stopped.json. A config.json alone (a start that failed before its first checkpoint, e.g. out of memory in
+    its first update) keeps nothing: the rerun starts it from step 0, so it may take other settings."""
+    return any(os.path.exists(os.path.join(run_dir, name)) for name in (CHECKPOINT_NAME, 'final.json', STOPPED_NAME))
+
+
 def check_same_run(run_dir, settings):
-    saved, settings, differences = _by_field(read_json(os.path.join(run_dir, 'config.json'))), _by_field(settings), []
-    for key in sorted(set(saved) | set(settings)):
-        resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
-        if key in RESUMABLE_DIFFERENCES or resolved_later:
-            continue  # checked again once the data is loaded (older runs did not record the data's origin)
-        if key == 'dataset_origin' and saved[key] != settings[key]:
-            raise UserError(
-                f'{run_dir} was trained on {saved[key]} data, but this time the data is {settings[key]}; pass '
-                f'another --run-dir, or make its {saved[key]} data the one found again to resume it'
-            )
-        if saved.get(key) != jsonable(settings.get(key)):
-            differences.append(f'{key}={saved.get(key)!r} (now {jsonable(settings.get(key))!r})')
+    saved = read_json(os.path.join(run_dir, 'config.json'))
+    if saved.get('dataset_origin') not in (None, settings.get('dataset_origin')) and settings.get('dataset_origin'):
+        raise UserError(
+            f'{run_dir} was trained on {saved["dataset_origin"]} data, but this time the data is '
+            f'{settings["dataset_origin"]}; pass another --run-dir, or make its {saved["dataset_origin"]} data the '
+            'one found again to resume it'
+        )
+    differences = _differences(run_dir, settings)
     if differences:  # all of them: one may follow from another (eval_envs from eval_episodes)
         raise UserError(
             f'{run_dir} holds a run with other settings: {", ".join(differences)}; '
             'pass another --run-dir or --runs-dir (or the same settings to resume it)'
         )
+
+
+def _differences(run_dir, settings):
+    """`key=SAVED (now NEW)` for each setting that differs from run_dir's config.json, in key order."""
+    saved, settings, differences = _by_field(read_json(os.path.join(run_dir, 'config.json'))), _by_field(settings), []
+    for key in sorted(set(saved) | set(settings)):
+        resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
+        if key in RESUMABLE_DIFFERENCES or resolved_later:
+            continue  # checked again once the data is loaded (older runs did not record the data's origin)
+        if saved.get(key) != jsonable(settings.get(key)):
+            differences.append(f'{key}={saved.get(key)!r} (now {jsonable(settings.get(key))!r})')
+    return differences
 
 
 def _by_field(settings):
@@ -404,6 +420,24 @@ class Run:
         return os.path.join(self.run_dir, CHECKPOINT_NAME)
 
 
+def _check_run_dir_shape(run_dir, n_runs):
+    """A group's runs go in folders below --run-dir, one run's files in it: refuses mixing the two in one folder
+    (launch/tables.py would count both)."""
+    if not run_dir:
+        return
+    if n_runs > 1 and os.path.exists(os.path.join(run_dir, 'config.json')):
+        raise UserError(
+            f'{run_dir} holds a single run (its config.json), and a group of {n_runs} runs goes in folders below '
+            '--run-dir: pass another --run-dir'
+        )
+    group_runs = glob.glob(os.path.join(glob.escape(run_dir), '*', 'seed*', 'config.json'))
+    if n_runs == 1 and group_runs and not os.path.exists(os.path.join(run_dir, 'config.json')):
+        raise UserError(
+            f'{run_dir} holds the runs of a group ({os.path.dirname(group_runs[0])}, ...), and a single run writes '
+            "its files in --run-dir itself: pass another --run-dir (or the group's --seeds/--task to go on with it)"
+        )
+
+
 def _file_in_the_way(path):
     """The nearest existing path on the way to `path` (itself included) if it is not a directory, else None."""
     path = os.path.abspath(path)
@@ -436,6 +470,7 @@ def code_version():
 
 def plan_runs(args, mode, tasks, seeds, config):
     """The group's runs; checks every existing run directory before anything is written."""
+    _check_run_dir_shape(args.run_dir, len(tasks) * len(seeds))
     runs = []
     for task_index, task in enumerate(tasks):
         for seed in seeds:
@@ -449,9 +484,17 @@ def plan_runs(args, mode, tasks, seeds, config):
             if blocker:
                 raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another --run-dir')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
-            if os.path.exists(os.path.join(run_dir, 'config.json')):
+            if not os.path.exists(os.path.join(run_dir, 'config.json')):
+                if args.resume:
+                    raise UserError(f'--resume: {run_dir} holds no run to resume')
+            elif keeps_progress(run_dir):
                 check_same_run(run_dir, run.settings)
-            elif args.resume:
-                raise UserError(f'--resume: {run_dir} holds no run to resume')
+            else:
+                differences = _differences(run_dir, run.settings)
+                if differences:  # config.json is rewritten once the run starts
+                    print(
+                        f'note: {run_dir} kept nothing of its earlier start (no checkpoint yet); it starts again '
+                        f'with {", ".join(differences)}'
+                    )
             runs.append(run)
     return runs

@@ -24,7 +24,7 @@ from datasets.buffer import GroupBuffer
 from envs.registry import resolve_task
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
-from launch.loop import _write_final
+from launch.loop import RERUN_TO_GO_ON, _write_final
 from launch.run_logs import RunLogger
 from launch.settings import UserError, parse_args
 from tests.cli_helpers import REPO, SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
@@ -821,6 +821,57 @@ def test_out_of_memory_is_one_line_and_leaves_no_config_to_refuse_a_smaller_reru
     assert len(list((tmp_path / 'g').rglob('run.lock'))) == 2 and not list((tmp_path / 'g').rglob('config.json'))
 
 
+def test_a_start_that_kept_nothing_takes_other_settings_on_its_rerun(dataset, tmp_path, monkeypatch, capsys):
+    import launch.loop
+    from launch.loop import main
+
+    run_dir = tmp_path / 'run'
+    argv = ['--env', 'cube-single', '--dataset', dataset, '--offline-steps', '4', '--eval-every', '4', *SMALL]
+    argv += ['--run-dir', str(run_dir)]
+    with monkeypatch.context() as patch:  # out of memory in the first update: config.json written, no checkpoint
+        patch.setattr(
+            launch.loop.GroupTrainer, 'train', lambda self: (_ for _ in ()).throw(MemoryError('batch too large'))
+        )
+        assert main('offline', [*argv, '--agent.batch_size=99999']) == 1
+    assert 'or --agent.batch_size;' in capsys.readouterr().err
+    assert json.loads((run_dir / 'config.json').read_text())['agent_config']['batch_size'] == 99999
+    assert not (run_dir / 'checkpoint.msgpack').exists()
+    # The smaller rerun is not refused as another run's settings: it starts again, and says so.
+    assert main('offline', argv) == 0
+    out = capsys.readouterr().out
+    assert f'note: {run_dir} kept nothing of its earlier start (no checkpoint yet); it starts again with ' in out
+    assert 'agent.batch_size=99999 (now 32)' in out
+    assert json.loads((run_dir / 'config.json').read_text())['agent_config']['batch_size'] == 32
+    assert json.loads((run_dir / 'final.json').read_text())['steps'] == 4
+    # A run that kept something (here its final.json and checkpoint) still refuses other settings.
+    assert main('offline', [*argv, '--agent.batch_size=16']) == 2
+    assert 'holds a run with other settings: agent.batch_size=32 (now 16)' in capsys.readouterr().err
+
+
+def test_a_group_and_a_single_run_do_not_share_a_run_dir(tmp_path, capsys):
+    from launch.loop import main
+
+    single, group = tmp_path / 'single', tmp_path / 'group'
+    (single / 'config.json').parent.mkdir()
+    (single / 'config.json').write_text(json.dumps(dict(seed=0)))
+    (group / 'cube-single-task1' / 'seed1').mkdir(parents=True)
+    (group / 'cube-single-task1' / 'seed1' / 'config.json').write_text(json.dumps(dict(seed=1)))
+    before = sorted(tmp_path.rglob('*'))
+    common = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
+    assert main('offline', [*common, '--seeds', '0-1', '--run-dir', str(single)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f'error: {single} holds a single run (its config.json), and a group of 2 runs goes in folders below '
+        '--run-dir: pass another --run-dir'
+    )
+    assert main('offline', [*common, '--task', 'all', '--run-dir', str(single)]) == 2
+    assert 'a group of 5 runs goes in folders below --run-dir' in capsys.readouterr().err
+    assert main('offline', [*common, '--task', '1', '--seed', '1', '--run-dir', str(group)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: {group} holds the runs of a group ({group / "cube-single-task1" / "seed1"}, ...)')
+    assert '\n' not in err and sorted(tmp_path.rglob('*')) == before  # nothing written
+
+
 @pytest.mark.parametrize('text', ['garbage', '[1]'])
 def test_a_damaged_run_file_is_one_line_naming_it(text, tmp_path, capsys):
     from launch.loop import _not_done, main
@@ -891,7 +942,7 @@ def test_ctrl_c_or_sigterm_stops_in_one_line_keeping_the_checkpoint(stop, code, 
     os.killpg(process.pid, getattr(signal, stop))
     _, err = process.communicate(timeout=300)  # a guard against a hang, not a speed check (a loaded CI machine)
     assert process.returncode == code
-    assert err.strip().splitlines() == [f'{word}: rerun the same command to resume from the last checkpoint']
+    assert err.strip().splitlines() == [f'{word}: {RERUN_TO_GO_ON}']
     assert load_checkpoint(str(run_dir / 'checkpoint.msgpack'))['step'] >= 20
     from launch.run_lock import run_lock
 

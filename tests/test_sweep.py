@@ -170,11 +170,16 @@ def test_a_group_with_one_run_started_with_other_settings_is_refused_up_front(tm
     started = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed1'  # seed 0 of the group not started yet
     started.mkdir(parents=True)
     (started / 'config.json').write_text(json.dumps(dict(mode='offline', seed=1, offline_steps=300)))
+    (started / 'checkpoint.msgpack').write_bytes(b'')  # it trained: a rerun would go on from its checkpoint
     argv = ['--suite', TASK.format(1), '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']
     assert sweep.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f'{started} holds a run with other settings: ' in err
     assert 'offline_steps=300 (now 1000000)' in err
+    # Without a checkpoint the start kept nothing: the job will start it again with the sweep's settings.
+    (started / 'checkpoint.msgpack').unlink()
+    assert sweep.main(argv) == 0
+    assert f'note: {started} kept nothing of its earlier start (no checkpoint yet)' in capsys.readouterr().out
 
 
 def test_a_gpu_share_the_local_cluster_cannot_give_is_one_line_not_a_wait(dataset, tmp_path):
