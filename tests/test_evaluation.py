@@ -39,7 +39,7 @@ class _FixedOutcomeEnv(gymnasium.Env):
         )
 
 
-class _SeedRecordingEnv(_FixedOutcomeEnv):
+class _FailingEnvRecordingSeeds(_FixedOutcomeEnv):
     """A failing _FixedOutcomeEnv (5 steps an episode) that records the seed of each of its resets."""
 
     def __init__(self):
@@ -91,7 +91,7 @@ def test_a_group_evaluates_each_run_on_its_own_copies():
 def test_each_run_of_a_group_seeds_its_copies_from_its_own_keys_and_t_counts_the_steps():
     """Copy i of run r is first reset with episode_seed(*keys[r], i), as it would be alone, later resets
     continue its generator; `t` (which picks the policy's noise) counts the evaluation's steps."""
-    pool = EnvPool([lambda: EpisodeMonitor(_SeedRecordingEnv()) for _ in range(4)])
+    pool = EnvPool([lambda: EpisodeMonitor(_FailingEnvRecordingSeeds()) for _ in range(4)])
     ts = []
     act = lambda obs, t: ts.append(t) or np.zeros((4, 1), np.float32)  # noqa: E731
     evaluate(pool, act, 4, [(7, 1), (8, 1)])  # two runs of two copies, each copy two 5-step episodes
@@ -110,7 +110,7 @@ def test_a_reset_replays_every_action_in_order_after_seeding_the_copy():
 
 
 def test_a_view_resets_the_copies_it_names():
-    pool = EnvPool([lambda: EpisodeMonitor(_SeedRecordingEnv()) for _ in range(4)])
+    pool = EnvPool([lambda: EpisodeMonitor(_FailingEnvRecordingSeeds()) for _ in range(4)])
     PoolView(pool, [3, 1]).reset([0, 1], [5, 6])
     assert [e.unwrapped.seeds for e in pool.local] == [[], [6], [], [5]]
 
