@@ -28,11 +28,10 @@ from agents.common import (
 )
 from agents.networks import CriticEnsemble, FlowVelocity, ValueNet
 
-# N (samples per action) per environment. The FQL paper's appendix gives IFQL's per-environment settings,
-# but we could not find its table in any public text we could read; the one value found is its public
-# code's README command for humanoidmaze-medium (offline and O2O): --agent.num_samples=32, which is also
-# that code's default. Every other environment uses that default (32) and the code's expectile (0.9).
-NUM_SAMPLES = {'humanoidmaze-medium-navigate': 32}
+# N (samples per action) is 32 in every environment. The FQL paper's appendix gives IFQL's per-environment
+# settings, but we could not find its table in any public text we could read; the one value found is its
+# public code's README command for humanoidmaze-medium (offline and O2O): --agent.num_samples=32, which is
+# also that code's default. Every environment uses that default and the code's expectile (0.9).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +63,9 @@ class IFQLConfig:
 
 
 def get_config(family, overrides=None, mode='offline'):
-    """IFQL's config for a registry Family (γ from the family, N from NUM_SAMPLES), then the user's
-    overrides (a dict of field values). IFQL uses the same settings offline and O2O (`mode`)."""
-    defaults = dict(discount=family.discount, num_samples=NUM_SAMPLES.get(family.name, IFQLConfig.num_samples))
+    """IFQL's config for a registry Family (γ from the family), then the user's overrides (a dict of field
+    values). IFQL uses the same settings offline and O2O (`mode`)."""
+    defaults = dict(discount=family.discount)
     return IFQLConfig(**{**defaults, **dict(overrides or {})}).validate()
 
 

@@ -90,6 +90,7 @@ def _official_path(task, dataset_dir, workers, progress=True):
         failure = None if waited and _complete(path) else _download(task, dataset_dir)
     if failure is None and _complete(path):
         return path, 'official'
+    failure = failure or 'the download left no complete train/val pair'
     missing = f'official dataset {path} (and its -val file) is missing and could not be downloaded ({failure})'
     if not task.family.generatable:
         download = f"python -c \"import ogbench; ogbench.download_datasets(['{task.dataset_name}'], '{dataset_dir}')\""

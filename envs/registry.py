@@ -17,7 +17,7 @@ class Family:
     sigma: float  # FAV kernel bandwidth
     beta: float  # FAV inverse temperature
     adaptive_beta: float  # FAV-Adaptive inverse temperature
-    episode_length: int
+    episode_length: int  # OGBench's registrations set their own (a test checks they agree); Minari AntMaze's
     discount: float = 0.99
     q_agg: str = 'mean'
     reward_shift: float = 0.0  # added to every dataset and online reward

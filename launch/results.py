@@ -37,7 +37,6 @@ NOT_OPTIONS = {
     'code_version',
     'dataset',
     'dataset_dir',
-    'eval_envs',
     'log_every',
     'max_eval_envs',
     'mode',

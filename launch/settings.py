@@ -104,7 +104,11 @@ def build_parser(mode):
     p.add_argument('--log-every', type=int, default=5_000)
     p.add_argument('--save-every', type=int, default=100_000)
     p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
-    p.add_argument('--dataset', help='path of a dataset .npz (its -val.npz beside it)')
+    p.add_argument(
+        '--dataset',
+        help='an OGBench dataset .npz (its -val.npz beside it); for D4RL AntMaze, its .hdf5 file (legacy backend) '
+        'or a Minari dataset directory',
+    )
     p.add_argument(
         '--dataset-dir',
         help=f'where official/generated datasets live (default: {DEFAULT_DATASET_DIR}; for D4RL AntMaze, '
@@ -411,7 +415,7 @@ class Run:
 
     seed: int
     task: Any
-    task_index: int  # its task's reward/mask column in the group's buffer
+    task_index: int  # its task's row of reward/mask labels in the group's buffer
     run_dir: str
     settings: dict
 
@@ -489,6 +493,8 @@ def plan_runs(args, mode, tasks, seeds, config):
                     raise UserError(f'--resume: {run_dir} holds no run to resume')
             elif keeps_progress(run_dir):
                 check_same_run(run_dir, run.settings)
+            elif args.resume:
+                raise UserError(f'--resume: {run_dir} holds no checkpoint to resume from (its start kept nothing)')
             else:
                 differences = _differences(run_dir, run.settings)
                 if differences:  # config.json is rewritten once the run starts

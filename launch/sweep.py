@@ -36,8 +36,8 @@ from launch.sweep_plan import (  # noqa: E402
     check_started_runs,
     data_preparations,
     gpu_hours,
+    parse_passed_settings,
     plan,
-    run_settings,
 )
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def main(argv=None):
         runs_dir = os.path.abspath(args.runs_dir)
         check_folder('--runs-dir', runs_dir)  # refused here (a dry run creates nothing), not in every job
         mode, runs, jobs = plan(args, passed)
-        cli = run_settings(mode, passed, runs)
+        cli = parse_passed_settings(mode, passed, runs)
         check_started_runs(mode, jobs)
     except (UserError, UnknownTaskError, RunFileError) as e:
         print(f'error: {e}', file=sys.stderr)

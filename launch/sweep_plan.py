@@ -144,11 +144,11 @@ def format_seeds(seeds):
     return ','.join(map(str, seeds))
 
 
-def suite_tasks(suite):
+def expand_suite(suite):
     """Task names of a suite (offline56, o2o30), an environment (cube-single) or one task; several
     separated by commas."""
     if ',' in suite:
-        return list(dict.fromkeys(t for part in suite.split(',') for t in suite_tasks(part)))
+        return list(dict.fromkeys(t for part in suite.split(',') for t in expand_suite(part)))
     if suite in SUITE_NAMES:
         return list(SUITES[SUITE_NAMES[suite]])
     for family in FAMILIES.values():
@@ -170,14 +170,14 @@ def plan(args, settings):
     runs_dir = os.path.abspath(args.runs_dir)
     runs = [
         Run(mode, task, agent, seed, os.path.join(runs_dir, mode, task, agent, f'seed{seed}'))
-        for task in suite_tasks(args.suite)
+        for task in expand_suite(args.suite)
         for agent in args.agent
         for seed in sorted(seed_list(args.seeds))
     ]
     return mode, runs, make_jobs(runs, settings, args.group, runs_dir)
 
 
-def run_settings(mode, passed, runs):
+def parse_passed_settings(mode, passed, runs):
     """Checks the passed-through settings with the CLI's own parser, for every agent of the sweep;
     returns {agent: its parsed settings}."""
     for item in passed:

@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope='session')
 def dataset(tmp_path_factory):
-    """A tiny generated cube-single dataset (2 episodes of 200 steps), shared by the end-to-end tests."""
+    """A tiny generated cube-single dataset (2 episodes of 201 steps), shared by the end-to-end tests."""
     from datasets.generate import generate_dataset
 
     out = tmp_path_factory.mktemp('data')

@@ -410,6 +410,10 @@ def test_missing_official_file_without_network(tmp_path, monkeypatch):
     )
     with pytest.raises(DatasetError, match=expected):
         load_task_data(task, None, dataset_dir=str(tmp_path))
+    # A download that raised nothing but left no files (OGBench's own failure, say) is not '(None)'.
+    monkeypatch.setattr(ogbench_data, '_download', lambda task, dataset_dir: None)
+    with pytest.raises(DatasetError, match=r'could not be downloaded \(the download left no complete train/val pair\)'):
+        load_task_data(task, None, dataset_dir=str(tmp_path))
     # Manipulation data is regenerated with the oracles (here shrunk to one short episode).
     monkeypatch.setattr(ogbench_data, 'OFFICIAL_EPISODES', 1)
     monkeypatch.setattr(ogbench_data, 'EPISODE_LENGTH', LENGTH)

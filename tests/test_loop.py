@@ -836,6 +836,9 @@ def test_a_start_that_kept_nothing_takes_other_settings_on_its_rerun(dataset, tm
     assert 'or --agent.batch_size;' in capsys.readouterr().err
     assert json.loads((run_dir / 'config.json').read_text())['agent_config']['batch_size'] == 99999
     assert not (run_dir / 'checkpoint.msgpack').exists()
+    # --resume asks to go on from a checkpoint: there is none.
+    assert main('offline', [*argv, '--resume']) == 2
+    assert f'--resume: {run_dir} holds no checkpoint to resume from' in capsys.readouterr().err
     # The smaller rerun is not refused as another run's settings: it starts again, and says so.
     assert main('offline', argv) == 0
     out = capsys.readouterr().out

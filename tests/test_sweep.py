@@ -31,9 +31,9 @@ def test_seeds_and_suites(tmp_path, capsys):
     assert planned('--suite', 'cube-single', '--seeds', '5,1-2') == ('offline', [1, 2, 5], 5)
     assert planned('--suite', 'cube-single', '--seeds', '3-3,0') == ('offline', [0, 3], 5)  # a range of one seed
     assert planned('--suite', 'o2o30,cube-single', '--seeds', '0-3') == ('o2o', [0, 1, 2, 3], 35)  # o2o30 sets the mode
-    assert sweep_plan.suite_tasks('cube-single') == [TASK.format(k) for k in range(1, 6)]
-    assert len(sweep_plan.suite_tasks('offline56')) == 56 and len(sweep_plan.suite_tasks('o2o30')) == 30
-    assert sweep_plan.suite_tasks(TASK.format(3)) == [TASK.format(3)]
+    assert sweep_plan.expand_suite('cube-single') == [TASK.format(k) for k in range(1, 6)]
+    assert len(sweep_plan.expand_suite('offline56')) == 56 and len(sweep_plan.expand_suite('o2o30')) == 30
+    assert sweep_plan.expand_suite(TASK.format(3)) == [TASK.format(3)]
 
 
 def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_path, capsys):
@@ -404,7 +404,9 @@ def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypa
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
     passed = ['--dataset-episodes', '3']  # and no --dataset-dir
     _, runs, _ = sweep_plan.plan(args, passed)
-    (command,) = sweep_plan.data_preparations(runs, sweep_plan.run_settings('offline', passed, runs)['fav']).values()
+    (command,) = sweep_plan.data_preparations(
+        runs, sweep_plan.parse_passed_settings('offline', passed, runs)['fav']
+    ).values()
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
 
 
@@ -413,7 +415,7 @@ def test_a_generated_dataset_without_its_validation_file_is_generated_again(tmp_
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
     passed = ['--dataset-episodes', '3']
     _, runs, _ = sweep_plan.plan(args, passed)
-    cli = sweep_plan.run_settings('offline', passed, runs)['fav']
+    cli = sweep_plan.parse_passed_settings('offline', passed, runs)['fav']
     directory = tmp_path / 'data' / 'generated' / 'ep3-seed0'
     directory.mkdir(parents=True)
     train, val = sweep_plan.generate.output_paths(FAMILIES['cube-single-play'], directory)
@@ -429,7 +431,9 @@ def test_a_relative_dataset_dir_is_generated_where_the_sweep_was_started(tmp_pat
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
     passed = ['--dataset-episodes', '3', '--dataset-dir', 'data']
     _, runs, _ = sweep_plan.plan(args, passed)
-    (command,) = sweep_plan.data_preparations(runs, sweep_plan.run_settings('offline', passed, runs)['fav']).values()
+    (command,) = sweep_plan.data_preparations(
+        runs, sweep_plan.parse_passed_settings('offline', passed, runs)['fav']
+    ).values()
     assert command[command.index('--out') + 1] == str(tmp_path / 'data' / 'generated' / 'ep3-seed0')
 
 

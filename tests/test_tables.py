@@ -456,6 +456,15 @@ def test_runs_told_apart_by_a_run_level_setting(tmp_path, capsys):
     capsys.readouterr()
     assert tables.main([str(copies), '--out', str(tmp_path / 'copies_out')]) == 2
     assert capsys.readouterr().err.strip().endswith('with the same settings; pass a folder that holds only one of them')
+    # The evaluation's env copies are part of the result (each copy's episodes are seeded by its index).
+    split = tmp_path / 'split'
+    for envs in (1, 4):
+        options = dict(eval_envs=envs, max_eval_envs=envs)  # max_eval_envs only caps the worker processes
+        _run(split, 'offline', TASK.format(1), 'fql', 0, 60, folder=f'envs{envs}', options=options)
+    assert tables.main([str(split), '--out', str(tmp_path / 'split_out')]) == 2
+    assert (
+        capsys.readouterr().err.strip().endswith('they differ in eval_envs: tell them apart with --variant eval_envs')
+    )
 
 
 @pytest.mark.parametrize('last_row', ['1,offline', '1,offline,', '1'])
