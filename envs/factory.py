@@ -20,16 +20,6 @@ from envs.registry import Task
 SUCCESS_TIMING = 'post'
 
 
-class EpisodeMonitor(gymnasium.wrappers.RecordEpisodeStatistics):
-    """Gymnasium's episode statistics (return, length, time) plus the final step's success flag."""
-
-    def step(self, action):
-        observation, reward, terminated, truncated, info = super().step(action)
-        if 'episode' in info:
-            info['episode']['success'] = float(info.get('success', 0.0))
-        return observation, reward, terminated, truncated, info
-
-
 class OwnGlobalRandom(gymnasium.Wrapper):
     """Gives the env a NumPy global generator of its own at reset. OGBench's mazes draw each episode's
     start and goal noise from `np.random`, and D4RL's v2 AntMaze its goal, not from the env's seeded
@@ -56,14 +46,15 @@ class OwnGlobalRandom(gymnasium.Wrapper):
 
 
 def make_env(task: Task):
-    """Creates the evaluation / online-interaction env of a task, wrapped in an EpisodeMonitor."""
+    """Creates the evaluation / online-interaction env of a task, wrapped in gymnasium's RecordEpisodeStatistics
+    (the episode's return and length at its last step)."""
     if task.family.source == 'd4rl':
         env = _legacy_d4rl_env(task) if task.backend == 'd4rl' else _minari_antmaze_env(task)
     else:
         import ogbench  # noqa: F401  (registers the OGBench gymnasium ids)
 
         env = gymnasium.make(task.env_id, success_timing=SUCCESS_TIMING)
-    return EpisodeMonitor(OwnGlobalRandom(env))
+    return gymnasium.wrappers.RecordEpisodeStatistics(OwnGlobalRandom(env))
 
 
 def make_env_pool(tasks):

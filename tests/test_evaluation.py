@@ -5,9 +5,10 @@ import functools
 import gymnasium
 import numpy as np
 import pytest
+from gymnasium.wrappers import RecordEpisodeStatistics
 
 from envs.evaluation import episode_seed, evaluate, evaluation_rounds, final_score
-from envs.factory import SUCCESS_TIMING, EpisodeMonitor, make_env, make_env_pool
+from envs.factory import SUCCESS_TIMING, make_env, make_env_pool
 from envs.pool import EnvPool, EnvWorkerError, PoolView
 from envs.registry import resolve_task
 
@@ -68,7 +69,7 @@ class _ActionHistoryEnv(gymnasium.Env):
 
 
 def _pool(outcomes):
-    return EnvPool([functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes])
+    return EnvPool([functools.partial(lambda s: RecordEpisodeStatistics(_FixedOutcomeEnv(s)), s) for s in outcomes])
 
 
 def test_each_copy_runs_its_quota_so_quick_successes_are_not_over_counted():
@@ -91,7 +92,7 @@ def test_a_group_evaluates_each_run_on_its_own_copies():
 def test_each_run_of_a_group_seeds_its_copies_from_its_own_keys_and_t_counts_the_steps():
     """Copy i of run r is first reset with episode_seed(*keys[r], i), as it would be alone, later resets
     continue its generator; `t` (which picks the policy's noise) counts the evaluation's steps."""
-    pool = EnvPool([lambda: EpisodeMonitor(_FailingEnvRecordingSeeds()) for _ in range(4)])
+    pool = EnvPool([lambda: RecordEpisodeStatistics(_FailingEnvRecordingSeeds()) for _ in range(4)])
     ts = []
     act = lambda obs, t: ts.append(t) or np.zeros((4, 1), np.float32)  # noqa: E731
     evaluate(pool, act, 4, [(7, 1), (8, 1)])  # two runs of two copies, each copy two 5-step episodes
@@ -110,7 +111,7 @@ def test_a_reset_replays_every_action_in_order_after_seeding_the_copy():
 
 
 def test_a_view_resets_the_copies_it_names():
-    pool = EnvPool([lambda: EpisodeMonitor(_FailingEnvRecordingSeeds()) for _ in range(4)])
+    pool = EnvPool([lambda: RecordEpisodeStatistics(_FailingEnvRecordingSeeds()) for _ in range(4)])
     PoolView(pool, [3, 1]).reset([0, 1], [5, 6])
     assert [e.unwrapped.seeds for e in pool.local] == [[], [6], [], [5]]
 
@@ -170,7 +171,7 @@ def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
     outcomes = [True, False, True]
     whole = evaluate(_pool(outcomes), lambda obs, t: np.zeros((3, 1), np.float32), 2, [(0,), (1,), (2,)])
     copy_tasks, rounds = evaluation_rounds(['x'] * 3, copies_per_run=1, max_copies=1)
-    pool = EnvPool([functools.partial(lambda s: EpisodeMonitor(_FixedOutcomeEnv(s)), s) for s in outcomes[:1]])
+    pool = EnvPool([functools.partial(lambda s: RecordEpisodeStatistics(_FixedOutcomeEnv(s)), s) for s in outcomes[:1]])
     results = {}
     for runs, copies in rounds:
         # The single live copy stands in for each run's own copy in turn (same seeds, fresh resets).

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gymnasium.wrappers import RecordEpisodeStatistics
 
 from agents.fav import FAVAgent, FAVConfig, get_config
 from datasets.buffer import GroupBuffer
 from envs.evaluation import episode_seed, evaluate
-from envs.factory import EpisodeMonitor
 from envs.pool import EnvPool
 from envs.registry import FAMILIES
 from launch.compiled import as_group, offline_chunk, online_chunk
@@ -224,7 +224,7 @@ def test_online_transitions_mark_truncation_and_termination_and_shift_rewards():
     """The O2O loop's own env stepping (OnlineEnvs, as GroupTrainer uses it) over the scripted episodes."""
     shift = -1.0  # e.g. the D4RL AntMaze families' r ← r - 1
     assert FAMILIES['antmaze-umaze-v2'].reward_shift == shift
-    pool = EnvPool([lambda: EpisodeMonitor(_ScriptedEnv())])
+    pool = EnvPool([lambda: RecordEpisodeStatistics(_ScriptedEnv())])
     online = OnlineEnvs([0], shift)
     online.start(pool)
     sent = np.array([[0.1, -0.2], [1.5, -1.5], [0.3, 0.4], [-0.5, 0.6]], np.float32)  # one outside [-1, 1]
@@ -336,7 +336,7 @@ class _SeedRecordingEnv(gymnasium.Env):
 
 def test_evaluation_seeds_each_copy_and_reads_success_at_the_last_step():
     n, episodes, seed_keys = 3, 7, (4, 1, 200)  # quotas 3, 2, 2
-    pool = EnvPool([lambda c=c: EpisodeMonitor(_SeedRecordingEnv(c)) for c in range(n)])
+    pool = EnvPool([lambda c=c: RecordEpisodeStatistics(_SeedRecordingEnv(c)) for c in range(n)])
     result = evaluate(pool, lambda obs, t: np.zeros((n, 1), np.float32), episodes, [seed_keys])[0]
     envs = [e.unwrapped for e in pool.local]
 
@@ -361,7 +361,7 @@ def test_online_episodes_are_seeded_per_run_and_restored_to_the_same_state():
     run's own seed and episode index, and a fresh OnlineEnvs given the runs' checkpoint state replays each
     env to where it was."""
     seeds = [5, 9]
-    pool = EnvPool([lambda c=c: EpisodeMonitor(_SeedRecordingEnv(c)) for c in range(2)])
+    pool = EnvPool([lambda c=c: RecordEpisodeStatistics(_SeedRecordingEnv(c)) for c in range(2)])
     online = OnlineEnvs(seeds, 0.0)
     online.start(pool)
     for t in range(5):  # run 0: episodes of 2 and 3 steps end; run 1: one of 4 steps, then 1 step of the next
@@ -375,7 +375,7 @@ def test_online_episodes_are_seeded_per_run_and_restored_to_the_same_state():
     resumed = OnlineEnvs(seeds, 0.0)
     for r, state in enumerate(states):
         resumed.restore(r, state)
-    resumed.start(EnvPool([lambda c=c: EpisodeMonitor(_SeedRecordingEnv(c)) for c in range(2)]))
+    resumed.start(EnvPool([lambda c=c: RecordEpisodeStatistics(_SeedRecordingEnv(c)) for c in range(2)]))
     assert resumed.episode_index == [2, 1]
     np.testing.assert_array_equal(resumed.episode_actions[1], [[1.0]])  # run 1's episode in progress
     assert resumed.episode_actions[0] == []
