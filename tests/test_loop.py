@@ -586,6 +586,34 @@ def _assert_close_to_alone(group_dir, alone_dir):
 
 
 @pytest.mark.slow
+def test_a_group_whose_runs_are_at_different_steps_trains_each_as_alone(dataset, tmp_path, monkeypatch, capsys):
+    """Seed 1 of a 3-seed group was started alone and stopped at its first checkpoint (step 20): the group
+    trains seeds 0 and 2 from step 0 as one group and seed 1 from its checkpoint, each to its result alone."""
+    from launch import loop, training
+
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '60']
+    args += ['--eval-every', '30', '--save-every', '20', '--log-every', '10', '--updates-per-call', '10', *SMALL]
+    runs = tmp_path / 'g' / 'cube-single-play-singletask-task1-v0'
+    real_save = training.GroupTrainer.save
+
+    def save_then_stop(self):
+        real_save(self)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.GroupTrainer, 'save', save_then_stop)
+        assert loop.main('offline', [*args, '--seed', '1', '--run-dir', str(runs / 'seed1')]) == 130
+    assert load_checkpoint(str(runs / 'seed1' / 'checkpoint.msgpack'))['step'] == 20
+    capsys.readouterr()
+    assert loop.main('offline', [*args, '--seeds', '0-2', '--run-dir', str(tmp_path / 'g')]) == 0
+    assert f'resuming {runs / "seed1"} from step 20' in capsys.readouterr().out
+    for seed in (0, 1, 2):
+        alone = tmp_path / f'alone{seed}'
+        assert loop.main('offline', [*args, '--seed', str(seed), '--run-dir', str(alone)]) == 0
+        _assert_close_to_alone(runs / f'seed{seed}', alone)
+
+
+@pytest.mark.slow
 def test_offline_group_of_tasks_and_seeds_matches_runs_alone(dataset, tmp_path):
     args = ['--env', 'cube-single', '--dataset', dataset, '--offline-steps', '60', '--eval-every', '60']
     args += ['--log-every', '30', '--eval-envs', '1', *SMALL]
