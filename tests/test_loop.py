@@ -21,6 +21,7 @@ from agents import AGENTS
 from agents.fav import FAVAgent, FAVConfig
 from agents.iql import IQLAgent, IQLConfig
 from datasets.buffer import GroupBuffer
+from envs.evaluation import episode_seed
 from envs.registry import resolve_task
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
@@ -126,13 +127,71 @@ def test_the_next_action_of_an_online_step_is_drawn_by_the_updated_agent_for_the
     assert not np.allclose(np.asarray(actions), np.asarray(policy_action(agents, observations, act_keys, 4)))
 
 
-def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone():
+def test_each_env_step_of_a_call_draws_its_own_exploration_noise():
+    """With K env steps per call (--online-updates-per-call K), step i of a call acts with the noise of env
+    step start + i: the same state at every step gets K different actions, not one action K times."""
+    from launch.training import GroupTrainer
+
+    data = _synthetic_data(n=8)
+
+    class SameStateEnvs:
+        observations = data['observations'][:1]  # (R=1, obs)
+        taken = []
+
+        def step(self, actions):
+            self.taken.append(actions[0])
+            return dict(actions=actions)
+
+    trainer = types.SimpleNamespace(
+        next_actions=None, online=SameStateEnvs(), agents=_agent(data), act_keys=jax.random.PRNGKey(7)[None], step=40
+    )
+    transitions = GroupTrainer._collect(trainer, 4)
+    assert transitions['actions'].shape == (1, 4, 2)
+    taken = np.asarray(trainer.online.taken)
+    assert len({a.tobytes() for a in taken}) == 4
+    expected = [
+        policy_action(trainer.agents, jnp.asarray(SameStateEnvs.observations), trainer.act_keys, 40 + i)
+        for i in range(4)
+    ]
+    np.testing.assert_array_equal(taken, np.concatenate([np.asarray(a) for a in expected]))
+
+
+def test_every_evaluation_of_every_run_plays_episodes_of_its_own(dataset, tmp_path, monkeypatch):
+    """Each evaluation resets its env copies with seeds of its run and its step: no two evaluations replay
+    the same episodes (the score averages over more start states), and no two runs of a group share them."""
+    from launch import loop, training
+
+    first_resets = []
+
+    def evaluate(pool, act, num_episodes, run_seed_keys):
+        first_resets.extend(episode_seed(*keys, 0) for keys in run_seed_keys)
+        return real_evaluate(pool, act, num_episodes, run_seed_keys)
+
+    real_evaluate = training.evaluate
+    monkeypatch.setattr(training, 'evaluate', evaluate)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '20', '--eval-every', '10']
+    assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path), *SMALL]) == 0
+    assert len(first_resets) == 2 * 3 == len(set(first_resets))  # 2 runs × evaluations at steps 0, 10, 20
+
+
+def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch):
     from launch.loop import _run_keys
 
     keys = [np.asarray(k) for k in _run_keys(3)]
     assert len({k.tobytes() for k in keys}) == 4  # agent, data, act and eval keys all differ
     for i, key in enumerate(keys):
         np.testing.assert_array_equal(key, np.asarray(jax.random.fold_in(jax.random.PRNGKey(3), i)))
+    # The trainer draws batches, exploration and evaluation noise each from its own key of the run.
+    from launch import training
+
+    monkeypatch.setattr(training, 'make_env_pool', lambda tasks: None)  # no envs: only the keys are looked at
+    monkeypatch.setattr(training, 'OnlineEnvs', lambda seeds, reward_shift: None)
+    task = resolve_task('cube-single', 1)
+    runs = [types.SimpleNamespace(seed=s, task=task, settings=dict(eval_envs=1)) for s in (3, 4)]
+    group_keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in runs])
+    trainer = training.GroupTrainer(types.SimpleNamespace(max_eval_envs=2), runs, None, None, group_keys)
+    for name, column in (('data_keys', 1), ('act_keys', 2), ('eval_keys', 3)):
+        np.testing.assert_array_equal(np.asarray(getattr(trainer, name)), np.asarray(group_keys[:, column]))
 
 
 def test_each_phase_ends_with_an_evaluation_whatever_the_period():
