@@ -142,6 +142,11 @@ def test_per_environment_settings_cover_every_family_and_reach_the_config():
     assert (iql.get_config(humanoid).alpha, iql.get_config(humanoid).discount) == (10.0, 0.995)
     config = rebrac.get_config(humanoid, mode='o2o')
     assert (config.alpha_actor, config.alpha_critic, config.discount) == (0.01, 0.01, 0.995)
+    # Rows whose two BC coefficients differ, so that they reach the config each in its own field.
+    cube = rebrac.get_config(FAMILIES['cube-double-play'])
+    assert (cube.alpha_actor, cube.alpha_critic) == (0.1, 0.0)  # the table's one critic without a BC term
+    antmaze = rebrac.get_config(FAMILIES['antmaze-large-navigate'], mode='o2o')
+    assert (antmaze.alpha_actor, antmaze.alpha_critic) == (0.003, 0.01)
     assert sac.get_config(humanoid).discount == 0.995 and sac.get_config(humanoid).q_agg == 'min'
     assert iql.get_config(FAMILIES['cube-single-play'], {'alpha': 3.0}).alpha == 3.0
 

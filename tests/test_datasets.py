@@ -234,6 +234,15 @@ def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, mo
     assert generate_it(1, 4) == [3]  # the 2-episode files in place are not taken for a 1-episode request
 
 
+def test_the_validation_file_holds_a_tenth_of_the_episodes_at_least_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate, '_collect', _fake_collect)
+    for episodes, val_episodes in ((20, 2), (5, 1)):
+        _, val_path = generate.generate_dataset(
+            'cube-single', str(tmp_path / str(episodes)), episodes, seed=0, workers=1, episode_length=4, progress=False
+        )
+        assert np.flatnonzero(_arrays(val_path)['terminals']).tolist() == [4 * k + 3 for k in range(val_episodes)]
+
+
 def test_a_write_that_fails_leaves_the_previous_file_and_nothing_else(tmp_path):
     path = tmp_path / 'data.npz'
     path.write_bytes(b'complete')

@@ -206,6 +206,11 @@ def test_evaluate_rows_against_their_closed_forms():
     assert row['coverage'] == pytest.approx(probs[points[:, 0] < -0.3].sum(), abs=0.02)
     assert row['coverage'] < 0.5
 
+    # mix2d: the actor's std is the norm of its per-dimension stds (here 0.1 and 0.3), as the table says.
+    samples = np.random.default_rng(1).normal(0.0, (0.1, 0.3), (4000, 2))
+    row = diagnose.evaluate(diagnose.Setting('mix2d', 0.1), 1.0, samples, np.random.default_rng(0))
+    assert row['actor_std'] == pytest.approx(np.hypot(0.1, 0.3), rel=2e-2)
+
 
 def test_run_plan_rows_and_table_take_each_betas_own_values(monkeypatch):
     plan = diagnose.QUICK  # gauss1d, σ = 0.1, β = 0 and 4, softmax and clipped priors

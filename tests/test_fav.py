@@ -133,6 +133,8 @@ def test_scott_bandwidth_on_a_known_sample():
         (dict(reference='replay'), 'reference'),
         (dict(prior_score='clip'), 'prior_score'),
         (dict(svgd_steps=0), 'svgd_steps'),
+        (dict(discount=1.0), 'discount'),  # γ = 1: the TD targets have no fixed point
+        (dict(discount=-0.1), 'discount'),
     ],
 )
 def test_invalid_settings_fail_with_a_message(override, message):

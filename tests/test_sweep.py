@@ -117,6 +117,16 @@ def test_family_groups_take_whole_families_only(tmp_path, capsys):
     assert [len(job.runs) for job in jobs] == [2, 2, 10, 10, 2, 2]
 
 
+def test_a_family_with_some_of_its_tasks_is_grouped_by_task(tmp_path, capsys):
+    """Two of cube-single's five tasks: one job per task, not one `--task all` job training all five."""
+    argv = ['--suite', f'{TASK.format(1)},{TASK.format(2)}', '--seeds', '0-1', '--group', 'family']
+    assert sweep.main([*argv, '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith('2 job(s) of 4 offline run(s) (--group family)')
+    tail = f'--seeds 0-1 --runs-dir {tmp_path} --no-progress'
+    assert out[1:] == [f'python launch/offline.py --env {TASK.format(k)} --agent fav {tail}' for k in (1, 2)]
+
+
 def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
     argv = ['--suite', TASK.format(2), '--agent', 'rlpd', '--seeds', '0-2', '--runs-dir', str(tmp_path), '--dry-run']
     assert sweep.main([*argv, '--mode', 'o2o']) == 0
