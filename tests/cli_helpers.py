@@ -1,5 +1,6 @@
 """Helpers for tests that run the command-line programs: launch a run, kill and resume one, compare results."""
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,25 @@ def launch(script, *args, timeout=600):
     return subprocess.run(
         [sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def process_group(command, **popen_args):
+    """Starts `command` in a session of its own, which Ctrl-C (SIGINT to the group) stops even when the tests
+    were started with SIGINT ignored (a background job of a non-interactive shell passes SIG_IGN on, and a
+    Python started so never raises KeyboardInterrupt). The whole group is killed on the way out, so a
+    failing test leaves no training behind."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler: the child starts at default
+    try:
+        process = subprocess.Popen(command, cwd=REPO, start_new_session=True, **popen_args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def checkpoint_leaves(run_dir):

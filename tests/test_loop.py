@@ -28,7 +28,15 @@ from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import RERUN_TO_GO_ON, _write_final
 from launch.run_logs import RunLogger
 from launch.settings import UserError, parse_args
-from tests.cli_helpers import REPO, SMALL, assert_same_result, checkpoint_leaves, launch, run_killed_then_resumed
+from tests.cli_helpers import (
+    REPO,
+    SMALL,
+    assert_same_result,
+    checkpoint_leaves,
+    launch,
+    process_group,
+    run_killed_then_resumed,
+)
 
 
 def _synthetic_data(n=128):
@@ -1018,19 +1026,13 @@ def test_ctrl_c_or_sigterm_stops_in_one_line_keeping_the_checkpoint(stop, code, 
     run_dir = tmp_path / 'run'
     args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '1000000', *SMALL]
     args += ['--eval-episodes', '2', '--save-every', '20', '--updates-per-call', '10', '--run-dir', str(run_dir)]
-    process = subprocess.Popen(
-        [sys.executable, 'launch/offline.py', *args],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / 'checkpoint.msgpack').exists():
-        time.sleep(0.2)
-    os.killpg(process.pid, getattr(signal, stop))
-    _, err = process.communicate(timeout=300)  # a guard against a hang, not a speed check (a loaded CI machine)
+    command = [sys.executable, 'launch/offline.py', *args]
+    with process_group(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / 'checkpoint.msgpack').exists():
+            time.sleep(0.2)
+        os.killpg(process.pid, getattr(signal, stop))
+        _, err = process.communicate(timeout=300)  # a guard against a hang, not a speed check (a loaded CI machine)
     assert process.returncode == code
     assert err.strip().splitlines() == [f'{word}: {RERUN_TO_GO_ON}']
     assert load_checkpoint(str(run_dir / 'checkpoint.msgpack'))['step'] >= 20

@@ -16,6 +16,7 @@ import pytest
 from envs.registry import FAMILIES
 from launch import sweep, sweep_plan
 from launch.sweep import Progress
+from tests.cli_helpers import process_group
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = 'cube-single-play-singletask-task{}-v0'
@@ -395,14 +396,14 @@ def test_ctrl_c_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
     command = [sys.executable, 'launch/sweep.py', '--suite', TASK.format(1), '--seeds', '0', '--no-ray']
     command += ['--runs-dir', str(runs_dir), '--no-progress', '--dataset', dataset, '--offline-steps', '1000000']
     command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
-    sweep_process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
     run_dir = runs_dir / 'offline' / TASK.format(1) / 'fav' / 'seed0'
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / 'config.json').exists():
-        time.sleep(0.1)
-    assert (run_dir / 'config.json').exists(), 'the run did not start'
-    os.killpg(sweep_process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the sweep and its run
-    _, err = sweep_process.communicate(timeout=300)  # a guard against a hang, not a speed check
+    with process_group(command, stderr=subprocess.PIPE, text=True) as sweep_process:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / 'config.json').exists():
+            time.sleep(0.1)
+        assert (run_dir / 'config.json').exists(), 'the run did not start'
+        os.killpg(sweep_process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the sweep and its run
+        _, err = sweep_process.communicate(timeout=300)  # a guard against a hang, not a speed check
     assert sweep_process.returncode == 130 and 'Traceback' not in err, err
     assert err.strip().splitlines()[-1].startswith('interrupted: rerun the same command to go on')
     with run_lock(str(run_dir)):  # the run stopped with it: its lock is free
