@@ -372,7 +372,7 @@ def check_same_run(run_dir, settings):
             f'{settings["dataset_origin"]}; pass another --run-dir, or make its {saved["dataset_origin"]} data the '
             'one found again to resume it'
         )
-    differences = _differences(run_dir, settings)
+    differences = _differences(saved, settings)
     if differences:  # all of them: one may follow from another (eval_envs from eval_episodes)
         raise UserError(
             f'{run_dir} holds a run with other settings: {", ".join(differences)}; '
@@ -380,9 +380,9 @@ def check_same_run(run_dir, settings):
         )
 
 
-def _differences(run_dir, settings):
-    """`key=SAVED (now NEW)` for each setting that differs from run_dir's config.json, in key order."""
-    saved, settings, differences = _by_field(read_json(os.path.join(run_dir, 'config.json'))), _by_field(settings), []
+def _differences(saved, settings):
+    """`key=SAVED (now NEW)` for each setting that differs from the `saved` config.json, in key order."""
+    saved, settings, differences = _by_field(saved), _by_field(settings), []
     for key in sorted(set(saved) | set(settings)):
         resolved_later = key in RESOLVED_WITH_THE_DATA and (settings.get(key) is None or key not in saved)
         if key in RESUMABLE_DIFFERENCES or resolved_later:
@@ -427,15 +427,16 @@ class Run:
 def _check_run_dir_shape(run_dir, n_runs):
     """A group's runs go in folders below --run-dir, one run's files in it: refuses mixing the two in one folder
     (launch/tables.py would count both)."""
-    if not run_dir:
-        return
-    if n_runs > 1 and os.path.exists(os.path.join(run_dir, 'config.json')):
+    holds_a_single_run = bool(run_dir) and os.path.exists(os.path.join(run_dir, 'config.json'))
+    if n_runs > 1 and holds_a_single_run:
         raise UserError(
             f'{run_dir} holds a single run (its config.json), and a group of {n_runs} runs goes in folders below '
             '--run-dir: pass another --run-dir'
         )
+    if not run_dir or n_runs > 1 or holds_a_single_run:
+        return
     group_runs = glob.glob(os.path.join(glob.escape(run_dir), '*', 'seed*', 'config.json'))
-    if n_runs == 1 and group_runs and not os.path.exists(os.path.join(run_dir, 'config.json')):
+    if group_runs:
         raise UserError(
             f'{run_dir} holds the runs of a group ({os.path.dirname(group_runs[0])}, ...), and a single run writes '
             "its files in --run-dir itself: pass another --run-dir (or the group's --seeds/--task to go on with it)"
@@ -488,15 +489,13 @@ def plan_runs(args, mode, tasks, seeds, config):
             if blocker:
                 raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another --run-dir')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
-            if not os.path.exists(os.path.join(run_dir, 'config.json')):
-                if args.resume:
-                    raise UserError(f'--resume: {run_dir} holds no run to resume')
-            elif keeps_progress(run_dir):
+            config_path = os.path.join(run_dir, 'config.json')
+            if os.path.exists(config_path) and keeps_progress(run_dir):
                 check_same_run(run_dir, run.settings)
             elif args.resume:
-                raise UserError(f'--resume: {run_dir} holds no checkpoint to resume from (its start kept nothing)')
-            else:
-                differences = _differences(run_dir, run.settings)
+                raise UserError(f'--resume: {run_dir} holds no checkpoint to resume from')
+            elif os.path.exists(config_path):
+                differences = _differences(read_json(config_path), run.settings)
                 if differences:  # config.json is rewritten once the run starts
                     print(
                         f'note: {run_dir} kept nothing of its earlier start (no checkpoint yet); it starts again '

@@ -923,10 +923,12 @@ def test_a_start_that_kept_nothing_takes_other_settings_on_its_rerun(dataset, tm
     run_dir = tmp_path / 'run'
     argv = ['--env', 'cube-single', '--dataset', dataset, '--offline-steps', '4', '--eval-every', '4', *SMALL]
     argv += ['--run-dir', str(run_dir)]
+
+    def out_of_memory(self):
+        raise MemoryError('batch too large')
+
     with monkeypatch.context() as patch:  # out of memory in the first update: config.json written, no checkpoint
-        patch.setattr(
-            launch.loop.GroupTrainer, 'train', lambda self: (_ for _ in ()).throw(MemoryError('batch too large'))
-        )
+        patch.setattr(launch.loop.GroupTrainer, 'train', out_of_memory)
         assert main('offline', [*argv, '--agent.batch_size=99999']) == 1
     assert 'or --agent.batch_size;' in capsys.readouterr().err
     assert json.loads((run_dir / 'config.json').read_text())['agent_config']['batch_size'] == 99999
