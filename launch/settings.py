@@ -24,6 +24,7 @@ from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
 from launch.command_line import CommandLineParser
+from launch.run_lock import room_for_runs
 from launch.run_logs import STOPPED_NAME, read_json
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -475,11 +476,18 @@ def code_version():
 
 def plan_runs(args, mode, tasks, seeds, config):
     """The group's runs; checks every existing run directory before anything is written."""
-    _check_run_dir_shape(args.run_dir, len(tasks) * len(seeds))
+    n_runs = len(tasks) * len(seeds)
+    fit = room_for_runs(n_runs, wandb=args.wandb != 'disabled')
+    if fit < n_runs:
+        raise UserError(
+            f'{n_runs} runs in one program hold {n_runs} open files while they train (a lock each), more than this '
+            f'process may open (ulimit -n): train at most {fit} per command (e.g. --seeds in smaller ranges)'
+        )
+    _check_run_dir_shape(args.run_dir, n_runs)
     runs = []
     for task_index, task in enumerate(tasks):
         for seed in seeds:
-            if args.run_dir and len(tasks) * len(seeds) == 1:
+            if args.run_dir and n_runs == 1:
                 run_dir = args.run_dir
             elif args.run_dir:
                 run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')

@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.run_lock import LOCK_NAME, RunLockedError, run_lock
+from launch.run_lock import LOCK_NAME, SHARED_OPEN_FILES, RunLockedError, run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = 'import sys, time; from launch.run_lock import run_lock\nwith run_lock(sys.argv[1]):\n    time.sleep(600)'
@@ -100,3 +101,54 @@ def test_cli_refused_on_a_held_run_dir_then_reruns_after_the_kill(tmp_path):
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads((run_dir / 'final.json').read_text())['steps'] == 2
+
+
+def _with_open_file_limit(soft, hard):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+ROOM = (
+    'import resource, sys; from launch.run_lock import room_for_runs\n'
+    'fit = room_for_runs(int(sys.argv[1]), wandb=sys.argv[2] == "wandb")\n'
+    'print(fit, resource.getrlimit(resource.RLIMIT_NOFILE)[0])'
+)
+
+
+@pytest.mark.parametrize(
+    'runs, wandb, soft, hard, fit, new_soft',
+    [
+        (100, '', 200, 1000, 100, SHARED_OPEN_FILES + 100),  # raised just enough
+        (100, 'wandb', 200, 1000, 100, SHARED_OPEN_FILES + 300),  # a lock and wandb's files per run
+        (100, '', 1000, 1000, 100, 1000),  # already room: left as it is
+        (1000, '', 300, 600, 600 - SHARED_OPEN_FILES, 600),  # up to the hard limit, and no further
+        (1000, 'wandb', 600, 600, (600 - SHARED_OPEN_FILES) // 3, 600),
+    ],
+)
+def test_room_for_runs_raises_the_soft_limit_up_to_the_hard_one(runs, wandb, soft, hard, fit, new_soft):
+    out = subprocess.run(
+        [sys.executable, '-c', ROOM, str(runs), wandb],
+        cwd=REPO,
+        preexec_fn=_with_open_file_limit(soft, hard),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert [int(v) for v in out] == [fit, new_soft]
+
+
+def test_a_group_larger_than_the_open_file_limit_is_refused_before_anything_is_written(tmp_path):
+    """Each run holds its lock file open while it trains: 1000 runs under a limit of 400 used to create the
+    run directories, then stop with a traceback (too many open files) while locking them."""
+    result = subprocess.run(
+        [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--task', '1', '--seeds', '0-999']
+        + ['--run-dir', str(tmp_path / 'runs'), '--dataset-dir', str(tmp_path / 'data')],
+        cwd=REPO,
+        preexec_fn=_with_open_file_limit(400, 400),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'train at most 272 per command' in lines[0], result.stderr
+    assert not (tmp_path / 'runs').exists() and not (tmp_path / 'data').exists()
