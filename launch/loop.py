@@ -276,8 +276,7 @@ def _main(mode, argv):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, mode)
         if args.list_tasks:
-            print('\n'.join(suite_tasks(args.list_tasks)))
-            return 0
+            return _print_to_a_pipe('\n'.join(suite_tasks(args.list_tasks)))
         if not args.env:
             raise UserError(f'--env is required, e.g. --env cube-double (list: launch/{mode}.py --list-tasks offline)')
         run(args, mode)
@@ -287,12 +286,14 @@ def _main(mode, argv):
     except NonFiniteError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
-    except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:  # a path the user gave
-        print(f'error: {e.filename}: {e.strerror}; check the run, runs and dataset paths given', file=sys.stderr)
-        return 2
     except EnvWorkerError as e:
         print(f'error: {e}; rerun the same command to resume from the last checkpoint', file=sys.stderr)
         return 1
+    except OSError as e:  # a file or folder that cannot be made or written (a path the user gave, a full disk)
+        if e.filename is None:
+            raise
+        print(f'error: {e.filename}: {e.strerror}; check the run, runs and dataset paths given', file=sys.stderr)
+        return 2
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
         if isinstance(e, jax.errors.JaxRuntimeError) and not _out_of_memory(str(e)):
             raise
@@ -306,6 +307,15 @@ def _main(mode, argv):
         stopped, code = ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
         print(f'{stopped}: {RERUN_TO_GO_ON}', file=sys.stderr)
         return code
+    return 0
+
+
+def _print_to_a_pipe(text):
+    """Prints `text`; a reader that stops early (`| head`) ends the program quietly, as it does `ls`."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
     return 0
 
 

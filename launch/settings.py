@@ -146,8 +146,11 @@ def _parse_value(text, default, name):
             return tuple(int(v) for v in text.strip('()[] ').split(','))  # int('') refuses '32,,32' and '32,'
         return type(default)(text)
     except ValueError:
+        if isinstance(default, bool):
+            raise UserError(f'--agent.{name}={text}: expected true or false') from None
         like = ','.join(map(str, default)) if isinstance(default, tuple) else default
-        raise UserError(f'--agent.{name}={text}: expected a {type(default).__name__} like {like}') from None
+        kind = {int: 'an integer', float: 'a number', tuple: 'integers'}.get(type(default), 'a value')
+        raise UserError(f'--agent.{name}={text}: expected {kind} like {like}') from None
 
 
 def parse_args(argv, mode):
@@ -178,6 +181,9 @@ def parse_args(argv, mode):
     if mode == 'offline':
         args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False
         args.buffer_capacity = None
+    for name in PATH_ARGS:  # one spelling per place: '~' as the shell would (it does not after '='), no trailing '/'
+        if getattr(args, name):  # '' is refused by validate_args
+            setattr(args, name, os.path.normpath(os.path.expanduser(getattr(args, name))))
     return args
 
 
@@ -198,9 +204,12 @@ def agent_config(args, mode, family):
 
 
 def check_folder(flag, path):
-    """Refuses, in one line, a folder that cannot exist because a file is in its way (nothing is created)."""
+    """Refuses, in one line, a folder that cannot exist because a file, or a link to nothing, is in its way
+    (nothing is created)."""
     existing = os.path.abspath(os.path.expanduser(path))
     while not os.path.exists(existing):
+        if os.path.islink(existing):  # e.g. a link to scratch space that is not mounted
+            raise UserError(f'{flag} {path}: {existing} is a link to {os.readlink(existing)}, which does not exist')
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise UserError(f'{flag} {path}: {existing} is a file; pass a folder')
@@ -222,6 +231,7 @@ def check_writable_folder(flag, path):
 # Steps reach the compiled loop as int32 (jax_enable_x64 is off): a run has fewer; a period as long would never come.
 STEP_LIMIT = 2**31
 STEP_PERIODS = ('eval_every', 'log_every', 'save_every', 'updates_per_call', 'online_updates_per_call')
+PATH_ARGS = ('dataset', 'dataset_dir', 'run_dir', 'runs_dir')
 
 
 def validate_args(args, mode):
@@ -244,7 +254,7 @@ def validate_args(args, mode):
             f'--offline-steps + --online-steps must be < {STEP_LIMIT} (steps are counted in int32), '
             f'got {args.offline_steps + args.online_steps}'
         )
-    for name in ('dataset', 'dataset_dir', 'run_dir', 'runs_dir'):
+    for name in PATH_ARGS:
         if getattr(args, name) == '':  # not read as 'not given': that would train into or read the default place
             flag = f'--{name.replace("_", "-")}'
             raise UserError(f'{flag} is empty: give a path, or leave {flag} out for the default')
@@ -254,12 +264,16 @@ def validate_args(args, mode):
         raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
-    if args.buffer_capacity is not None and args.buffer_capacity >= RING_ROW_LIMIT:  # None offline
+    if args.buffer_capacity is not None and args.buffer_capacity < 1:  # None offline
+        raise UserError(f"--buffer-capacity must be >= 1 (and hold the dataset's rows), got {args.buffer_capacity}")
+    if args.buffer_capacity is not None and args.buffer_capacity >= RING_ROW_LIMIT:
         raise UserError(
             f'--buffer-capacity must be < {RING_ROW_LIMIT} (its rows are counted in int32), got {args.buffer_capacity}'
         )
     if args.dataset_dir is not None:
         check_folder('--dataset-dir', args.dataset_dir)
+    # The run directories are made once the data is loaded (maybe generated): a place they cannot go is refused now.
+    check_writable_folder(*(('--run-dir', args.run_dir) if args.run_dir else ('--runs-dir', args.runs_dir or 'runs')))
     if args.wandb != 'disabled':
         try:
             import wandb  # optional: checked here, before anything is written
@@ -281,6 +295,8 @@ def validate_args(args, mode):
 
 
 SEED_LIMIT = 2**32  # seeds are 32-bit, as numpy's and gymnasium's are
+# Far above any group a device holds (each run is an agent and a ring on it) or a sweep's seeds per task.
+SEEDS_PER_COMMAND = 100_000
 
 
 def parse_seeds(args):
@@ -296,7 +312,7 @@ def parse_seeds(args):
 
 def seed_list(text):
     """`--seeds` text ('0-7', '0,3,5', '3') → its seeds in order (the CLIs' and the sweep's reading)."""
-    seeds = []
+    ranges = []
     for part in text.split(','):
         match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
         if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
@@ -304,7 +320,11 @@ def seed_list(text):
         low, high = int(match[1]), int(match[2] or match[1])
         if high >= SEED_LIMIT:
             raise UserError(f'--seeds {text}: seeds must be < {SEED_LIMIT}')
-        seeds += range(low, high + 1)
+        ranges.append(range(low, high + 1))
+    count = sum(map(len, ranges))  # before the list is made: 0-4294967295 is 4e9 seeds
+    if count > SEEDS_PER_COMMAND:
+        raise UserError(f'--seeds {text} names {count} seeds; one command takes at most {SEEDS_PER_COMMAND}')
+    seeds = [seed for seeds_of_range in ranges for seed in seeds_of_range]
     if len(set(seeds)) != len(seeds):
         raise UserError(f'--seeds {text} names a seed twice')
     return seeds
@@ -498,6 +518,11 @@ def plan_runs(args, mode, tasks, seeds, config):
                 raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another --run-dir')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
             config_path = os.path.join(run_dir, 'config.json')
+            if not os.path.exists(config_path) and keeps_progress(run_dir):
+                raise UserError(
+                    f'{run_dir} holds a run without its config.json, so its settings are unknown: put its config.json '
+                    'back, or delete the folder to train the run again'
+                )
             if os.path.exists(config_path) and keeps_progress(run_dir):
                 check_same_run(run_dir, run.settings)
             elif args.resume:

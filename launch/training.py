@@ -60,6 +60,18 @@ def select_runs(tree, indices):
     return _take(tree, np.asarray(indices))
 
 
+def _same_shapes(template, restored):
+    """`restored` if each of its arrays has the shape of the template's (a checkpoint of other network sizes
+    restores without complaint, then fails deep in the compiled update), else ValueError naming the first."""
+    for (path, want), got in zip(
+        jax.tree_util.tree_leaves_with_path(template), jax.tree_util.tree_leaves(restored), strict=True
+    ):
+        if np.shape(got) != np.shape(want):
+            where = jax.tree_util.keystr(path)
+            raise ValueError(f"its agent{where} has shape {np.shape(got)}, this run's {np.shape(want)}")
+    return restored
+
+
 class GroupTrainer:
     """Training state of a group of runs at the same step, and the two phases; each run's part of it
     (`run_state`) goes into its own run directory's checkpoint."""
@@ -110,7 +122,7 @@ class GroupTrainer:
         agents = []
         try:
             for r, state in enumerate(states):
-                agents.append(serialization.from_state_dict(template, state['agent']))
+                agents.append(_same_shapes(template, serialization.from_state_dict(template, state['agent'])))
                 self.buffer = self.buffer.restore_online_rows(r, state['online_rows'], int(state['online_count']))
                 self.online.restore(r, state)
                 self.logger_rows[r] = {k: list(v) for k, v in state['rows'].items()}

@@ -320,12 +320,12 @@ def test_agent_settings_are_read_as_their_fields_type(text, value):
     )
     assert args.agent_overrides == dict(normalize_q_loss=value, alpha=3.0, hidden_dims=(8, 16))
     assert type(args.agent_overrides['normalize_q_loss']) is bool and type(args.agent_overrides['alpha']) is float
-    with pytest.raises(UserError, match=r'--agent.normalize_q_loss=yes: expected a bool like False'):
+    with pytest.raises(UserError, match=r'--agent.normalize_q_loss=yes: expected true or false$'):
         parse_args([*base, '--agent.normalize_q_loss=yes'], 'o2o')
-    with pytest.raises(UserError, match=r'--agent.hidden_dims=64,x: expected a tuple like 512,512,512,512$'):
+    with pytest.raises(UserError, match=r'--agent.hidden_dims=64,x: expected integers like 512,512,512,512$'):
         parse_args([*base, '--agent.hidden_dims=64,x'], 'o2o')  # as it is written on the command line
     for text in ('32,,32', '32,'):  # an empty item is a typo, not a layer less
-        with pytest.raises(UserError, match=f'--agent.hidden_dims={text}: expected a tuple like 512,512,512,512$'):
+        with pytest.raises(UserError, match=f'--agent.hidden_dims={text}: expected integers like 512,512,512,512$'):
             parse_args([*base, f'--agent.hidden_dims={text}'], 'o2o')
 
 
@@ -754,7 +754,7 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         # With --dataset nowhere.npz, a setting that slipped through would stop at the data, not generate it.
         ('offline', [*NOWHERE, '--agent.sigma=inf'], 'agent.sigma must be finite, got inf'),
         ('o2o', [*NOWHERE, '--agent', 'iql', '--agent.lr=inf'], 'agent.lr must be finite, got inf'),
-        ('offline', [*NOWHERE, '--agent.hidden_dims=32,,32'], '--agent.hidden_dims=32,,32: expected a tuple'),
+        ('offline', [*NOWHERE, '--agent.hidden_dims=32,,32'], '--agent.hidden_dims=32,,32: expected integers'),
         ('offline', [*NOWHERE, '--offline-steps', '9' * 23], f'--offline-steps must be < {2**31} (steps are counted'),
         ('o2o', [*NOWHERE, '--online-steps', str(2**31)], f'--online-steps must be < {2**31}'),
         (
@@ -764,6 +764,10 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         ),
         ('o2o', [*NOWHERE, '--online-updates-per-call', str(2**31)], f'--online-updates-per-call must be < {2**31}'),
         ('offline', [*NOWHERE, '--eval-every', str(2**31)], f'--eval-every must be < {2**31}'),
+        # Counted, not listed: 4e9 seeds would fill the memory before any other check.
+        ('offline', ['--env', 'cube-single', '--seeds', '0-4294967295'], 'names 4294967296 seeds; one command'),
+        ('o2o', ['--env', 'cube-single', '--buffer-capacity', '0'], '--buffer-capacity must be >= 1'),
+        ('offline', [*NOWHERE, '--agent.batch_size=3.5'], '--agent.batch_size=3.5: expected an integer like 256'),
     ],
 )
 def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):
@@ -876,12 +880,15 @@ def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, ca
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert err.endswith('notes.txt cannot be a run directory: pass another --run-dir') and '\n' not in err
+    assert err.endswith(f'notes.txt: {tmp_path / "notes.txt"} is a file; pass a folder') and '\n' not in err
     # A group's runs go below --run-dir (or --runs-dir): a file there is refused in one line too.
     for flag in ('--run-dir', '--runs-dir'):
         argv = ['--env', 'cube-single', '--seeds', '0-1', '--dataset', 'nowhere.npz', flag, str(tmp_path / 'notes.txt')]
         assert main('offline', argv) == 2
-        assert f'notes.txt is a file, so {tmp_path / "notes.txt"}' in capsys.readouterr().err
+        assert (
+            capsys.readouterr().err
+            == f'error: {flag} {tmp_path / "notes.txt"}: {tmp_path / "notes.txt"} is a file; pass a folder\n'
+        )
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
@@ -1042,3 +1049,91 @@ def test_ctrl_c_or_sigterm_stops_in_one_line_keeping_the_checkpoint(stop, code, 
 
     with run_lock(str(run_dir)):  # released
         pass
+
+
+def test_paths_are_read_as_the_shell_would_and_spelled_one_way(tmp_path, monkeypatch):
+    """After '=' the shell leaves '~' alone: --run-dir=~/runs made a folder named '~' in the working directory.
+    A trailing '/' (tab completion) made the same folder 'other settings' on a resume."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    args = parse_args(['--env', 'cube-single', '--run-dir=~/runs/', '--dataset-dir=data/', '--dataset=~/d.npz'], 'o2o')
+    assert (args.run_dir, args.dataset_dir, args.dataset) == (str(tmp_path / 'runs'), 'data', str(tmp_path / 'd.npz'))
+
+
+@pytest.mark.parametrize('place', ['dangling link', '/proc'])
+def test_a_run_dir_that_cannot_be_made_is_refused_before_the_data_is_loaded(place, tmp_path, capsys):
+    """It was an OSError traceback after the data had been loaded (or generated)."""
+    from launch.loop import main
+
+    if place == '/proc':
+        run_dir, words = '/proc/fav_runs/run', 'error: --run-dir /proc/fav_runs/run: cannot write in /proc ('
+    else:
+        os.symlink(tmp_path / 'unmounted', tmp_path / 'scratch')
+        run_dir = str(tmp_path / 'scratch' / 'run')
+        words = f'{tmp_path / "scratch"} is a link to {tmp_path / "unmounted"}, which does not exist'
+    assert main('offline', [*NOWHERE, '--run-dir', run_dir]) == 2  # nowhere.npz: the data would fail next
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'unmounted').exists()
+
+
+@pytest.mark.parametrize('kept', ['checkpoint.msgpack', 'final.json'])
+def test_a_run_without_its_config_json_is_refused_not_resumed_under_new_settings(kept, tmp_path, capsys):
+    """A checkpoint without config.json was resumed under whatever settings were given (another seed, other
+    network sizes), and config.json rewritten to say so."""
+    from launch.loop import main
+
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    if kept == 'final.json':
+        (run_dir / kept).write_text('{}')
+    else:
+        save_checkpoint(str(run_dir / kept), dict(step=100))
+    assert main('offline', [*NOWHERE, '--run-dir', str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f'{run_dir} holds a run without its config.json, so its settings are unknown' in err, err
+    assert sorted(p.name for p in run_dir.iterdir()) == [kept]
+
+
+def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_array():
+    from launch.training import _same_shapes
+
+    observations, actions = jnp.zeros((1, 4)), jnp.zeros((1, 2))
+    small, large = (FAVAgent.create(0, observations, actions, FAVConfig(hidden_dims=(w, w))) for w in (8, 16))
+    restored = serialization.from_state_dict(large, serialization.to_state_dict(small))  # flax lets it through
+    with pytest.raises(ValueError, match=r"its agent\.actor\.params\['params'\]\['.*'\]\['\w+'\] has shape"):
+        _same_shapes(large, restored)
+    assert _same_shapes(small, restored) is restored
+
+
+def test_a_file_system_error_is_one_line_and_other_os_errors_are_not_hidden(monkeypatch, capsys):
+    import errno
+
+    import launch.loop
+
+    def read_only(args, mode):
+        raise OSError(errno.EROFS, 'Read-only file system', '/mnt/runs/seed0')
+
+    monkeypatch.setattr(launch.loop, 'run', read_only)
+    assert launch.loop.main('offline', ['--env', 'cube-single']) == 2
+    err = capsys.readouterr().err
+    assert err == 'error: /mnt/runs/seed0: Read-only file system; check the run, runs and dataset paths given\n'
+
+    def no_file(args, mode):
+        raise ConnectionResetError('a socket')
+
+    monkeypatch.setattr(launch.loop, 'run', no_file)
+    with pytest.raises(ConnectionResetError):
+        launch.loop.main('offline', ['--env', 'cube-single'])
+
+
+def test_list_tasks_into_a_pipe_closed_early_ends_quietly():
+    """`--list-tasks offline | head -1`: the reader leaves before the list is written."""
+    process = subprocess.Popen(
+        [sys.executable, 'launch/offline.py', '--list-tasks', 'offline'],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before the program (about a second to start) prints anything
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == b''
