@@ -273,15 +273,19 @@ def main(argv=None):
     # A mistake is one line, as on the launch/ command lines, not argparse's usage block.
     parser.error = lambda message: parser.exit(2, f'error: {message} (see python -m datasets.generate --help)\n')
     args = parser.parse_args(argv)
-    out = args.out or generated_dir(DEFAULT_DATASET_DIR, args.episodes, args.seed, args.episode_length)
+    out = args.out
+    if out is None:
+        out = generated_dir(DEFAULT_DATASET_DIR, args.episodes, args.seed, args.episode_length)
     try:
+        if out == '':  # not read as 'not given': that would write into the default place
+            raise GenerationError('--out is empty: give a folder, or leave --out out for the default')
         check_request(args.env, args.episodes, args.seed, args.workers, args.episode_length)
     except ValueError as e:  # GenerationError and the registry's UnknownTaskError
         print(f'error: {e}', file=sys.stderr)
         return 2
     try:
         os.makedirs(out, exist_ok=True)
-    except (NotADirectoryError, FileExistsError, PermissionError) as e:
+    except OSError as e:  # a file in the way, no permission, a read-only or missing mount
         print(f'error: --out {out}: {e.strerror}; pass a folder that can be created', file=sys.stderr)
         return 2
     paths = generate_dataset(

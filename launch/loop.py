@@ -25,6 +25,7 @@ from envs.factory import make_env, with_backend
 from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_group_checkpoints
+from launch.command_line import print_to_a_pipe
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
 from launch.settings import (
@@ -276,7 +277,8 @@ def _main(mode, argv):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, mode)
         if args.list_tasks:
-            return _print_to_a_pipe('\n'.join(suite_tasks(args.list_tasks)))
+            print_to_a_pipe('\n'.join(suite_tasks(args.list_tasks)))
+            return 0
         if not args.env:
             raise UserError(f'--env is required, e.g. --env cube-double (list: launch/{mode}.py --list-tasks offline)')
         run(args, mode)
@@ -307,15 +309,6 @@ def _main(mode, argv):
         stopped, code = ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
         print(f'{stopped}: {RERUN_TO_GO_ON}', file=sys.stderr)
         return code
-    return 0
-
-
-def _print_to_a_pipe(text):
-    """Prints `text`; a reader that stops early (`| head`) ends the program quietly, as it does `ls`."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from agents import AGENTS
 from datasets.buffer import RING_ROW_LIMIT
 from datasets.d4rl_data import BACKENDS
-from datasets.generate import DEFAULT_DATASET_DIR
+from datasets.generate import DEFAULT_DATASET_DIR, GenerationError, generatable_family
 from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
@@ -197,6 +197,11 @@ def agent_config(args, mode, family):
     refused in one line (UserError)."""
     if family.source == 'd4rl' and args.dataset_episodes is not None:
         raise UserError('--dataset-episodes generates OGBench manipulation data; D4RL AntMaze reads its datasets')
+    if args.dataset_episodes is not None and args.dataset is None:
+        try:
+            generatable_family(family.name)
+        except GenerationError as e:
+            raise UserError(f'--dataset-episodes: {e}') from None
     try:
         return agent_module(args.agent).get_config(family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
@@ -206,6 +211,8 @@ def agent_config(args, mode, family):
 def check_folder(flag, path):
     """Refuses, in one line, a folder that cannot exist because a file, or a link to nothing, is in its way
     (nothing is created)."""
+    if not path:  # '' would be the working directory, or a default, unasked
+        raise UserError(f'{flag} is empty: give a folder, or leave {flag} out for the default')
     existing = os.path.abspath(os.path.expanduser(path))
     while not os.path.exists(existing):
         if os.path.islink(existing):  # e.g. a link to scratch space that is not mounted

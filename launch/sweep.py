@@ -28,9 +28,9 @@ from tqdm import tqdm  # noqa: E402
 
 from agents import AGENTS  # noqa: E402
 from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
-from launch.command_line import CommandLineParser  # noqa: E402
+from launch.command_line import CommandLineParser, print_to_a_pipe  # noqa: E402
 from launch.run_logs import STOPPED_NAME, RunFileError  # noqa: E402
-from launch.settings import UserError, check_folder  # noqa: E402
+from launch.settings import UserError, agent_config, check_folder, check_writable_folder  # noqa: E402
 from launch.sweep_plan import (  # noqa: E402
     GROUPINGS,
     check_started_runs,
@@ -262,10 +262,17 @@ def main(argv=None):
             raise UserError(
                 f'a local cluster of {local_cpus} CPU(s) cannot give a job --cpus-per-job {args.cpus_per_job}'
             )
-        runs_dir = os.path.abspath(args.runs_dir)
-        check_folder('--runs-dir', runs_dir)  # refused here (a dry run creates nothing), not in every job
+        runs_dir = os.path.abspath(os.path.expanduser(args.runs_dir))
+        # Refused here, not in every job (a dry run writes nothing: a folder it could not write is its reader's)
+        (check_folder if args.dry_run else check_writable_folder)('--runs-dir', runs_dir)
         mode, runs, jobs = plan(args, passed)
         cli = parse_passed_settings(mode, passed, runs)
+        # What every job of a task would fail on is refused here, not in one failing job per task.
+        missing = sorted({c.dataset for c in cli.values() if c.dataset and not os.path.exists(c.dataset)})
+        if missing:
+            raise UserError(f'--dataset {missing[0]}: no such file or folder')
+        for agent, task in dict.fromkeys((r.agent, r.task) for r in runs):
+            agent_config(cli[agent], mode, resolve_task(task).family)  # e.g. --dataset-episodes where none is made
         check_started_runs(mode, jobs)
     except (UserError, UnknownTaskError, RunFileError) as e:
         print(f'error: {e}', file=sys.stderr)
@@ -285,8 +292,7 @@ def main(argv=None):
             f'to train them again), e.g. {stopped[0].run_dir}'
         )
     if args.dry_run:
-        for job in todo:
-            print(' '.join(['python', *job.arguments()]))
+        print_to_a_pipe('\n'.join(' '.join(['python', *job.arguments()]) for job in todo))
         return 0
     if not todo:
         return 0
@@ -313,7 +319,9 @@ def main(argv=None):
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:  # the logs' folder
+    except OSError as e:  # the logs' folder
+        if e.filename is None:
+            raise
         print(f'error: {e.filename}: {e.strerror}; pass a --runs-dir that can be written', file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the jobs' runs stop too (their process group, or with their parent)

@@ -474,6 +474,20 @@ def test_generate_cli_rejects_bad_requests_in_one_line(args, words, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize('out, words', [('', '--out is empty'), ('/proc/fav_data', '--out /proc/fav_data: ')])
+def test_generate_cli_out_empty_or_impossible_is_one_line(out, words):
+    """'' fell back to the default folder (~/.ogbench); /proc was a FileNotFoundError traceback."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'datasets.generate', '--env', 'cube-single', '--episodes', '2', '--out', out],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.startswith(f'error: {words}'), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_generate_cli_out_through_a_file_is_one_line(tmp_path):
     (tmp_path / 'notes.txt').write_text('kept')
     out = tmp_path / 'notes.txt' / 'data'

@@ -86,13 +86,16 @@ def test_cli_refuses_an_out_through_a_file_before_training(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc: a folder no one can write in, root included')
-def test_cli_refuses_an_out_it_cannot_write_before_training():
+@pytest.mark.parametrize(
+    'out, words', [('/proc/fav_diagnose', '--out /proc/fav_diagnose: cannot write in /proc ('), ('', '--out is empty')]
+)
+def test_cli_refuses_an_out_it_cannot_write_before_training(out, words):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = [sys.executable, 'launch/diagnose.py', '--quick', '--out', '/proc/fav_diagnose']
+    command = [sys.executable, 'launch/diagnose.py', '--quick', '--out', out]  # '' was refused after the training
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ''
     assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith('error: --out /proc/fav_diagnose: cannot write in /proc ('), result.stderr
+    assert result.stderr.startswith(f'error: {words}'), result.stderr
 
 
 def test_distances_of_the_diagnostics_against_independent_formulas():

@@ -216,6 +216,23 @@ def test_a_runs_dir_through_a_file_is_one_line(tmp_path, capsys):
     assert (tmp_path / 'notes.txt').read_text() == 'kept'
 
 
+@pytest.mark.parametrize(
+    'argv, words',
+    [
+        (['--suite', 'antmaze-large', '--dataset-episodes', '3'], '--dataset-episodes: antmaze-large-navigate data'),
+        (['--suite', 'antmaze-umaze-v2', '--dataset-episodes', '3'], '--dataset-episodes generates OGBench'),
+        (['--suite', 'cube-single', '--dataset', 'nowhere.npz'], '--dataset nowhere.npz: no such file or folder'),
+    ],
+)
+def test_settings_every_job_would_fail_on_are_refused_before_the_jobs(argv, words, tmp_path, capsys):
+    """They started one job per task, each failing on them (exit 1, with logs left behind); the dry run
+    listed them as jobs to run."""
+    for dry_run in ([], ['--dry-run']):
+        assert sweep.main([*argv, '--runs-dir', str(tmp_path / 'runs'), '--no-ray', *dry_run]) == 2
+        assert _one_line_error(capsys).startswith(f'error: {words}')
+    assert not (tmp_path / 'runs').exists()
+
+
 def _one_line_error(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -313,7 +330,11 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line(runner, blocker, tmp_path
         assert _sweep_one_run(runs_dir, *(['--no-ray'] if runner == 'in turn' else [])) == 2
     finally:
         subprocess.run(['chattr', '-i', str(runs_dir)], capture_output=True)
-    assert _one_line_error(capsys).startswith(f'error: {runs_dir / "logs"}')  # or a folder below it
+    err = _one_line_error(capsys)
+    if blocker == 'a file named logs':
+        assert err.startswith(f'error: {runs_dir / "logs"}')  # or a folder below it
+    else:  # refused before planning the jobs
+        assert err.startswith(f'error: --runs-dir {runs_dir}: cannot write in {runs_dir} (')
     assert [p.name for p in runs_dir.iterdir()] == (['logs'] if blocker == 'a file named logs' else [])
 
 
