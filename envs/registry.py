@@ -138,6 +138,11 @@ def resolve_task(env, task=None):
         if task not in (None, 1):
             raise UnknownTaskError(f'{family.name} has a single task; drop --task {task}')
         return Task(family.name, family, None)
+    if env == f'{family.name}-singletask-v0' and task not in (None, family.default_task):
+        raise UnknownTaskError(
+            f"--env {env} is OGBench's name of task {family.default_task}; drop --task {task}, or give --env "
+            f'{family.short_name} --task {task}'
+        )
     task_id = family.default_task if task is None else task
     if not 1 <= task_id <= 5:
         raise UnknownTaskError(f'--task must be 1..5 for {family.name}, got {task_id}')

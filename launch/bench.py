@@ -328,10 +328,12 @@ def main():
         o2o_runs = [int(r) for r in args.o2o_runs.split(',') if r.strip()]
     except ValueError:
         p.error('--hidden-dims, --stack and --o2o-runs take comma-separated integers, e.g. 1,4,8')
-    agents = [name for name in args.agents.split(',') if name.strip()]
+    agents = [name.strip() for name in args.agents.split(',') if name.strip()]
     unknown = sorted(set(agents) - set(AGENTS))
     if unknown:
         p.error(f'unknown agent {unknown[0]}; valid: {", ".join(AGENTS)}')
+    if len(set(agents)) < len(agents):
+        p.error('--agents names each agent once, e.g. fav,fql')
     for name in ('updates_per_call', 'plain_steps', 'online_steps', 'rows', 'profile_steps', 'profile_top'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be at least 1, got {getattr(args, name)}')

@@ -112,6 +112,7 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
         (['--stack', '1,-1'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
         (['--hidden-dims', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
         (['--stack', '1,4,1'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
+        (['--agents', 'fql, fql'], '--agents names each agent once, e.g. fav,fql'),  # it benchmarked FQL twice
     ],
 )
 def test_bench_refuses_degenerate_settings_in_one_line(argv, message, tmp_path):

@@ -126,6 +126,10 @@ def test_a_family_without_task_resolves_to_ogbenchs_default_task(name):
     assert task.task_id == DEFAULT_TASK[name] and task.name == f'{name}-singletask-task{DEFAULT_TASK[name]}-v0'
     # The family's name + '-singletask-v0' (OGBench's suffix for an env's default task) names it too.
     assert resolve_task(f'{name}-singletask-v0') == task
+    assert resolve_task(f'{name}-singletask-v0', DEFAULT_TASK[name]) == task
+    other = DEFAULT_TASK[name] % 5 + 1  # it named the default task, and silently trained this one
+    with pytest.raises(UnknownTaskError, match=f"is OGBench's name of task {DEFAULT_TASK[name]}; drop --task {other}"):
+        resolve_task(f'{name}-singletask-v0', other)
 
 
 def test_every_task_id_from_1_to_5_resolves_and_no_other():
