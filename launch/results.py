@@ -169,7 +169,8 @@ def _setting_text(value):
 
 def load_runs(root, variants=()):
     """Every run under `root`. Two runs of one agent, task and seed are refused (they would share a
-    cell) unless `variants` tells them apart."""
+    cell) unless `variants` tells them apart; so are the runs of one column of different lengths, and the
+    seeds of one cell with different settings."""
     runs = [load_run(d, variants) for d in find_run_dirs(root)]
     for field in variants:
         if all(r.setting(field) is MISSING for r in runs):
@@ -181,12 +182,11 @@ def load_runs(root, variants=()):
     for run in runs:
         other = seen.setdefault((run.mode, run.task, run.agent, run.seed), run)
         if other is not run:
-            fields = sorted(run.settings.keys() | other.settings.keys())
-            fields += sorted((run.options.keys() | other.options.keys()) - set(fields))
-            differ = [k for k in fields if run.setting(k) != other.setting(k)]
+            differ = _differences(other, run)
             what = f'{other.path} and {run.path} are both {run.agent} seed {run.seed} on {run.task}'
             if differ:
-                raise ResultsError(f'{what}; they differ in {differ[0]}: tell them apart with --variant {differ[0]}')
+                field = differ[0][0]
+                raise ResultsError(f'{what}; they differ in {field}: tell them apart with --variant {field}')
             raise ResultsError(f'{what} with the same settings; pass a folder that holds only one of them')
     first_of_column = {}
     for run in runs:  # one column's numbers must come from runs of one length (not a smoke test and full runs)
@@ -196,7 +196,38 @@ def load_runs(root, variants=()):
                 f'{other.path} ({_length_text(other)} steps) and {run.path} ({_length_text(run)}) are {run.agent} '
                 f'{run.mode} runs of different lengths, which one column would average; pass a folder that holds one'
             )
+    first_in_cell = {}
+    for run in runs:  # a cell averages its seeds: they may differ in nothing else that can change the numbers
+        other = first_in_cell.setdefault((run.mode, run.task, run.agent), run)
+        differ = _differences(other, run)
+        if differ:
+            shown = ', '.join(_difference_text(other, run, d) for d in differ[:3])
+            shown += f' and {len(differ) - 3} more' if len(differ) > 3 else ''
+            raise ResultsError(
+                f'{other.path} and {run.path} are {run.agent} {run.mode} runs on {run.task} with different settings '
+                f'({shown}), which one cell would average; compare them as columns with --variant {differ[0][0]}, '
+                'or pass a folder that holds runs of one setting'
+            )
     return runs
+
+
+def _differences(run, other):
+    """(field, run's value, other's value) for each setting that may change the numbers and differs between two
+    runs, agent settings first; `field` is what --variant takes."""
+    fields = sorted(run.settings.keys() | other.settings.keys())
+    fields += sorted((run.options.keys() | other.options.keys()) - set(fields))
+    return [(k, run.setting(k), other.setting(k)) for k in fields if run.setting(k) != other.setting(k)]
+
+
+def _difference_text(run, other, difference):
+    """'agent.beta=1.0 vs 3.0': agent settings named as on the command line (--agent.beta)."""
+    field, value, other_value = difference
+    name = f'agent.{field}' if field in run.settings or field in other.settings else field
+    return f'{name}={_value_text(value)} vs {_value_text(other_value)}'
+
+
+def _value_text(value):
+    return 'unset' if value is MISSING else _setting_text(value)
 
 
 def _length_text(run):

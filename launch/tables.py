@@ -330,6 +330,48 @@ def _earlier_outputs(out):
     return [n for n in names if not os.path.isabs(n) and '..' not in n.split(os.sep)]
 
 
+class OutputError(Exception):
+    """--out cannot take the outputs: one line, exit code 2, nothing replaced."""
+
+
+def _real_folder(path):
+    """--out's real path: a link to another file system is followed, so that the tables are written beside
+    where they go. A link to nothing (scratch space not mounted) is refused: the tables would be written where
+    its target should be."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        if os.path.islink(existing):
+            raise OutputError(f'{existing} is a link to {os.readlink(existing)}, which does not exist')
+        existing = os.path.dirname(existing)
+    return os.path.realpath(path)
+
+
+def _check_destinations(out, names, stale, staging):
+    """Refuses, before anything is moved, outputs that could not all be moved in (a folder where a file goes, a
+    file where a folder goes, a folder this cannot write in or on another file system: a link inside --out), so
+    a failure never leaves --out half replaced. `stale`: earlier outputs that will be removed."""
+    device, folders = os.stat(staging).st_dev, set()
+    for name in names:
+        target = os.path.join(out, name)
+        if os.path.isdir(target):
+            raise OutputError(f'{target} is a folder, where a file goes')
+        folder = os.path.dirname(target)
+        while not os.path.lexists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder):
+            raise OutputError(f'{folder} is not a folder, and {target} goes in it')
+        if os.stat(folder).st_dev != device:
+            raise OutputError(f'{folder} is on another file system than {out} (a link?): its files cannot be moved in')
+        folders.add(folder)
+    folders |= {os.path.dirname(os.path.join(out, n)) for n in stale if os.path.lexists(os.path.join(out, n))}
+    for folder in sorted(folders):
+        try:  # os.access would not do: it says yes to root even where writing fails
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise OutputError(f'cannot write in {folder} ({e.strerror})') from None
+
+
 def main(argv=None):
     p = CommandLineParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
     p.add_argument('runs_dir', help='folder holding run directories (any depth), e.g. runs/')
@@ -347,34 +389,44 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f'--reps must be >= 1, got {args.reps}')
-    out = os.path.abspath(args.out)
-    # Written in the nearest folder of --out that exists (results/ may not, for --out results/prior) and moved
-    # in at the end, making the folders on the way: an error leaves everything as it was. The folders below it
-    # do not exist, so none is another file system's mount point: the moves are renames.
-    beside = os.path.dirname(out)
-    while not os.path.lexists(beside):
-        beside = os.path.dirname(beside)
+    if not args.out:  # '' would be the working directory, unasked
+        p.error('--out is empty: give a folder, or leave --out out for the default (results/)')
     try:
-        staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}-', dir=beside)
+        out = _real_folder(args.out)
+    except OutputError as e:
+        print(f'error: --out {args.out}: {e}; pass another --out', file=sys.stderr)
+        return 2
+    # Written in a scratch folder in --out's real folder, or in its nearest folder that exists (results/ may not,
+    # for --out results/prior), and moved in at the end, making the folders on the way: an error leaves
+    # everything as it was. On the file system of --out itself (a link to /dev/shm, a mount point), the moves
+    # are renames.
+    nearest = out
+    while not os.path.lexists(nearest):
+        nearest = os.path.dirname(nearest)
+    try:
+        staging = tempfile.mkdtemp(prefix='.tables-scratch-', dir=nearest)
     except OSError as e:
-        print(f'error: --out {args.out}: cannot write beside it ({e.strerror}); pass another --out', file=sys.stderr)
+        print(f'error: --out {args.out}: cannot write in {nearest} ({e.strerror}); pass another --out', file=sys.stderr)
         return 2
     try:
         written, summary = write_all(args.runs_dir, staging, args.published, args.reps, args.variant)
         names = [os.path.relpath(path, staging) for path in written]
-        earlier = _earlier_outputs(out)
-        for path, name in zip(written, names, strict=True):
+        write_text(os.path.join(staging, OUTPUTS_LIST), '\n'.join(names) + '\n')
+        # An earlier run's tables of a mode, agent or task these runs no longer have; a folder there is not ours.
+        stale = [n for n in sorted(set(_earlier_outputs(out)) - set(names)) if not os.path.isdir(os.path.join(out, n))]
+        _check_destinations(out, [*names, OUTPUTS_LIST], stale, staging)  # all are replaced, or none
+        for name in [*names, OUTPUTS_LIST]:
             target = os.path.join(out, name)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.replace(path, target)
-        stale = sorted(set(earlier) - set(names))
-        for name in stale:  # an earlier run's tables of a mode, agent or task these runs no longer have
+            os.replace(os.path.join(staging, name), target)
+        for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(out, name))
-        listed = write_text(os.path.join(staging, OUTPUTS_LIST), '\n'.join(names) + '\n')
-        os.replace(listed, os.path.join(out, OUTPUTS_LIST))
     except ResultsError as e:
         print(f'error: {e}', file=sys.stderr)
+        return 2
+    except OutputError as e:
+        print(f'error: --out {args.out}: {e}; pass another --out', file=sys.stderr)
         return 2
     except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:
         print(f'error: --out {args.out}: {e.filename}: {e.strerror}; pass another --out', file=sys.stderr)

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +100,12 @@ def test_markdown_numbers_missing_runs_and_uneven_seeds(out):
 
 def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     runs, out = tmp_path / 'runs', tmp_path / 'out'
-    _run(runs, 'offline', TASK.format(1), 'fav', 0, 10, origin='official')
+    _run(runs, 'offline', TASK.format(1), 'fav', 0, 10, origin='generated')
     _run(runs, 'offline', TASK.format(1), 'fav', 1, 20, origin='generated')
     _run(runs, 'offline', TASK.format(2), 'fav', 0, 30, origin='official')
-    _run(runs, 'offline', TASK.format(2), 'fav', 1, None, origin='regenerated')  # unfinished: not counted
+    _run(runs, 'offline', TASK.format(3), 'fav', 1, None, origin='regenerated')  # unfinished: not counted
     _run(runs, 'offline', SCENE, 'fav', 0, 40)  # origin not recorded: not marked
-    (runs / 'offline' / TASK.format(2) / 'fav' / 'seed1' / 'stopped.json').write_text('{"error": "non-finite"}')
+    (runs / 'offline' / TASK.format(3) / 'fav' / 'seed1' / 'stopped.json').write_text('{"error": "non-finite"}')
     assert tables.main([str(runs), '--out', str(out), '--reps', '50']) == 0
     md = (out / 'offline.md').read_text()
     assert _rows(md, 'cube-single-play')[:2] == [
@@ -113,8 +114,8 @@ def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     ]
     assert '| cube-single-play † | 22.5 (2/5 tasks)* |' in md and '| scene-play | 40.0 (1/5 tasks)* |' in md
     assert '| average over tasks with runs (the suite has 56) † |' in md
-    assert '(1 on a small generated dataset (--dataset-episodes))' in md and 'regenerated' not in md
-    assert 'Of the runs missing or unfinished, 1 stopped on non-finite values' in md  # the unfinished seed 1
+    assert '(2 on a small generated dataset (--dataset-episodes))' in md and 'regenerated' not in md
+    assert 'Of the runs missing or unfinished, 1 stopped on non-finite values' in md  # task3's seed 1
     assert r'task1 $^\dagger$ & $15.0 \pm 5.0$' in (out / 'offline.tex').read_text()
 
 
@@ -465,6 +466,143 @@ def test_runs_told_apart_by_a_run_level_setting(tmp_path, capsys):
     assert (
         capsys.readouterr().err.strip().endswith('they differ in eval_envs: tell them apart with --variant eval_envs')
     )
+
+
+def test_runs_of_one_cell_with_other_settings_are_refused(tmp_path, capsys):
+    """Seed 0 with beta 1 and seed 1 with beta 3 would be averaged into one cell, reported as one setting."""
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    fav = dict(beta=1.0, sigma=0.05, hidden_dims=[64, 64])
+    options = dict(eval_episodes=50, eval_envs=50, dataset_origin='official', buffer_capacity=1000)
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10, agent_config=fav, options=options)
+    _run(root, 'offline', TASK.format(1), 'fav', 1, 30, agent_config={**fav, 'beta': 3.0}, options=options)
+    # Other tasks and environments of the column have their own defaults (sigma, beta, ...): not compared.
+    _run(root, 'offline', TASK.format(2), 'fav', 0, 20, agent_config={**fav, 'sigma': 0.1}, options=options)
+    scene_options = {**options, 'eval_episodes': 10}
+    _run(root, 'offline', SCENE, 'fav', 0, 20, agent_config={**fav, 'beta': 0.3}, options=scene_options)
+    assert tables.main([str(root), '--out', str(out)]) == 2
+    cell = root / 'offline' / TASK.format(1) / 'fav'
+    assert capsys.readouterr().err.strip() == (
+        f'error: {cell / "seed0"} and {cell / "seed1"} are fav offline runs on {TASK.format(1)} with different '
+        'settings (agent.beta=1.0 vs 3.0), which one cell would average; compare them as columns with --variant '
+        'beta, or pass a folder that holds runs of one setting'
+    )
+    assert not out.exists()
+    assert tables.main([str(root), '--out', str(out), '--variant', 'beta', '--reps', '20']) == 0
+    assert '| task | FAV[beta=0.3] | FAV[beta=1.0] | FAV[beta=3.0] |' in (out / 'offline.md').read_text()
+
+    # A config.json edited by hand, and several differences at once: the first three, named as the CLIs' flags.
+    shutil.rmtree(out)
+    config_path = cell / 'seed1' / 'config.json'
+    config = json.loads(config_path.read_text())
+    config['agent_config']['beta'] = 1.0
+    config_path.write_text(json.dumps({**config, 'eval_episodes': 5}))
+    assert tables.main([str(root), '--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert '(eval_episodes=50 vs 5), which one cell' in err and '--variant eval_episodes,' in err
+    more = dict(eval_episodes=5, dataset_origin='generated', buffer_capacity=2000, dataset_episodes=3)
+    config_path.write_text(json.dumps({**config, **more}))
+    assert tables.main([str(root), '--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not out.exists()
+    differ = 'buffer_capacity=1000 vs 2000, dataset_episodes=unset vs 3, dataset_origin=official vs generated'
+    differ += ' and 1 more'  # eval_episodes
+    assert f'with different settings ({differ}),' in err and '--variant buffer_capacity,' in err
+
+
+def test_out_as_a_link_to_another_file_system(tmp_path, capsys):
+    """The tables are written beside the link's target, not beside the link: moving them in is a rename."""
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    shm = Path(tempfile.mkdtemp(dir='/dev/shm'))
+    try:
+        if shm.stat().st_dev == tmp_path.stat().st_dev:
+            pytest.skip('/dev/shm is on the file system of the test folder')
+        out = tmp_path / 'out'
+        out.symlink_to(shm)
+        assert tables.main([str(root), '--out', str(out), '--reps', '20']) == 0
+        assert (shm / 'offline.md').is_file() and out.is_symlink()
+        assert tables.main([str(root), '--out', str(out / 'new'), '--reps', '20']) == 0  # a folder below the link
+        assert (shm / 'new' / 'offline.md').is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ['out', 'runs'] and not list(shm.glob('.*scratch*'))
+        # A link inside --out to another file system: refused before anything is moved, not half done.
+        local = tmp_path / 'local'
+        local.mkdir()
+        (local / 'curves').symlink_to(shm)
+        (local / 'offline.md').write_text('old')
+        capsys.readouterr()
+        assert tables.main([str(root), '--out', str(local), '--reps', '20']) == 2
+        assert capsys.readouterr().err.strip() == (
+            f'error: --out {local}: {local / "curves"} is on another file system than {local} (a link?): its files '
+            'cannot be moved in; pass another --out'
+        )
+        assert sorted(p.name for p in local.iterdir()) == ['curves', 'offline.md']
+        assert (local / 'offline.md').read_text() == 'old'
+    finally:
+        shutil.rmtree(shm)
+    # A link to nothing (scratch space not mounted) is refused: its target is not made.
+    gone = tmp_path / 'gone'
+    gone.symlink_to(tmp_path / 'unmounted' / 'results')
+    capsys.readouterr()
+    assert tables.main([str(root), '--out', str(gone / 'prior')]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'error: --out {gone / "prior"}: {gone} is a link to {tmp_path / "unmounted" / "results"}, which does not '
+        'exist; pass another --out'
+    )
+    assert not (tmp_path / 'unmounted').exists()
+
+
+def test_an_output_that_cannot_be_replaced_leaves_every_other_one_as_it_was(tmp_path, capsys, monkeypatch):
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    _run(root, 'offline', TASK.format(1), 'fql', 0, 20)
+    (out / 'summary.png').mkdir(parents=True)  # a folder where a file goes
+    (out / 'offline.md').write_text('old')
+    assert tables.main([str(root), '--out', str(out), '--reps', '20']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f'error: --out {out}: {out / "summary.png"} is a folder, where a file goes; pass another --out'
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*')) == ['offline.md', 'summary.png']
+    assert (out / 'offline.md').read_text() == 'old' and sorted(p.name for p in tmp_path.iterdir()) == ['out', 'runs']
+    (out / 'summary.png').rmdir()
+    (out / 'curves').write_text('mine')  # a file where a folder goes
+    assert tables.main([str(root), '--out', str(out), '--reps', '20']) == 2
+    curve = out / 'curves' / 'offline' / f'{TASK.format(1)}.png'
+    assert capsys.readouterr().err.strip() == (
+        f'error: --out {out}: {out / "curves"} is not a folder, and {curve} goes in it; pass another --out'
+    )
+    assert sorted(p.name for p in out.iterdir()) == ['curves', 'offline.md'] and (out / 'curves').read_text() == 'mine'
+    # An earlier output that is a folder now is someone else's: left alone, not a failure after the moves.
+    (out / 'curves').unlink()
+    (out / tables.OUTPUTS_LIST).write_text('extra.md\n')
+    (out / 'extra.md').mkdir()
+    assert tables.main([str(root), '--out', str(out), '--reps', '20']) == 0
+    assert (out / 'extra.md').is_dir() and (out / 'offline.md').read_text() != 'old'
+    # A folder this cannot write in (read-only to this user; simulated, as root may write anywhere).
+    before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    curves, real = out / 'curves' / 'offline', tempfile.TemporaryFile
+
+    def temporary_file(*args, dir=None, **kwargs):
+        if dir == str(curves):
+            raise PermissionError(13, 'Permission denied')
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, 'TemporaryFile', temporary_file)
+    capsys.readouterr()
+    assert tables.main([str(root), '--out', str(out), '--reps', '30']) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'error: --out {out}: cannot write in {curves} (Permission denied); pass another --out'
+    )
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
+
+
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    """'' would be the working directory."""
+    _run(tmp_path / 'runs', 'offline', TASK.format(1), 'fav', 0, 10)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        tables.main(['runs', '--out', ''])
+    assert exit_.value.code == 2 and sorted(p.name for p in tmp_path.iterdir()) == ['runs']
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('error: --out is empty: give a folder')
 
 
 @pytest.mark.parametrize('last_row', ['1,offline', '1,offline,', '1'])
