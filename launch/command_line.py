@@ -3,6 +3,11 @@
 import argparse
 import os
 import sys
+import tempfile
+
+
+class UserError(Exception):
+    """A bad setting or input: reported as one line, exit code 2."""
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -24,3 +29,30 @@ def print_to_a_pipe(text):
         print(text, flush=True)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+
+
+def check_folder(flag, path):
+    """Refuses, in one line, a folder that cannot exist because a file, or a link to nothing, is in its way
+    (nothing is created)."""
+    if not path:  # '' would be the working directory, or a default, unasked
+        raise UserError(f'{flag} is empty: give a folder, or leave {flag} out for the default')
+    existing = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(existing):
+        if os.path.islink(existing):  # e.g. a link to scratch space that is not mounted
+            raise UserError(f'{flag} {path}: {existing} is a link to {os.readlink(existing)}, which does not exist')
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f'{flag} {path}: {existing} is a file; pass a folder')
+    return existing
+
+
+def check_writable_folder(flag, path):
+    """check_folder, and that a file can be made where the folder will be: an output folder refused up front,
+    not after minutes of work. (os.access would not do: it says yes to root even where writing fails.)"""
+    existing = check_folder(flag, path)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        message = f'{flag} {path}: cannot write in {existing} ({e.strerror}); pass a folder you can write to'
+        raise UserError(message) from None

@@ -29,9 +29,8 @@ from agents.fav import FAVAgent, FAVConfig  # noqa: E402
 from datasets.buffer import GroupBuffer  # noqa: E402
 from datasets.files import atomic_write  # noqa: E402
 from launch import bandits  # noqa: E402
-from launch.command_line import CommandLineParser  # noqa: E402
+from launch.command_line import CommandLineParser, UserError, check_writable_folder  # noqa: E402
 from launch.compiled import offline_chunk  # noqa: E402
-from launch.settings import UserError, check_writable_folder  # noqa: E402
 
 NUM_EVAL_SAMPLES = 4096
 DATASET_SIZE = 20_000

@@ -25,11 +25,10 @@ from envs.factory import make_env, with_backend
 from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_group_checkpoints
-from launch.command_line import print_to_a_pipe
+from launch.command_line import UserError, print_to_a_pipe
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
 from launch.settings import (
-    UserError,
     agent_config,
     agent_module,
     check_same_run,

@@ -12,7 +12,6 @@ import os
 import pathlib
 import re
 import subprocess
-import tempfile
 from importlib import metadata
 from typing import Any
 
@@ -23,7 +22,7 @@ from datasets.generate import DEFAULT_DATASET_DIR, GenerationError, generatable_
 from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
-from launch.command_line import CommandLineParser
+from launch.command_line import CommandLineParser, UserError, check_folder, check_writable_folder
 from launch.run_lock import room_for_runs
 from launch.run_logs import STOPPED_NAME, read_json
 
@@ -33,10 +32,6 @@ RESUMABLE_DIFFERENCES = ('resume', 'wandb', 'progress', 'workers', 'max_eval_env
 RESOLVED_WITH_THE_DATA = ('buffer_capacity', 'dataset_origin')
 # RLPD is SAC trained online from scratch with half-offline, half-online batches (O2O only).
 RLPD = dict(agent='sac', balanced_sampling=True, offline_steps=0)
-
-
-class UserError(Exception):
-    """A bad setting or input: reported as one line, exit code 2."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -206,33 +201,6 @@ def agent_config(args, mode, family):
         return agent_module(args.agent).get_config(family, args.agent_overrides, mode=mode)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
-
-
-def check_folder(flag, path):
-    """Refuses, in one line, a folder that cannot exist because a file, or a link to nothing, is in its way
-    (nothing is created)."""
-    if not path:  # '' would be the working directory, or a default, unasked
-        raise UserError(f'{flag} is empty: give a folder, or leave {flag} out for the default')
-    existing = os.path.abspath(os.path.expanduser(path))
-    while not os.path.exists(existing):
-        if os.path.islink(existing):  # e.g. a link to scratch space that is not mounted
-            raise UserError(f'{flag} {path}: {existing} is a link to {os.readlink(existing)}, which does not exist')
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserError(f'{flag} {path}: {existing} is a file; pass a folder')
-    return existing
-
-
-def check_writable_folder(flag, path):
-    """check_folder, and that a file can be made where the folder will be: an output folder refused up front,
-    not after minutes of work. (os.access would not do: it says yes to root even where writing fails.)"""
-    existing = check_folder(flag, path)
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        message = f'{flag} {path}: cannot write in {existing} ({e.strerror}); pass a folder you can write to'
-        raise UserError(message) from None
 
 
 # Steps reach the compiled loop as int32 (jax_enable_x64 is off): a run has fewer; a period as long would never come.

@@ -28,9 +28,15 @@ from tqdm import tqdm  # noqa: E402
 
 from agents import AGENTS  # noqa: E402
 from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
-from launch.command_line import CommandLineParser, print_to_a_pipe  # noqa: E402
+from launch.command_line import (  # noqa: E402
+    CommandLineParser,
+    UserError,
+    check_folder,
+    check_writable_folder,
+    print_to_a_pipe,
+)
 from launch.run_logs import STOPPED_NAME, RunFileError  # noqa: E402
-from launch.settings import UserError, agent_config, check_folder, check_writable_folder  # noqa: E402
+from launch.settings import agent_config  # noqa: E402
 from launch.sweep_plan import (  # noqa: E402
     GROUPINGS,
     check_started_runs,

@@ -21,7 +21,7 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from envs.registry import SUITES  # noqa: E402
-from launch.command_line import CommandLineParser  # noqa: E402
+from launch.command_line import CommandLineParser, UserError, check_folder  # noqa: E402
 from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
 
@@ -334,18 +334,6 @@ class OutputError(Exception):
     """--out cannot take the outputs: one line, exit code 2, nothing replaced."""
 
 
-def _real_folder(path):
-    """--out's real path: a link to another file system is followed, so that the tables are written beside
-    where they go. A link to nothing (scratch space not mounted) is refused: the tables would be written where
-    its target should be."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        if os.path.islink(existing):
-            raise OutputError(f'{existing} is a link to {os.readlink(existing)}, which does not exist')
-        existing = os.path.dirname(existing)
-    return os.path.realpath(path)
-
-
 def _check_destinations(out, names, stale, staging):
     """Refuses, before anything is moved, outputs that could not all be moved in (a folder where a file goes, a
     file where a folder goes, a folder this cannot write in or on another file system: a link inside --out), so
@@ -389,13 +377,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f'--reps must be >= 1, got {args.reps}')
-    if not args.out:  # '' would be the working directory, unasked
-        p.error('--out is empty: give a folder, or leave --out out for the default (results/)')
-    try:
-        out = _real_folder(args.out)
-    except OutputError as e:
-        print(f'error: --out {args.out}: {e}; pass another --out', file=sys.stderr)
+    try:  # '' (the working directory, unasked), a file in the way, a link to nothing: refused
+        check_folder('--out', args.out)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
         return 2
+    # A link to another file system is followed, so that the tables are written beside where they go.
+    out = os.path.realpath(os.path.expanduser(args.out))
     # Written in a scratch folder in --out's real folder, or in its nearest folder that exists (results/ may not,
     # for --out results/prior), and moved in at the end, making the folders on the way: an error leaves
     # everything as it was. On the file system of --out itself (a link to /dev/shm, a mount point), the moves

@@ -24,10 +24,11 @@ from datasets.buffer import GroupBuffer
 from envs.evaluation import episode_seed
 from envs.registry import resolve_task
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from launch.command_line import UserError
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import RERUN_TO_GO_ON, _write_final
 from launch.run_logs import RunLogger
-from launch.settings import UserError, parse_args
+from launch.settings import parse_args
 from tests.cli_helpers import (
     REPO,
     SMALL,
@@ -798,7 +799,8 @@ def test_command_line_mistakes_are_one_line_not_a_usage_block(mode, argv, words,
 
 
 def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
-    from launch.settings import UserError, check_same_run
+    from launch.command_line import UserError
+    from launch.settings import check_same_run
 
     (tmp_path / 'config.json').write_text(json.dumps(dict(seed=0, dataset_origin='regenerated')))
     check_same_run(str(tmp_path), dict(seed=0, dataset_origin=None))  # before the data is loaded: not yet known
@@ -814,7 +816,8 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
 
 
 def test_a_run_with_another_agent_config_is_refused_naming_the_fields_that_differ(tmp_path):
-    from launch.settings import UserError, check_same_run
+    from launch.command_line import UserError
+    from launch.settings import check_same_run
 
     saved = dict(seed=0, agent_config=dict(beta=1.0, hidden_dims=[32, 32], lr=3e-4))
     (tmp_path / 'config.json').write_text(json.dumps(saved))

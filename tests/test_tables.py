@@ -545,8 +545,7 @@ def test_out_as_a_link_to_another_file_system(tmp_path, capsys):
     capsys.readouterr()
     assert tables.main([str(root), '--out', str(gone / 'prior')]) == 2
     assert capsys.readouterr().err.strip() == (
-        f'error: --out {gone / "prior"}: {gone} is a link to {tmp_path / "unmounted" / "results"}, which does not '
-        'exist; pass another --out'
+        f'error: --out {gone / "prior"}: {gone} is a link to {tmp_path / "unmounted" / "results"}, which does not exist'
     )
     assert not (tmp_path / 'unmounted').exists()
 
@@ -598,11 +597,23 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     """'' would be the working directory."""
     _run(tmp_path / 'runs', 'offline', TASK.format(1), 'fav', 0, 10)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_:
-        tables.main(['runs', '--out', ''])
-    assert exit_.value.code == 2 and sorted(p.name for p in tmp_path.iterdir()) == ['runs']
+    assert tables.main(['runs', '--out', '']) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['runs']
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith('error: --out is empty: give a folder')
+
+
+def test_an_out_under_a_file_is_refused(tmp_path, capsys):
+    _run(tmp_path / 'runs', 'offline', TASK.format(1), 'fav', 0, 10)
+    (tmp_path / 'notes.txt').write_text('mine')
+    assert tables.main([str(tmp_path / 'runs'), '--out', str(tmp_path / 'notes.txt' / 'results')]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'error: --out {tmp_path / "notes.txt" / "results"}: {tmp_path / "notes.txt"} is a file; pass a folder'
+    )
+    assert (tmp_path / 'notes.txt').read_text() == 'mine' and sorted(p.name for p in tmp_path.iterdir()) == [
+        'notes.txt',
+        'runs',
+    ]
 
 
 @pytest.mark.parametrize('last_row', ['1,offline', '1,offline,', '1'])
