@@ -1,5 +1,7 @@
 """FAV's pieces against independent computations, and its behavior on a bandit with a known answer."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -140,6 +142,23 @@ def test_scott_bandwidth_on_a_known_sample():
 def test_invalid_settings_fail_with_a_message(override, message):
     with pytest.raises(ValueError, match=message):
         FAVConfig(**override).validate()
+
+
+@pytest.mark.parametrize(
+    'overrides, refused',
+    [
+        ({'bandwidth_method': 'scott', 'sigma': 0.3}, 'agent.sigma is not used with agent.bandwidth_method=scott'),
+        ({'num_reference': 4}, 'agent.num_reference is used only with agent.reference=bc_flow'),
+        ({'reference': 'dataset', 'flow_steps': 5}, 'agent.flow_steps is used only with agent.reference=bc_flow'),
+    ],
+)
+def test_a_setting_the_run_would_not_use_is_refused(overrides, refused):
+    with pytest.raises(ValueError, match=re.escape(refused)):
+        get_config(FAMILIES['cube-double-play'], overrides)
+    # With the setting that uses them, they are taken.
+    used = {**overrides, 'bandwidth_method': 'fixed'} if 'sigma' in overrides else {**overrides, 'reference': 'bc_flow'}
+    config = get_config(FAMILIES['cube-double-play'], used)
+    assert all(getattr(config, k) == v for k, v in used.items())
 
 
 def test_registry_defaults_reach_the_config():
