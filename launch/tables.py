@@ -410,6 +410,13 @@ def main(argv=None):
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(out, name))
+            folder = os.path.dirname(name)
+            while folder:  # a folder it leaves empty (curves/o2o/ of runs no longer there) goes too
+                try:
+                    os.rmdir(os.path.join(out, folder))
+                except OSError:  # not empty (a file of the user's, or still ours), or gone already
+                    break
+                folder = os.path.dirname(folder)
     except ResultsError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

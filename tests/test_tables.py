@@ -348,6 +348,7 @@ def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, 
     gone = sorted(first - second)
     assert 'o2o.md' in gone and 'offline_improvement.png' in gone and f'curves/o2o/{SCENE}.png' in gone
     assert second - first == {'notes.md'} and (out / 'notes.md').read_text() == 'mine'
+    assert not (out / 'curves' / 'o2o').exists() and (out / 'curves' / 'offline').is_dir()  # emptied, so removed
     assert f'removed {len(gone)} file(s) an earlier run wrote there that this one did not: ' in capsys.readouterr().out
 
 
