@@ -1,7 +1,7 @@
 """The one training loop behind `launch/offline.py` and `launch/o2o.py`: runs, data and run directories.
 
-Command line, tasks, seeds and run directories (launch/settings.py) → data (datasets) → agents
-(agents) → the training phases (launch/training.py) → each run's final.json. Every run trains in a
+Command line (launch/settings.py) → tasks, seeds and run directories (launch/run_plan.py) → data
+(datasets) → agents (agents) → the training phases (launch/training.py) → each run's final.json. Every run trains in a
 group (a single run is a group of one): this module plans the group's runs, skips the finished ones,
 holds their run directories' locks, loads the dataset once, creates the stacked agents from each run's
 seed and resumes each run from its own checkpoint. A seed gives the same run whatever group it is in:
@@ -28,19 +28,16 @@ from launch.checkpoint import CheckpointError, load_group_checkpoints
 from launch.command_line import UserError, print_to_a_pipe
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
-from launch.settings import (
-    agent_config,
-    agent_module,
+from launch.run_plan import (
     check_same_run,
     code_version,
     jsonable,
     keeps_progress,
-    parse_args,
     parse_seeds,
     plan_runs,
     resolve_tasks,
-    validate_args,
 )
+from launch.settings import agent_config, agent_module, parse_args, validate_args
 from launch.training import GroupTrainer, NonFiniteError, select_runs
 
 

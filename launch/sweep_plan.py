@@ -11,7 +11,8 @@ from envs.registry import FAMILIES, SUITES, resolve_task
 from launch import loop
 from launch.command_line import UserError
 from launch.run_logs import STOPPED_NAME, read_json
-from launch.settings import agent_config, parse_args, seed_list, validate_args
+from launch.run_plan import seed_list
+from launch.settings import agent_config, parse_args, validate_args
 
 SUITE_NAMES = {'offline56': 'offline', 'o2o30': 'o2o'}
 GROUPINGS = ('seeds', 'family', 'none')

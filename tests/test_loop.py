@@ -539,7 +539,7 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
 @pytest.mark.slow
 def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset, tmp_path, monkeypatch, capsys):
     from launch import loop, training
-    from launch.settings import code_version
+    from launch.run_plan import code_version
 
     real_chunk = training.offline_chunk
 
@@ -800,7 +800,7 @@ def test_command_line_mistakes_are_one_line_not_a_usage_block(mode, argv, words,
 
 def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     from launch.command_line import UserError
-    from launch.settings import check_same_run
+    from launch.run_plan import check_same_run
 
     (tmp_path / 'config.json').write_text(json.dumps(dict(seed=0, dataset_origin='regenerated')))
     check_same_run(str(tmp_path), dict(seed=0, dataset_origin=None))  # before the data is loaded: not yet known
@@ -817,7 +817,7 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
 
 def test_a_run_with_another_agent_config_is_refused_naming_the_fields_that_differ(tmp_path):
     from launch.command_line import UserError
-    from launch.settings import check_same_run
+    from launch.run_plan import check_same_run
 
     saved = dict(seed=0, agent_config=dict(beta=1.0, hidden_dims=[32, 32], lr=3e-4))
     (tmp_path / 'config.json').write_text(json.dumps(saved))
