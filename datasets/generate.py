@@ -288,9 +288,13 @@ def main(argv=None):
     except OSError as e:  # a file in the way, no permission, a read-only or missing mount
         print(f'error: --out {out}: {e.strerror}; pass a folder that can be created', file=sys.stderr)
         return 2
-    paths = generate_dataset(
-        args.env, out, args.episodes, seed=args.seed, workers=args.workers, episode_length=args.episode_length
-    )
+    try:
+        paths = generate_dataset(
+            args.env, out, args.episodes, seed=args.seed, workers=args.workers, episode_length=args.episode_length
+        )
+    except KeyboardInterrupt:  # Ctrl-C: one line, as the launch/ command lines stop (it was a traceback per process)
+        print('interrupted: rerun the same command to go on from its finished episodes', file=sys.stderr)
+        return 130
     print('\n'.join(paths))
     return 0
 

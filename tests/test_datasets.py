@@ -501,3 +501,19 @@ def test_generate_cli_out_through_a_file_is_one_line(tmp_path):
     assert result.returncode == 2 and '--out' in result.stderr and 'Not a directory' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert (tmp_path / 'notes.txt').read_text() == 'kept'
+
+
+def test_generate_cli_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a generation printed a KeyboardInterrupt traceback (one per process with --workers 1)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, 'generate_dataset', interrupted)
+    try:
+        code = generate.main(['--env', 'cube-single', '--episodes', '2', '--out', str(tmp_path)])
+    except KeyboardInterrupt:
+        pytest.fail('Ctrl-C left main as a KeyboardInterrupt traceback')
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.startswith('interrupted: rerun the same command') and len(err.strip().splitlines()) == 1
