@@ -41,7 +41,7 @@ def build_parser(mode):
     p.add_argument('--seeds', help='several seeds trained as one group, e.g. 0-7 or 0,3,5')
     p.add_argument('--offline-steps', type=int, help='default: 1000000 (0 with --agent rlpd)')
     if mode == 'o2o':
-        p.add_argument('--online-steps', type=int, default=1_000_000)
+        p.add_argument('--online-steps', type=int, default=1_000_000, help='env steps online (default: 1000000)')
         p.add_argument(
             '--balanced-sampling',
             action='store_true',
@@ -51,7 +51,8 @@ def build_parser(mode):
             '--online-updates-per-call',
             type=int,
             default=1,
-            help='env steps collected (policy held fixed) per compiled call of as many updates',
+            help='env steps collected (policy held fixed) per compiled call of as many updates (default: 1, one '
+            'update per env step)',
         )
         p.add_argument(
             '--buffer-capacity',
@@ -60,24 +61,36 @@ def build_parser(mode):
             '(default, as the reference: max(2000000, dataset rows + 1); with --balanced-sampling, '
             'dataset rows + 2000000)',
         )
-    p.add_argument('--eval-every', type=int, default=100_000)
-    p.add_argument('--eval-episodes', type=int, default=50)
+    p.add_argument(
+        '--eval-every',
+        type=int,
+        default=100_000,
+        help='evaluate every N steps, at step 1 and at the end of each phase (default: 100000)',
+    )
+    p.add_argument('--eval-episodes', type=int, default=50, help='episodes per evaluation (default: 50)')
     p.add_argument(
         '--eval-envs',
         type=int,
         default=10,
-        help='env copies stepped in parallel processes during evaluation (part of the result)',
+        help='env copies stepped in parallel processes during evaluation (part of the result; default: 10)',
     )
     p.add_argument(
         '--max-eval-envs',
         type=int,
         default=50,
         help='env copies alive at once when a group evaluates (about 150 MB each for manipulation envs); '
-        'a larger group evaluates its runs in rounds, with the same results',
+        'a larger group evaluates its runs in rounds, with the same results (default: 50)',
     )
-    p.add_argument('--log-every', type=int, default=5_000)
-    p.add_argument('--save-every', type=int, default=100_000)
-    p.add_argument('--updates-per-call', type=int, default=1000, help='K offline updates per compiled call')
+    p.add_argument('--log-every', type=int, default=5_000, help='log training metrics every N steps (default: 5000)')
+    p.add_argument(
+        '--save-every',
+        type=int,
+        default=100_000,
+        help='checkpoint every N steps and at the end of each phase (default: 100000)',
+    )
+    p.add_argument(
+        '--updates-per-call', type=int, default=1000, help='K offline updates per compiled call (default: 1000)'
+    )
     p.add_argument(
         '--dataset',
         help='an OGBench dataset .npz (its -val.npz beside it); for D4RL AntMaze, its .hdf5 file (legacy backend) '
@@ -104,7 +117,12 @@ def build_parser(mode):
         '--runs-dir', help=f'root of the default layout: <runs-dir>/{mode}/<task>/<agent>/seed<seed> (default: runs)'
     )
     p.add_argument('--resume', action='store_true', help="continue from the run directory's checkpoint")
-    p.add_argument('--wandb', choices=['online', 'offline', 'disabled'], default='disabled')
+    p.add_argument(
+        '--wandb',
+        choices=['online', 'offline', 'disabled'],
+        default='disabled',
+        help='also log to Weights & Biases (the wandb extra; default: disabled)',
+    )
     p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
     return p
 

@@ -1,5 +1,6 @@
 """The shared training loop: K-invariance, checkpoints, and whole runs of both CLIs on generated data."""
 
+import argparse
 import csv
 import dataclasses
 import importlib.metadata
@@ -1140,3 +1141,14 @@ def test_list_tasks_into_a_pipe_closed_early_ends_quietly():
     process.stdout.close()  # before the program (about a second to start) prints anything
     assert process.wait(timeout=120) == 0
     assert process.stderr.read() == b''
+
+
+@pytest.mark.parametrize('mode', ['offline', 'o2o'])
+def test_every_flag_with_a_default_names_it_in_help(mode):
+    """`--help` is where a user looks up what a run does unless told otherwise."""
+    from launch.settings import build_parser
+
+    for action in build_parser(mode)._actions:
+        if action.default in (None, False, True, argparse.SUPPRESS):
+            continue
+        assert f'default: {action.default}' in (action.help or ''), f'{action.option_strings[0]}: {action.help!r}'
