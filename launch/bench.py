@@ -37,7 +37,7 @@ from agents import AGENTS  # noqa: E402
 from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import FAMILIES, UnknownTaskError, resolve_task  # noqa: E402
-from launch.command_line import CommandLineParser, UserError, check_writable_folder  # noqa: E402
+from launch.command_line import CommandLineParser, UserError, check_writable_folder, stop_on_ctrl_c  # noqa: E402
 from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
 from launch.online_envs import OnlineEnvs  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
@@ -370,4 +370,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(stop_on_ctrl_c(main))

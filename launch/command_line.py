@@ -56,3 +56,13 @@ def check_writable_folder(flag, path):
     except OSError as e:
         message = f'{flag} {path}: cannot write in {existing} ({e.strerror}); pass a folder you can write to'
         raise UserError(message) from None
+
+
+def stop_on_ctrl_c(main):
+    """Runs a command's main(): Ctrl-C ends it in one line with exit code 130, as the training commands stop,
+    not with a traceback."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130

@@ -29,7 +29,7 @@ from agents.fav import FAVAgent, FAVConfig  # noqa: E402
 from datasets.buffer import GroupBuffer  # noqa: E402
 from datasets.files import atomic_write  # noqa: E402
 from launch import bandits  # noqa: E402
-from launch.command_line import CommandLineParser, UserError, check_writable_folder  # noqa: E402
+from launch.command_line import CommandLineParser, UserError, check_writable_folder, stop_on_ctrl_c  # noqa: E402
 from launch.compiled import offline_chunk  # noqa: E402
 
 NUM_EVAL_SAMPLES = 4096
@@ -353,4 +353,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(stop_on_ctrl_c(main))

@@ -21,7 +21,7 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from envs.registry import SUITES  # noqa: E402
-from launch.command_line import CommandLineParser, UserError, check_folder  # noqa: E402
+from launch.command_line import CommandLineParser, UserError, check_folder, stop_on_ctrl_c  # noqa: E402
 from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402
 from launch.run_logs import STOPPED_NAME  # noqa: E402
 
@@ -436,4 +436,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(stop_on_ctrl_c(main))

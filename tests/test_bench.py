@@ -225,3 +225,27 @@ def test_memory_table_is_the_ring_and_agent_bytes_and_the_runs_that_fit_in_90_pe
     humanoid = 4 * 2_000_001 * (2 * 69 + 21 + 3) + 4000
     assert f'| cube-double-play | {cube / 2**30:.2f} GiB | {int(0.9 * 2**34 // cube)} |' in out  # 0.61 GiB, 23
     assert f'| humanoidmaze-large-navigate | {humanoid / 2**30:.2f} GiB | {int(0.9 * 2**34 // humanoid)} |' in out
+
+
+@pytest.mark.parametrize(
+    'script, interrupted_in, argv',
+    [
+        ('bench', 'envs.registry.resolve_task', ['--agents', 'fav']),  # bench's first step after its checks
+        ('diagnose', 'launch.command_line.check_writable_folder', ['--quick', '--out', 'OUT']),
+        ('tables', 'launch.results.load_runs', ['runs', '--out', 'OUT']),
+    ],
+)
+def test_ctrl_c_ends_a_command_in_one_line(script, interrupted_in, argv, tmp_path):
+    """Ctrl-C (a KeyboardInterrupt in the command's first step) ends bench.py, diagnose.py and tables.py with one
+    line and exit code 130, as the training commands stop, not with a traceback."""
+    module, name = interrupted_in.rsplit('.', 1)
+    argv = [str(tmp_path / 'out') if a == 'OUT' else a for a in argv]
+    program = (
+        f'import importlib, runpy, sys\n'
+        f'def interrupt(*args, **kwargs):\n    raise KeyboardInterrupt\n'
+        f'setattr(importlib.import_module({module!r}), {name!r}, interrupt)\n'
+        f'sys.argv = [{script!r}, *{argv!r}]\n'
+        f'runpy.run_path("launch/{script}.py", run_name="__main__")\n'
+    )
+    done = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr.strip()) == (130, 'interrupted'), done.stderr[-2000:]
