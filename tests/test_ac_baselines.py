@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from agents import iql, rebrac, sac
 from agents.common import expectile_loss, gaussian_log_prob, tanh_log_det
-from agents.networks import MLP
+from agents.networks import MLP, GaussianActor
 from datasets.buffer import GroupBuffer, ReplayBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, online_chunk
@@ -330,6 +330,21 @@ def test_mlp_hidden_layers_are_dense_then_gelu_then_layer_norm_by_hand():
         expected = h @ layers['Dense_2']['kernel'] + layers['Dense_2']['bias']
         got = np.asarray(net.apply(params, jnp.asarray(x, jnp.float32)), np.float64)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gaussian_actor_log_std_is_clipped_to_the_references_range():
+    # OGBench's and FQL's Gaussian actors clip the log-std head to [-5, 2] (std in [e^-5, e^2]): SAC/RLPD's
+    # policy can neither collapse to a point nor spread without bound.
+    net = GaussianActor((8,), 2, state_dependent_std=True)
+    obs = jnp.ones((3, 4))
+    params = net.init(jax.random.PRNGKey(0), obs)
+    for bias, expected in ((-12.0, -5.0), (9.0, 2.0), (-1.5, -1.5)):
+        head = dict(
+            params['params']['Dense_1'], kernel=jnp.zeros((8, 2)), bias=jnp.full((2,), bias)
+        )  # the log-std head
+        shifted = {'params': dict(params['params'], Dense_1=head)}
+        _, log_std = net.apply(shifted, obs)
+        np.testing.assert_allclose(np.asarray(log_std), expected, rtol=1e-6)
 
 
 def _has_layer_norm(params):

@@ -66,6 +66,11 @@ def test_svgd_diagnostics_and_the_repulsion_switch_on_a_hand_computed_case():
     np.testing.assert_allclose(np.asarray(phi - phi_driving)[:, 0], [2 * k, -2 * k], rtol=1e-5)
     driving_0 = 0.5 * ((prior[0] + 2.0) + k * (prior[1] + 2.0))
     assert np.isclose(float(phi_driving[0, 0]), driving_0, rtol=1e-5)
+    # The norms docs/diagnostics.md lists: each term's own, averaged over the samples.
+    assert np.isclose(float(info['repulsive_norm']), 2 * k, rtol=1e-5)
+    assert np.isclose(float(info['reference_score_norm']), 2.0, rtol=1e-5)
+    assert np.isclose(float(info['reward_score_norm']), 2.0, rtol=1e-5)
+    assert np.isclose(float(info['phi_norm']), np.abs(np.asarray(phi)).mean(), rtol=1e-5)
 
 
 def test_kde_score_is_exact_far_from_the_data():
@@ -159,6 +164,47 @@ def test_a_setting_the_run_would_not_use_is_refused(overrides, refused):
     used = {**overrides, 'bandwidth_method': 'fixed'} if 'sigma' in overrides else {**overrides, 'reference': 'bc_flow'}
     config = get_config(FAMILIES['cube-double-play'], used)
     assert all(getattr(config, k) == v for k, v in used.items())
+
+
+def _has_layer_norm(params):
+    return any('LayerNorm' in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
+
+
+def test_default_config_and_networks_are_the_designs():
+    # docs/algorithm.md's defaults: Adam 3e-4, batch 256, MLPs 4 × 512, critic LayerNorm on, actor off, 2 critics,
+    # γ = 0.99, τ = 0.005, M = 8, mean target, the dataset action as the reference, fixed σ, one SVGD move with
+    # repulsion, and the reference code's clipped KDE score.
+    config = FAVConfig()
+    expected = dict(
+        lr=3e-4,
+        batch_size=256,
+        hidden_dims=(512, 512, 512, 512),
+        critic_layer_norm=True,
+        actor_layer_norm=False,
+        num_qs=2,
+        discount=0.99,
+        tau=0.005,
+        num_samples=8,
+        q_agg='mean',
+        reference='dataset',
+        bandwidth_method='fixed',
+        prior_score='clipped',
+        repulsive=True,
+        svgd_steps=1,
+        train_critic=True,
+    )
+    assert {k: getattr(config, k) for k in expected} == expected
+    # A registry family keeps them (only σ, β, γ and the target's aggregation are per environment).
+    family_config = get_config(FAMILIES['cube-double-play'])
+    assert {k: getattr(family_config, k) for k in expected} == expected
+    # And the networks built from them: 4 hidden layers of 512 (+ the output layer), LayerNorm in the critic only.
+    obs, act = jnp.zeros((1, 5)), jnp.zeros((1, 3))
+    agent = FAVAgent.create(0, obs, act, config)
+    actor_kernels = [p for path, p in jax.tree_util.tree_leaves_with_path(agent.actor.params) if 'kernel' in str(path)]
+    assert [k.shape[-1] for k in actor_kernels] == [512, 512, 512, 512, 3]
+    assert actor_kernels[0].shape[0] == 5 + 3  # [s, z]
+    assert _has_layer_norm(agent.critic.params) and not _has_layer_norm(agent.actor.params)
+    assert agent.critic.apply_fn(agent.critic.params, obs, act).shape == (2, 1)
 
 
 def test_registry_defaults_reach_the_config():
@@ -276,6 +322,10 @@ def test_update_regresses_the_actor_onto_x_plus_phi_and_reports_its_residuals():
         float(info['reward_score_norm']), beta * np.linalg.norm(grad_q, axis=-1).mean(), rtol=1e-4
     )
     np.testing.assert_allclose(float(info['residual_before']), np.linalg.norm(phi[:32], axis=-1).mean(), rtol=1e-4)
+    # sample_std: the spread of each state's M samples (not of the batch of states), averaged over states and dims.
+    per_state_std = np.sqrt(((x0 - x0.mean(1, keepdims=True)) ** 2).mean(1)).mean()
+    np.testing.assert_allclose(float(info['sample_std']), per_state_std, rtol=1e-4)
+    assert not np.isclose(per_state_std, x0.std(0).mean(), rtol=0.05)  # the batch's spread is another number
 
     # The step moved the samples (same states and noises) toward the fixed targets x + φ, along φ.
     x1 = _actor_samples(agent, new.actor.params, batch['observations'], noises)

@@ -268,6 +268,19 @@ def test_fql_actor_loss_matches_distillation_and_q_terms():
         assert np.abs(raw).max() > 1.0  # some raw actions are outside [-1, 1]
         np.testing.assert_allclose(float(info['distill_loss']), np.mean((raw - flow) ** 2), rtol=1e-5)
         np.testing.assert_allclose(float(loss), 3.0 * np.mean((raw - flow) ** 2) + q_term, rtol=1e-5)
+    # With normalize_q_loss (the last setting above), λ = 1 / E|Q| is a constant of the gradient (FQL's
+    # stop-gradient): compare with the gradient of the loss written out with λ a plain number. With a gradient
+    # through λ, -mean(Q)/mean|Q| is ±1 wherever Q has one sign, and the Q term would push the policy nowhere.
+    assert normalize
+    scale = float(1.0 / np.abs(q).mean())
+
+    def written_out(params):
+        actions = agent.actor.apply_fn(params, jnp.concatenate([obs, noises], -1))
+        q = agent.critic.apply_fn(agent.critic.params, obs, jnp.clip(actions, -1.0, 1.0)).mean(0)
+        return 3.0 * jnp.mean((actions - flow) ** 2) - scale * q.mean()
+
+    grads = jax.grad(lambda p: agent._actor_loss(p, batch, key)[0])(agent.actor.params)
+    _allclose_trees(grads, jax.grad(written_out)(agent.actor.params), rtol=1e-4, atol=1e-6)
 
 
 def test_fql_bc_flow_reproduces_a_bimodal_behavior():
@@ -297,6 +310,26 @@ def test_fql_bc_flow_reproduces_a_bimodal_behavior():
     assert abs(len(low) / len(sampled) - 0.5) < 0.1  # both modes, in their proportions
     assert abs(np.median(low) + 0.6) < 0.1 and abs(np.median(high) - 0.6) < 0.1
     assert np.mean(np.abs(sampled) < 0.3) < 0.1  # little mass between the modes
+
+
+def test_fql_defaults_are_the_public_fql_codes():
+    # The FQL paper's runs: 4 × 512 networks, LayerNorm in the critic only, 2 critics, Adam 3e-4, batch 256,
+    # γ = 0.99, τ = 0.005, mean target, 10 Euler steps, and no 1/|Q| normalization of the Q term.
+    expected = dict(
+        lr=3e-4,
+        batch_size=256,
+        hidden_dims=(512, 512, 512, 512),
+        actor_layer_norm=False,
+        critic_layer_norm=True,
+        num_qs=2,
+        discount=0.99,
+        tau=0.005,
+        q_agg='mean',
+        flow_steps=10,
+        normalize_q_loss=False,
+    )
+    config = fql.get_config(FAMILIES['cube-double-play'])
+    assert {k: getattr(config, k) for k in expected} == expected
 
 
 def test_fql_alpha_per_environment_offline_and_o2o():
