@@ -7,6 +7,7 @@ import functools
 import importlib
 import io
 import os
+import tempfile
 import warnings
 
 import gymnasium
@@ -193,8 +194,22 @@ class D4RLState(gymnasium.ObservationWrapper):
         return np.concatenate([observation['achieved_goal'], observation['observation']])
 
 
+@contextlib.contextmanager
+def _maze_file_removed():
+    """gymnasium-robotics (1.4) writes each maze's MuJoCo XML beside a temporary folder, in the temp folder itself,
+    and never removes it: a file in /tmp per env made (thousands in a sweep). With a folder of ours as the temp
+    folder while the env is made (and loads the file), the file goes with that folder."""
+    with tempfile.TemporaryDirectory() as scratch:
+        saved, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
+
 def _minari_antmaze_env(task):
-    with warnings.catch_warnings():  # gymnasium-robotics warns about Adroit rewards and AntMaze v5 on import / make
+    # gymnasium-robotics warns about Adroit rewards and AntMaze v5 on import / make
+    with warnings.catch_warnings(), _maze_file_removed():
         warnings.simplefilter('ignore')
         import gymnasium_robotics
 

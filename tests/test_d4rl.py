@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import types
 import urllib.request
 import warnings
@@ -317,6 +318,16 @@ def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
         assert walls(MINARI_MAZES[name.split('-')[1]]) == walls(data_env.unwrapped.maze.maze_map)
     finally:
         data_env.close()
+
+
+def test_making_a_minari_env_leaves_no_file_in_the_temp_folder(tmp_path, monkeypatch):
+    """gymnasium-robotics writes each maze's XML into the temp folder and never removes it."""
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    env = make_env(_task('antmaze-umaze-v2', 'minari'))
+    observation, _ = env.reset(seed=0)
+    assert observation.shape == (29,) and np.isfinite(env.step(env.action_space.sample())[0]).all()
+    env.close()
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)
 
 
 def test_minari_env_state_is_d4rls_qpos_then_qvel():
