@@ -46,15 +46,29 @@ class OwnGlobalRandom(gymnasium.Wrapper):
             np.random.set_state(outside)
 
 
+@contextlib.contextmanager
+def _maze_files_removed():
+    """OGBench's locomotion mazes and gymnasium-robotics' AntMaze (1.4) write each maze's MuJoCo XML into the temp
+    folder as the env is made, and never remove it: a file in /tmp per env made (thousands in a sweep). While an env
+    is made (and loads its file), the temp folder is one of ours, removed after."""
+    with tempfile.TemporaryDirectory() as scratch:
+        saved, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
+
 def make_env(task: Task):
     """Creates the evaluation / online-interaction env of a task, wrapped in gymnasium's RecordEpisodeStatistics
     (the episode's return and length at its last step)."""
-    if task.family.source == 'd4rl':
-        env = _legacy_d4rl_env(task) if task.backend == 'd4rl' else _minari_antmaze_env(task)
-    else:
-        import ogbench  # noqa: F401  (registers the OGBench gymnasium ids)
+    with _maze_files_removed():
+        if task.family.source == 'd4rl':
+            env = _legacy_d4rl_env(task) if task.backend == 'd4rl' else _minari_antmaze_env(task)
+        else:
+            import ogbench  # noqa: F401  (registers the OGBench gymnasium ids)
 
-        env = gymnasium.make(task.env_id, success_timing=SUCCESS_TIMING)
+            env = gymnasium.make(task.env_id, success_timing=SUCCESS_TIMING)
     return gymnasium.wrappers.RecordEpisodeStatistics(OwnGlobalRandom(env))
 
 
@@ -194,22 +208,8 @@ class D4RLState(gymnasium.ObservationWrapper):
         return np.concatenate([observation['achieved_goal'], observation['observation']])
 
 
-@contextlib.contextmanager
-def _maze_file_removed():
-    """gymnasium-robotics (1.4) writes each maze's MuJoCo XML beside a temporary folder, in the temp folder itself,
-    and never removes it: a file in /tmp per env made (thousands in a sweep). With a folder of ours as the temp
-    folder while the env is made (and loads the file), the file goes with that folder."""
-    with tempfile.TemporaryDirectory() as scratch:
-        saved, tempfile.tempdir = tempfile.tempdir, scratch
-        try:
-            yield
-        finally:
-            tempfile.tempdir = saved
-
-
 def _minari_antmaze_env(task):
-    # gymnasium-robotics warns about Adroit rewards and AntMaze v5 on import / make
-    with warnings.catch_warnings(), _maze_file_removed():
+    with warnings.catch_warnings():  # gymnasium-robotics warns about Adroit rewards and AntMaze v5 on import / make
         warnings.simplefilter('ignore')
         import gymnasium_robotics
 

@@ -4,6 +4,7 @@ loader (rewards and masks relabelled by OGBench from qpos), and short offline an
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,16 @@ def test_navigate_o2o_runs_end_to_end(antmaze_large_file, tmp_path):
     config = json.loads((run_dir / 'config.json').read_text())
     assert config['agent_config']['q_agg'] == 'min' and config['agent_config']['beta'] == 2.0  # registry settings
     assert config['buffer_capacity'] == 1000
+
+
+@pytest.mark.parametrize(
+    'family', ['antmaze-large-navigate', 'humanoidmaze-medium-navigate', 'antsoccer-arena-navigate']
+)
+def test_making_a_maze_env_leaves_no_file_in_the_temp_folder(family, tmp_path, monkeypatch):
+    """OGBench's mazes write each maze's XML into the temp folder and never remove it."""
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    env = make_env(resolve_task(family))
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    env.close()
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)
