@@ -303,23 +303,37 @@ def bench_memory(args):
 
 def main():
     p = CommandLineParser(description=__doc__.splitlines()[0])
-    p.add_argument('--env', default='cube-double', help='family whose sizes the update benchmark uses')
-    p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, from {", ".join(AGENTS)}; empty: none')
-    p.add_argument('--hidden-dims', default='512,512,512,512')
-    p.add_argument('--stack', default='1,4,8,40', help='numbers of stacked runs to time (ratios are to 1)')
-    p.add_argument('--o2o-runs', default='1,8', help='numbers of O2O runs to time (empty: skip)')
-    p.add_argument('--updates-per-call', type=int, default=100, help='K of the fused path')
-    p.add_argument('--plain-steps', type=int, default=20, help='updates per timed call of the plain loop')
-    p.add_argument('--online-steps', type=int, default=200, help='timed env steps per O2O measurement')
-    p.add_argument('--rows', type=int, default=100_000, help='dataset rows on the device (random data)')
-    p.add_argument('--seconds', type=float, default=3.0, help='time each measurement at least this long')
+    p.add_argument(
+        '--env', default='cube-double', help='family whose sizes the update benchmark uses (default: cube-double)'
+    )
+    p.add_argument(
+        '--agents',
+        default=','.join(AGENTS),
+        help=f'comma-separated, from {", ".join(AGENTS)}; empty: none (default: all)',
+    )
+    p.add_argument('--hidden-dims', default='512,512,512,512', help="every network's widths (default: 512,512,512,512)")
+    p.add_argument(
+        '--stack', default='1,4,8,40', help='numbers of stacked runs to time, ratios to 1 (default: 1,4,8,40)'
+    )
+    p.add_argument('--o2o-runs', default='1,8', help='numbers of O2O runs to time; empty: skip (default: 1,8)')
+    p.add_argument('--updates-per-call', type=int, default=100, help='K of the fused path (default: 100)')
+    p.add_argument('--plain-steps', type=int, default=20, help='updates per timed call of the plain loop (default: 20)')
+    p.add_argument('--online-steps', type=int, default=200, help='timed env steps per O2O measurement (default: 200)')
+    p.add_argument(
+        '--rows', type=int, default=100_000, help='dataset rows on the device, random data (default: 100000)'
+    )
+    p.add_argument(
+        '--seconds', type=float, default=3.0, help='time each measurement at least this many seconds (default: 3.0)'
+    )
     p.add_argument(
         '--profile',
         metavar='DIR',
         help='also trace one fused chunk per stacked-run count and the O2O steps into DIR; print where the time went',
     )
-    p.add_argument('--profile-steps', type=int, default=50, help='env steps traced per O2O measurement')
-    p.add_argument('--profile-top', type=int, default=20, help='events listed per profile, most self time first')
+    p.add_argument('--profile-steps', type=int, default=50, help='env steps traced per O2O measurement (default: 50)')
+    p.add_argument(
+        '--profile-top', type=int, default=20, help='events listed per profile, most self time first (default: 20)'
+    )
     args = p.parse_args()
     try:
         args.hidden_dims = tuple(int(w) for w in args.hidden_dims.split(','))

@@ -232,20 +232,29 @@ def build_parser():
     p.add_argument(
         '--agent', action='append', choices=[*sorted(AGENTS), 'rlpd'], help='repeat for several agents (rlpd: O2O)'
     )
-    p.add_argument('--seeds', default='0-7', help="'0-7', '0,2,5' or one seed (default 0-7)")
+    p.add_argument('--seeds', default='0-7', help="'0-7', '0,2,5' or one seed (default: 0-7)")
     p.add_argument(
         '--group',
         choices=GROUPINGS,
         default='seeds',
-        help="runs per job, trained as one stacked group: a task's seeds (default), a family's 5 tasks × seeds "
-        "where the suite has all 5 ('family'), or one run ('none')",
+        help="runs per job, trained as one stacked group: a task's seeds ('seeds'), a family's 5 tasks × seeds "
+        "where the suite has all 5 ('family'), or one run ('none') (default: seeds)",
     )
-    p.add_argument('--runs-dir', default='runs')
+    p.add_argument(
+        '--runs-dir',
+        default='runs',
+        help='root of the runs: <runs-dir>/<mode>/<task>/<agent>/seed<seed> (default: runs)',
+    )
     p.add_argument('--address', help="Ray cluster address (e.g. 'auto' or HOST:6379); default: a local cluster")
     p.add_argument('--local-cpus', type=int, help='CPUs of the local Ray cluster (default: all)')
     p.add_argument('--gpus-per-job', type=float, help='GPU share per job (default: 1 if the cluster has GPUs, else 0)')
     p.add_argument('--cpus-per-job', type=float, default=1.0)
-    p.add_argument('--max-retries', type=int, default=2, help='reruns of a failed job (it resumes from its checkpoint)')
+    p.add_argument(
+        '--max-retries',
+        type=int,
+        default=2,
+        help='reruns of a failed job, each resuming from its checkpoint (default: 2)',
+    )
     p.add_argument('--dry-run', action='store_true', help='print the jobs and the estimated GPU-hours, run nothing')
     p.add_argument('--no-ray', action='store_true', help='run the jobs one after another even if Ray is installed')
     p.add_argument('--no-progress', dest='progress', action='store_false', help="hide the sweep's progress bar")

@@ -1,6 +1,7 @@
 """Sweeps: the job list, the dry run's estimate, and a tiny sweep through a local Ray cluster that is
 killed midway and rerun."""
 
+import argparse
 import json
 import os
 import signal
@@ -579,3 +580,10 @@ def test_an_agent_given_twice_is_swept_once(tmp_path, capsys):
     argv = ['--suite', 'cube-single', '--agent', 'fav', '--agent', 'fav', '--seeds', '0-7', '--dry-run']
     assert sweep.main([*argv, '--runs-dir', str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith('5 job(s) of 40 offline run(s) (--group seeds)')
+
+
+def test_every_sweep_flag_with_a_default_names_it_in_help():
+    for action in sweep.build_parser()._actions:
+        if action.default in (None, False, True, argparse.SUPPRESS) or action.default == []:
+            continue
+        assert f'default: {action.default}' in (action.help or ''), f'{action.option_strings[0]}: {action.help!r}'
