@@ -151,6 +151,35 @@ def test_per_environment_settings_cover_every_family_and_reach_the_config():
     assert iql.get_config(FAMILIES['cube-single-play'], {'alpha': 3.0}).alpha == 3.0
 
 
+def test_iql_rebrac_and_sac_defaults_are_the_public_fql_codes():
+    """The settings the per-environment tables leave alone, as the public FQL code's get_config sets them
+    (iql.py, rebrac.py, sac.py), and DESIGN's RLPD: a LayerNorm critic ensemble."""
+    shared = dict(
+        lr=3e-4, batch_size=256, hidden_dims=(512, 512, 512, 512), actor_layer_norm=False, critic_layer_norm=True
+    )
+    shared.update(num_qs=2, tau=0.005)
+    family = FAMILIES['cube-double-play']
+    for name, own in [
+        ('iql', dict(expectile=0.9)),
+        ('rebrac', dict(actor_freq=2, actor_noise=0.2, actor_noise_clip=0.5)),
+        ('sac', dict(q_agg='min', target_entropy_multiplier=0.5, initial_temperature=1.0)),
+    ]:
+        config = dataclasses.asdict(MODULES[name].get_config(family, mode='o2o'))
+        expected = {**shared, **own, 'discount': 0.99}
+        assert {k: config[k] for k in expected} == expected, name
+
+
+def test_rlpd_is_sac_with_balanced_batches_and_no_offline_phase():
+    """DESIGN: RLPD = SAC trained online from scratch (offline steps = 0), every batch half offline, half online."""
+    from launch.settings import agent_module, parse_args
+
+    args = parse_args(['--env', 'cube-double', '--agent', 'rlpd'], 'o2o')
+    assert (args.offline_steps, args.balanced_sampling) == (0, True)
+    assert agent_module(args.agent) is sac
+    plain = parse_args(['--env', 'cube-double', '--agent', 'sac'], 'o2o')  # SAC itself keeps the defaults
+    assert (plain.offline_steps, plain.balanced_sampling) == (1_000_000, False)
+
+
 # ------------------------------------------------------------------------------------------------
 # Critic targets and target networks, by hand
 

@@ -57,6 +57,19 @@ def test_generated_files_have_the_official_layout_and_load_with_ogbench(cube_sin
     np.testing.assert_array_equal(train['next_observations'][0], raw['observations'][1])
 
 
+def test_a_puzzle_episode_has_the_official_keys_and_dtypes_and_the_oracles_play_noise():
+    """DESIGN, data: puzzle files add `button_states` (int64) to the official keys; play data uses the
+    oracles with noise 0.1 and noise smoothing 0.5."""
+    family = generate.registry.FAMILIES['puzzle-3x3-play']
+    episode = generate._run_episode(family, 4, 0)
+    assert set(episode) == {'observations', 'actions', 'terminals', 'qpos', 'qvel', 'button_states'}
+    assert episode['button_states'].dtype == np.int64 and episode['terminals'].dtype == bool
+    assert all(episode[k].dtype == np.float32 for k in ('observations', 'actions', 'qpos', 'qvel'))
+    assert len(episode['terminals']) == 4 and episode['terminals'].tolist() == [False, False, False, True]
+    _, oracles = generate._collector(family, 4)
+    assert [(o._noise, o._noise_smoothing) for o in oracles.values()] == [(0.1, 0.5)] * len(oracles)
+
+
 def test_each_row_holds_the_state_its_observation_shows(cube_single):
     """A row's qpos and qvel are the state before its action (OGBench's prev_qpos), the one its observation
     was taken in: cube-single's observation starts with the arm's 6 joint positions, then their

@@ -816,6 +816,41 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     )
 
 
+def test_a_resume_may_change_only_what_leaves_the_result_as_it_was(tmp_path):
+    """How the run is watched and how its evaluation is spread over processes may change on --resume; its
+    lengths may not (a resumed O2O run with other online steps would end, evaluate and score elsewhere)."""
+    from launch.run_plan import check_same_run
+
+    saved = dict(seed=0, offline_steps=100, online_steps=100, max_eval_envs=50, workers=4, wandb='disabled')
+    saved.update(progress=True, resume=False, code_version='abc')
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    watched = dict(saved, max_eval_envs=10, workers=1, wandb='offline', progress=False, resume=True)
+    check_same_run(str(tmp_path), dict(watched, code_version='abc-dirty'))
+    for field in ('offline_steps', 'online_steps'):
+        with pytest.raises(UserError, match=f'other settings: {field}=100 \\(now 200\\)'):
+            check_same_run(str(tmp_path), dict(watched, **{field: 200}))
+
+
+def test_chunks_stop_at_step_1_and_at_every_multiple_of_k_and_of_each_period():
+    from launch.training import _next_boundary
+
+    def boundaries(end, every, k):
+        step, out = 0, []
+        while step < end:
+            step = _next_boundary(step, end, every, k)
+            out.append(step)
+        return out
+
+    def by_hand(end, every, k):  # step 1, the phase's end, and each multiple of k or of a period before it
+        return sorted({1, end} | {m for n in (k, *every) for m in range(n, end, n)})
+
+    for end, every, k in [(100, (30, 50, 40), 25), (57, (5000, 20, 7), 1000), (12, (5, 100, 100), 1)]:
+        assert boundaries(end, every, k) == by_hand(end, every, k), (end, every, k)
+    assert boundaries(100, (30, 50, 40), 25) == [1, 25, 30, 40, 50, 60, 75, 80, 90, 100]
+    # The online phase starts where the offline one ended: no step-1 stop there, multiples counted from 0.
+    assert _next_boundary(57, 80, (20, 30, 1000), 1000) == 60
+
+
 def test_a_run_with_another_agent_config_is_refused_naming_the_fields_that_differ(tmp_path):
     from launch.command_line import UserError
     from launch.run_plan import check_same_run

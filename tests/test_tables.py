@@ -691,3 +691,9 @@ def test_summary_bars_stack_the_online_gain_on_the_offline_score_over_the_suites
     # to online 70 on top of it, then the paper's online score.
     assert [(p.get_y(), p.get_height()) for p in offline.patches] == [(0, 15.0), (0, 54)]
     assert [(p.get_y(), p.get_height()) for p in o2o.patches] == [(0, 35.0), (35.0, 35.0), (0, 69)]
+    # Error bars: ± the std over seeds of the score the bar ends at: offline 10, 20 → 15 ± 5; O2O online
+    # 60, 80 → 70 ± 10 (the offline scores' std, 5, is not the online one's).
+    for ax, top, std in ((offline, 15.0, 5.0), (o2o, 70.0, 10.0)):
+        (bars,) = [c for c in ax.containers if getattr(c, 'errorbar', None) is not None]
+        (segment,) = bars.errorbar.lines[2][0].get_segments()
+        np.testing.assert_allclose(segment[:, 1], [top - std, top + std])
