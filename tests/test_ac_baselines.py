@@ -153,7 +153,7 @@ def test_per_environment_settings_cover_every_family_and_reach_the_config():
 
 def test_iql_rebrac_and_sac_defaults_are_the_public_fql_codes():
     """The settings the per-environment tables leave alone, as the public FQL code's get_config sets them
-    (iql.py, rebrac.py, sac.py), and DESIGN's RLPD: a LayerNorm critic ensemble."""
+    (iql.py, rebrac.py, sac.py), and RLPD's LayerNorm critic ensemble."""
     shared = dict(
         lr=3e-4, batch_size=256, hidden_dims=(512, 512, 512, 512), actor_layer_norm=False, critic_layer_norm=True
     )
@@ -170,7 +170,7 @@ def test_iql_rebrac_and_sac_defaults_are_the_public_fql_codes():
 
 
 def test_rlpd_is_sac_with_balanced_batches_and_no_offline_phase():
-    """DESIGN: RLPD = SAC trained online from scratch (offline steps = 0), every batch half offline, half online."""
+    """RLPD (docs/agents.md): SAC trained online from scratch (no offline steps), batches half offline data."""
     from launch.settings import agent_module, parse_args
 
     args = parse_args(['--env', 'cube-double', '--agent', 'rlpd'], 'o2o')

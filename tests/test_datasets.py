@@ -58,7 +58,7 @@ def test_generated_files_have_the_official_layout_and_load_with_ogbench(cube_sin
 
 
 def test_a_puzzle_episode_has_the_official_keys_and_dtypes_and_the_oracles_play_noise():
-    """DESIGN, data: puzzle files add `button_states` (int64) to the official keys; play data uses the
+    """The official file format: puzzle files add `button_states` (int64) to the official keys; play data uses the
     oracles with noise 0.1 and noise smoothing 0.5."""
     family = generate.registry.FAMILIES['puzzle-3x3-play']
     episode = generate._run_episode(family, 4, 0)

@@ -418,7 +418,7 @@ def test_ifql_settings_per_environment():
     assert ifql.get_config(FAMILIES['cube-double-play'], mode='o2o').num_samples == 32
     assert ifql.get_config(FAMILIES['cube-double-play'], {'num_samples': 8}).num_samples == 8
     assert dataclasses.replace(ifql.get_config(FAMILIES['scene-play']), expectile=0.8).validate().expectile == 0.8
-    # The public FQL code's IFQL defaults (DESIGN: 32 samples), the same in every environment, offline and O2O.
+    # The public FQL code's IFQL defaults (32 samples), the same in every environment, offline and O2O.
     for family in FAMILIES.values():
         for mode in ('offline', 'o2o'):
             config = ifql.get_config(family, mode=mode)

@@ -92,7 +92,7 @@ def test_per_environment_settings(name):
 
 
 def test_the_play_families_and_only_they_can_have_their_data_generated():
-    """DESIGN, data: the manipulation play datasets (cube, scene, puzzle) can be regenerated with OGBench's
+    """The manipulation play datasets (cube, scene, puzzle) can be regenerated with OGBench's
     oracles; navigate datasets (expert policies) and D4RL cannot."""
     play = {'cube-single-play', 'cube-double-play', 'scene-play', 'puzzle-3x3-play', 'puzzle-4x4-play'}
     assert {name for name, f in FAMILIES.items() if f.generatable} == play
