@@ -107,6 +107,11 @@ def _with_open_file_limit(soft, hard):
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+# A preexec_fn makes subprocess fork, and JAX (imported by the tests) warns at every fork; the child only sets
+# its open-file limit before it execs, so the warning does not apply.
+fork_with_jax_loaded = pytest.mark.filterwarnings('ignore:os.fork\\(\\) was called:RuntimeWarning')
+
+
 ROOM = (
     'import resource, sys; from launch.run_lock import room_for_runs\n'
     'fit = room_for_runs(int(sys.argv[1]), wandb=sys.argv[2] == "wandb")\n'
@@ -124,6 +129,7 @@ ROOM = (
         (1000, 'wandb', 600, 600, (600 - SHARED_OPEN_FILES) // 3, 600),
     ],
 )
+@fork_with_jax_loaded
 def test_room_for_runs_raises_the_soft_limit_up_to_the_hard_one(runs, wandb, soft, hard, fit, new_soft):
     out = subprocess.run(
         [sys.executable, '-c', ROOM, str(runs), wandb],
@@ -136,6 +142,7 @@ def test_room_for_runs_raises_the_soft_limit_up_to_the_hard_one(runs, wandb, sof
     assert [int(v) for v in out] == [fit, new_soft]
 
 
+@fork_with_jax_loaded
 def test_a_group_larger_than_the_open_file_limit_is_refused_before_anything_is_written(tmp_path):
     """Each run holds its lock file open while it trains: 1000 runs under a limit of 400 used to create the
     run directories, then stop with a traceback (too many open files) while locking them."""
