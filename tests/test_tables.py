@@ -12,6 +12,7 @@ import pytest
 
 from launch import tables
 from launch.results import ModeResults, load_runs, results_by_mode
+from launch.run_logs import STOPPED_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = 'cube-single-play-singletask-task{}-v0'
@@ -508,6 +509,36 @@ def test_runs_of_one_cell_with_other_settings_are_refused(tmp_path, capsys):
     differ = 'buffer_capacity=1000 vs 2000, dataset_episodes=unset vs 3, dataset_origin=official vs generated'
     differ += ' and 1 more'  # eval_episodes
     assert f'with different settings ({differ}),' in err and '--variant buffer_capacity,' in err
+
+
+@pytest.mark.parametrize(
+    'field, values',
+    [
+        ('updates_per_call', (1000, 10)),  # K: the same batches and numbers whatever K (test_loop)
+        ('save_every', (100_000, 5_000)),
+        ('workers', (8, 2)),
+        ('max_eval_envs', (50, 10)),  # evaluated in rounds, with the same results
+        ('code_version', ('abc', 'abc-dirty')),
+    ],
+)
+def test_seeds_may_differ_in_what_does_not_change_their_numbers(field, values, tmp_path, capsys):
+    root = tmp_path / 'runs'
+    for seed, value in enumerate(values):
+        _run(root, 'offline', TASK.format(1), 'fav', seed, 10 * (seed + 1), options={field: value})
+    assert tables.main([str(root), '--out', str(tmp_path / 'out'), '--reps', '50']) == 0
+    assert '15.0 ± 5.0' in (tmp_path / 'out' / 'offline.md').read_text()  # one cell: the mean ± std of both seeds
+
+
+def test_a_finished_run_with_a_stopped_marker_counts_as_finished(tmp_path, capsys):
+    """A run stopped (stopped.json), then resumed to its end, keeps the marker beside its final.json."""
+    root = tmp_path / 'runs'
+    for seed in (0, 1):
+        _run(root, 'offline', TASK.format(1), 'fav', seed, 10 * (seed + 1))
+    (root / 'offline' / TASK.format(1) / 'fav' / 'seed1' / STOPPED_NAME).write_text('{}')
+    assert tables.main([str(root), '--out', str(tmp_path / 'out'), '--reps', '50']) == 0
+    out = capsys.readouterr().out
+    assert 'All runs finished' in out and 'stopped' not in out
+    assert '15.0 ± 5.0' in (tmp_path / 'out' / 'offline.md').read_text()
 
 
 def test_out_as_a_link_to_another_file_system(tmp_path, capsys):
