@@ -97,15 +97,18 @@ def get_config(family, overrides=None, mode='offline'):
     overrides = dict(overrides or {})
     method = overrides.get('bandwidth_method', 'fixed')
     # A setting the run would not use is refused: a sweep over it would give the same numbers under other names.
+    without_bc_flow = overrides.get('reference') != 'bc_flow'
     unused = {
-        'sigma': (method == 'scott', "agent.bandwidth_method=scott (σ comes from Scott's rule on each batch)"),
-        'num_reference': (overrides.get('reference') != 'bc_flow', 'agent.reference=bc_flow'),
-        'flow_steps': (overrides.get('reference') != 'bc_flow', 'agent.reference=bc_flow'),
+        'sigma': (
+            method == 'scott',
+            "is not used with agent.bandwidth_method=scott (σ comes from Scott's rule on each batch)",
+        ),
+        'num_reference': (without_bc_flow, 'is used only with agent.reference=bc_flow'),
+        'flow_steps': (without_bc_flow, 'is used only with agent.reference=bc_flow'),
     }
-    for name, (ignored, used_with) in unused.items():
+    for name, (ignored, why) in unused.items():
         if name in overrides and ignored:
-            where = 'is not used with' if name == 'sigma' else 'is used only with'
-            raise ValueError(f'agent.{name} {where} {used_with}; leave it out')
+            raise ValueError(f'agent.{name} {why}; leave it out')
     defaults = dict(
         sigma=family.sigma,
         beta=family.adaptive_beta if method == 'scott' else family.beta,

@@ -1,10 +1,10 @@
 """The one training loop behind `launch/offline.py` and `launch/o2o.py`: runs, data and run directories.
 
 Command line (launch/settings.py) → tasks, seeds and run directories (launch/run_plan.py) → data
-(datasets) → agents (agents) → the training phases (launch/training.py) → each run's final.json. Every run trains in a
-group (a single run is a group of one): this module plans the group's runs, skips the finished ones,
-holds their run directories' locks, loads the dataset once, creates the stacked agents from each run's
-seed and resumes each run from its own checkpoint. A seed gives the same run whatever group it is in:
+(datasets) → agents (agents) → the training phases (launch/training.py) → each run's final.json.
+Every run trains in a group (a single run is a group of one): this module plans the group's runs, skips
+the finished ones, holds their run directories' locks, loads the dataset once, creates the stacked agents
+from each run's seed and resumes each run from its own checkpoint. A seed gives the same run whatever group it is in:
 its keys come from its seed alone, and update `i` draws its batch with `fold_in(data_key, i)`.
 """
 

@@ -379,18 +379,15 @@ def main(argv=None):
         p.error(f'--reps must be >= 1, got {args.reps}')
     try:  # '' (the working directory, unasked), a file in the way, a link to nothing: refused
         check_folder('--out', args.out)
+        # A link to another file system is followed, so that the tables are written beside where they go.
+        out = os.path.realpath(os.path.expanduser(args.out))
+        nearest = check_folder('--out', out)  # --out's real folder, or its nearest folder that exists
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    # A link to another file system is followed, so that the tables are written beside where they go.
-    out = os.path.realpath(os.path.expanduser(args.out))
-    # Written in a scratch folder in --out's real folder, or in its nearest folder that exists (results/ may not,
-    # for --out results/prior), and moved in at the end, making the folders on the way: an error leaves
-    # everything as it was. On the file system of --out itself (a link to /dev/shm, a mount point), the moves
-    # are renames.
-    nearest = out
-    while not os.path.lexists(nearest):
-        nearest = os.path.dirname(nearest)
+    # Written in a scratch folder in `nearest` (results/ may not exist, for --out results/prior), and moved in at
+    # the end, making the folders on the way: an error leaves everything as it was. On the file system of --out
+    # itself (a link to /dev/shm, a mount point), the moves are renames.
     try:
         staging = tempfile.mkdtemp(prefix='.tables-scratch-', dir=nearest)
     except OSError as e:
