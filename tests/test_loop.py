@@ -184,6 +184,25 @@ def test_every_evaluation_of_every_run_plays_episodes_of_its_own(dataset, tmp_pa
     assert len(first_resets) == 2 * 3 == len(set(first_resets))  # 2 runs × evaluations at steps 0, 10, 20
 
 
+def test_an_o2o_run_stopped_as_its_online_phase_starts_resumes_after_every_offline_update(
+    dataset, tmp_path, monkeypatch, capsys
+):
+    """The offline phase ends with a checkpoint even off the --save-every period: a run stopped while its
+    online envs start did not redo the offline updates after the last periodic save."""
+    from launch import loop, training
+
+    def stopped_at_env_start(self, pool):
+        pool.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.OnlineEnvs, 'start', stopped_at_env_start)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '30']
+    args += ['--online-steps', '10', '--save-every', '20', '--eval-every', '1000', '--updates-per-call', '10']
+    assert loop.main('o2o', [*args, '--run-dir', str(tmp_path), *SMALL]) == 130
+    assert load_checkpoint(str(tmp_path / 'checkpoint.msgpack'))['step'] == 30
+    assert 'interrupted' in capsys.readouterr().err
+
+
 def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch):
     from launch.loop import _run_keys
 
