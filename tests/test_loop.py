@@ -203,6 +203,39 @@ def test_an_o2o_run_stopped_as_its_online_phase_starts_resumes_after_every_offli
     assert 'interrupted' in capsys.readouterr().err
 
 
+def test_a_resumed_runs_wall_time_adds_the_time_trained_before_the_stop(dataset, tmp_path, monkeypatch):
+    from launch import loop, training
+
+    real_save = training.GroupTrainer.save
+
+    def save_then_stop(self):
+        real_save(self)
+        raise KeyboardInterrupt
+
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '20']
+    args += [
+        '--save-every',
+        '10',
+        '--eval-every',
+        '1000',
+        '--updates-per-call',
+        '10',
+        '--run-dir',
+        str(tmp_path),
+        *SMALL,
+    ]
+    with monkeypatch.context() as patch:
+        patch.setattr(training.GroupTrainer, 'save', save_then_stop)
+        assert loop.main('offline', args) == 130
+    path = str(tmp_path / 'checkpoint.msgpack')
+    state = load_checkpoint(path)
+    assert state['step'] == 10 and state['elapsed'] > 0
+    state['elapsed'] = 5000.0  # as if the first 10 steps had taken 5000 s
+    save_checkpoint(path, state)
+    assert loop.main('offline', args) == 0
+    assert 5000 < json.loads((tmp_path / 'final.json').read_text())['wall_time_s'] < 5000 + 600
+
+
 def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch):
     from launch.loop import _run_keys
 
