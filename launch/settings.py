@@ -235,6 +235,8 @@ def validate_args(args, mode):
         raise UserError('give --dataset (a dataset file) or --dataset-episodes (a generated dataset), not both')
     if args.dataset_episodes is not None and args.dataset_episodes < 1:
         raise UserError(f'--dataset-episodes must be >= 1, got {args.dataset_episodes}')
+    if args.workers is not None and args.workers < 1:  # before a download is tried, not at the generation after it
+        raise UserError(f'--workers must be >= 1, got {args.workers}')
     if args.buffer_capacity is not None and args.buffer_capacity < 1:  # None offline
         raise UserError(f"--buffer-capacity must be >= 1 (and hold the dataset's rows), got {args.buffer_capacity}")
     if args.buffer_capacity is not None and args.buffer_capacity >= RING_ROW_LIMIT:

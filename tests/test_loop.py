@@ -822,6 +822,8 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         ('offline', ['--env', 'cube-single', '--seeds', '0-4294967295'], 'names 4294967296 seeds; one command'),
         ('o2o', ['--env', 'cube-single', '--buffer-capacity', '0'], '--buffer-capacity must be >= 1'),
         ('offline', [*NOWHERE, '--agent.batch_size=3.5'], '--agent.batch_size=3.5: expected an integer like 256'),
+        # Refused before the data is looked for: not after a download attempt, at the generation that follows it.
+        ('offline', [*NOWHERE, '--workers', '0'], '--workers must be >= 1, got 0'),
     ],
 )
 def test_bad_seeds_task_or_steps_fail_in_one_line_writing_nothing(mode, argv, words, tmp_path, capsys):
