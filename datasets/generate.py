@@ -261,7 +261,7 @@ def _concatenate(paths):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m datasets.generate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--env', required=True, help='generatable family, e.g. cube-single or cube-double-play')
     parser.add_argument('--episodes', type=int, default=1000, help='train episodes (val gets a tenth, at least 1)')
     parser.add_argument(

@@ -302,7 +302,7 @@ def bench_memory(args):
 
 
 def main():
-    p = CommandLineParser(description=__doc__.splitlines()[0])
+    p = CommandLineParser(prog='launch/bench.py', description=__doc__.splitlines()[0])
     p.add_argument(
         '--env', default='cube-double', help='family whose sizes the update benchmark uses (default: cube-double)'
     )

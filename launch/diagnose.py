@@ -324,8 +324,12 @@ def _save(fig, out, name, plt):
 
 
 def main(argv=None):
-    p = CommandLineParser(description=__doc__.splitlines()[0])
-    p.add_argument('--out', default='results/diagnose', help='directory for results.md and the PNG figures')
+    p = CommandLineParser(prog='launch/diagnose.py', description=__doc__.splitlines()[0])
+    p.add_argument(
+        '--out',
+        default='results/diagnose',
+        help='directory for results.md and the PNG figures (default: results/diagnose)',
+    )
     p.add_argument('--quick', action='store_true', help='a small smoke version (seconds)')
     args = p.parse_args(argv)
     try:

@@ -121,7 +121,7 @@ def test_bench_refuses_degenerate_settings_in_one_line(argv, message, tmp_path):
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [f'error: {message} (see bench.py --help)']
+    assert out.stderr.strip().splitlines() == [f'error: {message} (see launch/bench.py --help)']
     assert not (tmp_path / 'profile').exists()
 
 

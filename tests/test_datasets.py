@@ -487,6 +487,15 @@ def test_generate_cli_rejects_bad_requests_in_one_line(args, words, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_generate_cli_usage_names_the_command_that_runs_it(capsys):
+    """The usage line said 'generate.py', a file that does not run from the repository root (it is a module)."""
+    from datasets import generate
+
+    with pytest.raises(SystemExit):
+        generate.main(['--help'])
+    assert capsys.readouterr().out.startswith('usage: python -m datasets.generate ')
+
+
 @pytest.mark.parametrize('out, words', [('', '--out is empty'), ('/proc/fav_data', '--out /proc/fav_data: ')])
 def test_generate_cli_out_empty_or_impossible_is_one_line(out, words):
     """'' fell back to the default folder (~/.ogbench); /proc was a FileNotFoundError traceback."""

@@ -80,7 +80,7 @@ def test_cli_refuses_an_out_through_a_file_before_training(tmp_path):
     assert result.returncode == 2 and result.stdout == ''
     assert result.stderr.strip().splitlines() == [
         f'error: --out {tmp_path / "notes.txt" / "diag"}: {tmp_path / "notes.txt"} is a file; pass a folder '
-        '(see diagnose.py --help)'
+        '(see launch/diagnose.py --help)'
     ]
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
