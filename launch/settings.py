@@ -116,7 +116,12 @@ def build_parser(mode):
     p.add_argument(
         '--runs-dir', help=f'root of the default layout: <runs-dir>/{mode}/<task>/<agent>/seed<seed> (default: runs)'
     )
-    p.add_argument('--resume', action='store_true', help="continue from the run directory's checkpoint")
+    p.add_argument(
+        '--resume',
+        action='store_true',
+        help="continue from the run directory's checkpoint, and refuse a run directory without one (a rerun "
+        'without --resume continues from a checkpoint too, or starts the run)',
+    )
     p.add_argument(
         '--wandb',
         choices=['online', 'offline', 'disabled'],

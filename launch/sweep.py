@@ -230,7 +230,10 @@ def build_parser():
     )
     p.add_argument('--mode', choices=['offline', 'o2o'], help='default: o2o for --suite o2o30, else offline')
     p.add_argument(
-        '--agent', action='append', choices=[*sorted(AGENTS), 'rlpd'], help='repeat for several agents (rlpd: O2O)'
+        '--agent',
+        action='append',
+        choices=[*sorted(AGENTS), 'rlpd'],
+        help='repeat for several agents (rlpd: O2O; default: fav)',
     )
     p.add_argument('--seeds', default='0-7', help="'0-7', '0,2,5' or one seed (default: 0-7)")
     p.add_argument(
@@ -248,7 +251,12 @@ def build_parser():
     p.add_argument('--address', help="Ray cluster address (e.g. 'auto' or HOST:6379); default: a local cluster")
     p.add_argument('--local-cpus', type=int, help='CPUs of the local Ray cluster (default: all)')
     p.add_argument('--gpus-per-job', type=float, help='GPU share per job (default: 1 if the cluster has GPUs, else 0)')
-    p.add_argument('--cpus-per-job', type=float, default=1.0)
+    p.add_argument(
+        '--cpus-per-job',
+        type=float,
+        default=1.0,
+        help='CPUs Ray reserves per job; an O2O group steps its env copies in worker processes (default: 1)',
+    )
     p.add_argument(
         '--max-retries',
         type=int,

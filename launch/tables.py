@@ -364,8 +364,10 @@ def main(argv=None):
     p = CommandLineParser(prog='launch/tables.py', description=__doc__.split('\n\n')[0])
     p.add_argument('runs_dir', help='folder holding run directories (any depth), e.g. runs/')
     p.add_argument('--out', default='results', help='where the tables and figures go (default: results/)')
-    p.add_argument('--published', action='store_true', help="show the paper's published suite averages beside")
-    p.add_argument('--reps', type=int, default=10_000, help='bootstrap replicates of the rliable CIs')
+    p.add_argument(
+        '--published', action='store_true', help="add the paper's published suite averages as a row of their own"
+    )
+    p.add_argument('--reps', type=int, default=10_000, help='bootstrap replicates of the rliable CIs (default: 10000)')
     p.add_argument(
         '--variant',
         action='append',
