@@ -98,6 +98,8 @@ def _read_json(path):
 
 
 def find_run_dirs(root):
+    if root == '':  # it read 'error:  is not a directory'
+        raise ResultsError('the runs folder is empty: give the folder that holds the run directories, e.g. runs/')
     if not os.path.isdir(root):
         raise ResultsError(f'{root} is not a directory; pass the folder that holds the run directories')
     found, seen = [], set()

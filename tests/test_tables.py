@@ -633,6 +633,9 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['runs']
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith('error: --out is empty: give a folder')
+    assert tables.main(['', '--out', 'out']) == 2  # the runs folder empty too: said as such, not ' is not a directory'
+    assert capsys.readouterr().err.strip().startswith('error: the runs folder is empty: give the folder that holds')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['runs']
 
 
 def test_an_out_under_a_file_is_refused(tmp_path, capsys):
