@@ -39,7 +39,8 @@ def build_parser(mode):
     p.add_argument('--agent', default='fav', choices=agents, help=f'default: fav{rlpd_help}')
     p.add_argument('--seed', type=int, help='one seed (default 0)')
     p.add_argument('--seeds', help='several seeds trained as one group, e.g. 0-7 or 0,3,5')
-    p.add_argument('--offline-steps', type=int, help='default: 1000000 (0 with --agent rlpd)')
+    rlpd_steps = ' (0 with --agent rlpd)' if mode == 'o2o' else ''  # offline.py has no rlpd
+    p.add_argument('--offline-steps', type=int, help=f'default: 1000000{rlpd_steps}')
     if mode == 'o2o':
         p.add_argument('--online-steps', type=int, default=1_000_000, help='env steps online (default: 1000000)')
         p.add_argument(

@@ -1241,3 +1241,11 @@ def test_every_flag_with_a_default_names_it_in_help(mode):
         if action.default in (None, False, True, argparse.SUPPRESS):
             continue
         assert f'default: {action.default}' in (action.help or ''), f'{action.option_strings[0]}: {action.help!r}'
+
+
+@pytest.mark.parametrize('mode', ['offline', 'o2o'])
+def test_help_names_rlpd_only_where_it_is_an_agent(mode):
+    """offline.py's --help said '--offline-steps ... (0 with --agent rlpd)', an agent offline.py refuses."""
+    from launch.settings import build_parser
+
+    assert ('rlpd' in build_parser(mode).format_help()) == (mode == 'o2o')
