@@ -10,6 +10,7 @@ import glob
 import os
 import pathlib
 import re
+import resource
 import subprocess
 from importlib import metadata
 from typing import Any
@@ -18,7 +19,7 @@ from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
 from launch.command_line import UserError
-from launch.run_lock import room_for_runs
+from launch.run_lock import SHARED_OPEN_FILES, room_for_runs
 from launch.run_logs import STOPPED_NAME, read_json
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -230,6 +231,13 @@ def plan_runs(args, mode, tasks, seeds, config):
     """The group's runs; checks every existing run directory before anything is written."""
     n_runs = len(tasks) * len(seeds)
     fit = room_for_runs(n_runs, wandb=args.wandb != 'disabled')
+    if fit == 0:  # not even one: smaller groups would not help ('train at most 0 per command')
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        raise UserError(
+            f'this process may open at most {hard} files (ulimit -Hn), too few to train a run beside the '
+            f'{SHARED_OPEN_FILES} it keeps for JAX, the env workers and their pipes: raise the limit '
+            '(e.g. ulimit -n 1024)'
+        )
     if fit < n_runs:
         raise UserError(
             f'{n_runs} runs in one program hold {n_runs} open files while they train (a lock each), more than this '

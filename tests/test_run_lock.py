@@ -159,3 +159,24 @@ def test_a_group_larger_than_the_open_file_limit_is_refused_before_anything_is_w
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and 'train at most 272 per command' in lines[0], result.stderr
     assert not (tmp_path / 'runs').exists() and not (tmp_path / 'data').exists()
+
+
+@fork_with_jax_loaded
+def test_an_open_file_limit_too_low_for_one_run_says_to_raise_it(tmp_path):
+    """A single run under a hard limit of 100 was told '1 runs ... train at most 0 per command (e.g. --seeds in
+    smaller ranges)'."""
+    result = subprocess.run(
+        [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--task', '1']
+        + ['--run-dir', str(tmp_path / 'run'), '--dataset-dir', str(tmp_path / 'data')],
+        cwd=REPO,
+        preexec_fn=_with_open_file_limit(100, 100),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f'error: this process may open at most 100 files (ulimit -Hn), too few to train a run beside the '
+        f'{SHARED_OPEN_FILES} it keeps for JAX, the env workers and their pipes: raise the limit (e.g. ulimit -n 1024)'
+    ]
+    assert not (tmp_path / 'run').exists() and not (tmp_path / 'data').exists()
