@@ -304,7 +304,9 @@ def bench_memory(args):
 def main():
     p = CommandLineParser(prog='launch/bench.py', description=__doc__.splitlines()[0])
     p.add_argument(
-        '--env', default='cube-double', help='family whose sizes the update benchmark uses (default: cube-double)'
+        '--env',
+        default='cube-double',
+        help='family or task (D4RL AntMaze included) whose sizes the update benchmark uses (default: cube-double)',
     )
     p.add_argument(
         '--agents',
