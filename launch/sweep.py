@@ -112,6 +112,7 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
             raise UserError(_no_cluster(args.address, str(e).splitlines()[0])) from None
     else:
         ray.init(num_cpus=args.local_cpus, logging_level='WARNING', log_to_driver=False, include_dashboard=False)
+    signal.signal(signal.SIGTERM, _terminate)  # Ray's own handler printed a stack dump and exited with code 1
     resources = ray.cluster_resources()
     gpus = args.gpus_per_job if args.gpus_per_job is not None else (1 if resources.get('GPU') else 0)
     if not args.address and gpus > resources.get('GPU', 0):  # Ray would wait forever for a job's GPUs
@@ -269,7 +270,28 @@ def build_parser():
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's scheduler, `kill`): the sweep stops as on Ctrl-C, in one line."""
+
+
+TERMINATED = []  # set by SIGTERM: Ray's waits turn the Terminated raised in them into a plain KeyboardInterrupt
+
+
+def _terminate(signum, frame):
+    TERMINATED.append(signum)
+    raise Terminated
+
+
 def main(argv=None):
+    TERMINATED.clear()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv):
     args, passed = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.max_retries < 0:
@@ -347,13 +369,15 @@ def main(argv=None):
             raise
         print(f'error: {e.filename}: {e.strerror}; pass a --runs-dir that can be written', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: the jobs' runs stop too (their process group, or with their parent)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the jobs' runs stop too (their process group, or with
+        # their parent)
+        terminated = isinstance(e, Terminated) or bool(TERMINATED)
         print(
-            'interrupted: rerun the same command to go on (finished runs are kept, the others resume from their '
-            'checkpoints)',
+            f'{"terminated" if terminated else "interrupted"}: rerun the same command to go on (finished runs are '
+            'kept, the others resume from their checkpoints)',
             file=sys.stderr,
         )
-        return 130
+        return 143 if terminated else 130
     print(f'{len(todo) - len(failures)} of {len(todo)} job(s) finished in {time.time() - start:.0f} s')
     for job, (code, last) in failures.items():
         print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(job)}]')

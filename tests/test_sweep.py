@@ -432,6 +432,37 @@ def test_ctrl_c_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
         pass
 
 
+def test_sigterm_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
+    """SIGTERM, as a scheduler sends it to the sweep alone, ended it without a word (exit 143), or with Ray's
+    stack dump (exit 1)."""
+    from launch.run_lock import RunLockedError, run_lock
+
+    runs_dir = tmp_path / 'runs'
+    command = [sys.executable, 'launch/sweep.py', '--suite', TASK.format(1), '--seeds', '0', '--no-ray']
+    command += ['--runs-dir', str(runs_dir), '--no-progress', '--dataset', dataset, '--offline-steps', '1000000']
+    command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
+    run_dir = runs_dir / 'offline' / TASK.format(1) / 'fav' / 'seed0'
+    with process_group(command, stderr=subprocess.PIPE, text=True) as sweep_process:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / 'config.json').exists():
+            time.sleep(0.1)
+        assert (run_dir / 'config.json').exists(), 'the run did not start'
+        sweep_process.send_signal(signal.SIGTERM)  # the sweep only, not its process group
+        _, err = sweep_process.communicate(timeout=300)
+    assert sweep_process.returncode == 143 and 'Traceback' not in err, err
+    assert err.strip().splitlines() == [
+        'terminated: rerun the same command to go on (finished runs are kept, the others resume from their checkpoints)'
+    ]
+    deadline = time.time() + 60  # the run dies with its parent (SIGKILL): its lock is freed by the kernel
+    while True:
+        try:
+            with run_lock(str(run_dir)):
+                break
+        except RunLockedError:
+            assert time.time() < deadline, 'the run outlived the sweep'
+            time.sleep(0.2)
+
+
 def test_generated_data_goes_to_the_loaders_default_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_plan.generate, 'DEFAULT_DATASET_DIR', str(tmp_path / 'data'))
     args = sweep.build_parser().parse_args(['--suite', 'cube-single', '--seeds', '0'])
