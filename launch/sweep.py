@@ -369,8 +369,7 @@ def _main(argv):
             raise
         print(f'error: {e.filename}: {e.strerror}; pass a --runs-dir that can be written', file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the jobs' runs stop too (their process group, or with
-        # their parent)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the jobs' runs stop too (their group, or with their parent)
         terminated = isinstance(e, Terminated) or bool(TERMINATED)
         print(
             f'{"terminated" if terminated else "interrupted"}: rerun the same command to go on (finished runs are '
