@@ -552,6 +552,64 @@ def test_jobs_in_turn_end_with_the_progress_counts_settled(tmp_path, monkeypatch
     assert bars[0].counts == dict(done=5, running=0, queued=0, failed=1)
 
 
+# run_command forks with a preexec_fn (its child dies with the sweep), and JAX warns at every fork; the child
+# only sets that before it execs, so the warning does not apply.
+@pytest.mark.filterwarnings('ignore:os.fork\\(\\) was called:RuntimeWarning')
+def test_a_job_log_keeps_every_try_and_the_report_is_its_last_line(tmp_path):
+    log = tmp_path / 'logs' / 'job.log'
+    failing = 'print("loading data"); print("critic diverged", flush=True); raise SystemExit(3)'
+    assert sweep.run_command(['-c', failing], str(log)) == (3, 'critic diverged')
+    # The retry resumes in the same log: the failed try's lines stay; blank lines at the end are no report.
+    assert sweep.run_command(['-c', 'print("resumed"); print("done"); print(); print("  ")'], str(log)) == (0, 'done')
+    assert log.read_text().split() == ['loading', 'data', 'critic', 'diverged', 'resumed', 'done']
+
+
+@pytest.mark.filterwarnings('ignore:os.fork\\(\\) was called:RuntimeWarning')
+def test_a_data_preparation_killed_by_a_signal_stops_the_jobs_that_wait_on_it(tmp_path):
+    """Killed (e.g. by the OOM killer), the generation exits with a negative code: its jobs must not start
+    on the half-written data."""
+    kill = ['-c', 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)']
+    preparation = sweep.run_command(kill, str(tmp_path / 'logs' / 'data.log'))
+    assert preparation[0] == -signal.SIGKILL
+    job_log = tmp_path / 'logs' / 'job.log'
+    code, last = sweep.run_command(['-c', 'print("trained")'], str(job_log), preparation)
+    assert code == -signal.SIGKILL and last.startswith('its data preparation failed')
+    assert not job_log.exists()
+
+
+@pytest.mark.parametrize('retries', [0, 2])
+def test_a_failing_job_is_tried_once_plus_max_retries_and_the_sweep_exits_1(retries, tmp_path, capsys, monkeypatch):
+    tries = []
+    monkeypatch.setattr(sweep, 'run_command', lambda arguments, log, *after: tries.append(log) or (1, 'diverged'))
+    assert _sweep_one_run(tmp_path, '--no-ray', '--max-retries', str(retries)) == 1
+    assert len(tries) == retries + 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f'failed (exit 1): offline/{TASK.format(1)}/fav/seed0')
+    outcomes = iter([(1, 'diverged'), (0, 'done')])  # the retry resumes and finishes: the sweep succeeded
+    monkeypatch.setattr(sweep, 'run_command', lambda arguments, log, *after: next(outcomes))
+    assert _sweep_one_run(tmp_path, '--no-ray', '--max-retries', '1') == 0
+    assert '1 of 1 job(s) finished' in capsys.readouterr().out
+
+
+def test_a_finished_run_beside_a_stopped_marker_counts_as_finished(tmp_path, capsys):
+    """final.json decides, as the CLI (launch/loop.py) and launch/results.py decide: not a stopped run."""
+    run_dir = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'final.json').write_text('{"score": 0.5}')
+    (run_dir / 'stopped.json').write_text('[]')  # not read: the run is finished
+    assert sweep.main(['--suite', TASK.format(1), '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert '1 run(s) already finished, 1 to run in 1 job(s)' in out[0]
+    assert not any('stopped on non-finite values' in line for line in out)
+
+
+def test_suites_that_overlap_sweep_each_task_once(tmp_path, capsys):
+    """Two jobs of the same run would train one run directory twice (the second refused by its lock)."""
+    suite = f'{TASK.format(2)},cube-single,cube-single-play'
+    assert sweep_plan.expand_suite(suite) == [TASK.format(k) for k in (2, 1, 3, 4, 5)]
+    assert sweep.main(['--suite', suite, '--seeds', '0', '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    assert capsys.readouterr().out.startswith('5 job(s) of 5 offline run(s)')
+
+
 class _RayError(Exception):
     pass
 
