@@ -176,6 +176,8 @@ def test_rlpd_is_sac_with_balanced_batches_and_no_offline_phase():
     args = parse_args(['--env', 'cube-double', '--agent', 'rlpd'], 'o2o')
     assert (args.offline_steps, args.balanced_sampling) == (0, True)
     assert agent_module(args.agent) is sac
+    # Its own value, as the help spells RLPD out, is accepted; any other offline phase is refused.
+    assert parse_args(['--env', 'cube-double', '--agent', 'rlpd', '--offline-steps', '0'], 'o2o').offline_steps == 0
     plain = parse_args(['--env', 'cube-double', '--agent', 'sac'], 'o2o')  # SAC itself keeps the defaults
     assert (plain.offline_steps, plain.balanced_sampling) == (1_000_000, False)
 

@@ -430,6 +430,31 @@ def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch)
     resumed.finish()
 
 
+def _csv_rows(path):
+    with open(path, newline='') as f:
+        return list(csv.reader(f))
+
+
+def test_a_run_logger_rewrites_its_csvs_whole_step_and_phase_first(tmp_path):
+    """A resumed run's logger starts from the checkpoint's rows, whose keys come back sorted: the CSVs are
+    rewritten from them at once (dropping rows a killed process logged after its last checkpoint), with
+    every row and a fixed column order."""
+    (tmp_path / 'train.csv').write_text('step,phase,actor_loss\n1,offline,0.5\n2,offline,0.4\n')
+    restored = {'train': [dict(actor_loss=0.5, critic_loss=2.0, phase='offline', step=1)], 'eval': []}
+    logger = RunLogger(str(tmp_path), rows=restored)
+    header = ['step', 'phase', 'actor_loss', 'critic_loss']
+    assert _csv_rows(tmp_path / 'train.csv') == [header, ['1', 'offline', '0.5', '2.0']]
+    assert (tmp_path / 'eval.csv').exists()
+    logger.log('train', dict(step=2, phase='offline', critic_loss=1.5, actor_loss=0.25))
+    logger.log('eval', dict(step=2, phase='offline', success=1.0))
+    assert _csv_rows(tmp_path / 'train.csv') == [
+        header,
+        ['1', 'offline', '0.5', '2.0'],
+        ['2', 'offline', '0.25', '1.5'],
+    ]
+    assert _csv_rows(tmp_path / 'eval.csv') == [['step', 'phase', 'success'], ['2', 'offline', '1.0']]
+
+
 def test_wandb_asked_for_but_missing_is_one_line(tmp_path, monkeypatch, capsys):
     from launch.loop import main
 
@@ -821,6 +846,8 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         # Counted, not listed: 4e9 seeds would fill the memory before any other check.
         ('offline', ['--env', 'cube-single', '--seeds', '0-4294967295'], 'names 4294967296 seeds; one command'),
         ('o2o', ['--env', 'cube-single', '--buffer-capacity', '0'], '--buffer-capacity must be >= 1'),
+        ('offline', [*NOWHERE, '--max-eval-envs', '0'], '--max-eval-envs must be >= 1, got 0'),
+        ('offline', ['--env', 'cube-single', '--dataset-episodes', '0'], '--dataset-episodes must be >= 1, got 0'),
         ('offline', [*NOWHERE, '--agent.batch_size=3.5'], '--agent.batch_size=3.5: expected an integer like 256'),
         # Refused before the data is looked for: not after a download attempt, at the generation that follows it.
         ('offline', [*NOWHERE, '--workers', '0'], '--workers must be >= 1, got 0'),
@@ -851,6 +878,19 @@ def test_command_line_mistakes_are_one_line_not_a_usage_block(mode, argv, words,
     err = capsys.readouterr().err
     assert exit.value.code == 2 and words in err and err.strip().splitlines() == [err.strip()]
     assert err.strip().endswith(f'(see launch/{mode}.py --help)')
+
+
+def test_the_seed_given_is_the_runs_and_its_evaluation_copies_are_at_most_its_episodes():
+    from launch.run_plan import parse_seeds, run_settings
+    from launch.settings import agent_config
+
+    args = parse_args(['--env', 'cube-single', '--seed', '3', '--eval-episodes', '4', '--eval-envs', '10'], 'offline')
+    assert parse_seeds(args) == [3]
+    assert parse_seeds(parse_args(['--env', 'cube-single'], 'offline')) == [0]
+    task = resolve_task('cube-single')
+    settings = run_settings(args, task, 3, agent_config(args, 'offline', task.family), 'offline')
+    # config.json records the copies used: no more than the episodes they play.
+    assert (settings['seed'], settings['eval_envs'], settings['eval_episodes']) == (3, 4, 4)
 
 
 def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
@@ -1072,20 +1112,20 @@ def test_a_group_and_a_single_run_do_not_share_a_run_dir(tmp_path, capsys):
     assert '\n' not in err and sorted(tmp_path.rglob('*')) == before  # nothing written
 
 
-@pytest.mark.parametrize('text', ['garbage', '[1]'])
+@pytest.mark.parametrize('text', [b'garbage', b'[1]', b'\xff\xfe{'])  # the last: not UTF-8 at all
 def test_a_damaged_run_file_is_one_line_naming_it(text, tmp_path, capsys):
     from launch.loop import _not_done, main
     from launch.run_logs import RunFileError
 
     run_dir = tmp_path / 'run'
     run_dir.mkdir()
-    (run_dir / 'config.json').write_text(text)
+    (run_dir / 'config.json').write_bytes(text)
     assert main('offline', ['--env', 'cube-single', '--dataset', 'nowhere.npz', '--run-dir', str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f'error: {run_dir / "config.json"} ') and 'delete its run directory' in err
-    assert '\n' not in err and (run_dir / 'config.json').read_text() == text
+    assert '\n' not in err and (run_dir / 'config.json').read_bytes() == text
     # A damaged final.json, where the loop looks for finished runs.
-    (run_dir / 'final.json').write_text(text)
+    (run_dir / 'final.json').write_bytes(text)
     with pytest.raises(RunFileError, match=f'^{run_dir / "final.json"} '):
         _not_done([types.SimpleNamespace(run_dir=str(run_dir))], {}, {})
 
