@@ -8,7 +8,7 @@ import pytest
 from gymnasium.wrappers import RecordEpisodeStatistics
 
 from envs.evaluation import episode_seed, evaluate, evaluation_rounds, final_score
-from envs.factory import SUCCESS_TIMING, make_env, make_env_pool
+from envs.factory import SUCCESS_TIMING, OwnGlobalRandom, make_env, make_env_pool
 from envs.pool import EnvPool, EnvWorkerError, PoolView
 from envs.registry import resolve_task
 
@@ -185,6 +185,46 @@ def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
     act = lambda obs, t: np.zeros((2, 1), np.float32)  # noqa: E731
     assert evaluate(PoolView(pool, [1, 3]), act, 2, [(0,)])[0]['success'] == 1.0
     assert evaluate(PoolView(pool, [0, 2]), act, 2, [(0,)])[0]['success'] == 0.0
+
+
+def test_copies_spread_over_worker_processes_give_what_they_give_in_this_process():
+    """3 copies asked of 4 workers: one process per copy, each copy stepped as itself, whichever process holds it."""
+    make = functools.partial(gymnasium.make, 'Pendulum-v1')
+    local, spread = EnvPool([make] * 3), EnvPool([make] * 3, workers=4)
+    try:
+        assert len(spread.processes) == 3
+        results = [
+            (pool.reset([2, 0, 1], seeds=[12, 10, 11]), pool.step(np.array([[0.5], [-1.0], [2.0]], np.float32)))
+            for pool in (local, spread)
+        ]
+        np.testing.assert_equal(results[1], results[0])  # observations, rewards, flags (nan equal to nan)
+    finally:
+        local.close()
+        spread.close()
+
+
+class _DrawsFromTheGlobalGenerator(gymnasium.Env):
+    """An env that, like OGBench's mazes, draws its start from np.random at reset."""
+
+    observation_space = gymnasium.spaces.Box(0, 1, (1,))
+    action_space = gymnasium.spaces.Box(0, 1, (1,))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.array([np.random.uniform()]), {}
+
+
+def test_a_copy_draws_from_a_global_generator_of_its_own_seeded_at_reset():
+    def episodes():
+        env = OwnGlobalRandom(_DrawsFromTheGlobalGenerator())
+        return [env.reset(seed=5)[0][0], env.reset()[0][0], env.reset()[0][0]]  # None: its generator goes on
+
+    np.random.seed(0)
+    outside = np.random.get_state()[1].copy()
+    first = episodes()
+    np.testing.assert_array_equal(np.random.get_state()[1], outside)  # the process's generator is left as it was
+    np.random.uniform()  # other draws in the process do not change a copy's episodes
+    assert episodes() == first and len(set(first)) == 3
 
 
 def test_closing_a_pool_with_a_dead_worker_stops_the_others():
