@@ -77,6 +77,17 @@ def test_the_lock_file_names_its_holder_alone_after_a_longer_earlier_one(tmp_pat
         assert json.loads(Path(tmp_path, LOCK_NAME).read_text())['pid'] == os.getpid()
 
 
+def test_a_holder_that_has_not_written_its_name_yet_is_still_refused_in_one_line(tmp_path):
+    """The holder writes its name just after taking the lock: a second process may read an empty file."""
+    import fcntl
+
+    with open(Path(tmp_path, LOCK_NAME), 'w') as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RunLockedError, match='is being trained by a process that has not written its name yet'):
+            with run_lock(str(tmp_path)):
+                pass
+
+
 @pytest.mark.slow
 def test_cli_refused_on_a_held_run_dir_then_reruns_after_the_kill(tmp_path):
     from datasets.generate import generate_dataset
