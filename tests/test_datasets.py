@@ -307,6 +307,25 @@ def test_concurrent_downloads_of_one_file_wait_and_share_it(cube_single, tmp_pat
     assert downloads == []  # the waiting job did not download it again
 
 
+def test_a_download_waited_on_that_failed_is_tried_again_by_the_job_that_waited(cube_single, tmp_path, monkeypatch):
+    task = resolve_task('cube-single', 1)
+    official = tmp_path / f'{task.dataset_name}.npz'
+    files = {official: cube_single[0], str(official).replace('.npz', '-val.npz'): cube_single[1]}
+    downloads = []
+
+    def download(task, dataset_dir):
+        downloads.append(task)
+        for target, source in files.items():
+            Path(target).write_bytes(Path(source).read_bytes())
+
+    monkeypatch.setattr(ogbench_data, '_download', download)
+    monkeypatch.setattr(generate, 'generate_dataset', lambda *a, **k: pytest.fail('regenerated, not downloaded'))
+    find = lambda: find_task_file(task, dataset_dir=str(tmp_path))  # noqa: E731
+    # The other job's download ends leaving no files (no network there, say).
+    assert _while_another_writes(official, find, {}) == (str(official), 'official')
+    assert downloads == [task]
+
+
 def _write(path, arrays):
     np.savez(path, **arrays)
 
@@ -393,6 +412,10 @@ def test_files_that_do_not_fit_are_refused_before_ogbench_reads_them(tmp_path):
     refused(_small_file(tmp_path / 'nan.npz', observations=nan), 'nan.npz has non-finite observations')
     wide = _small_file(tmp_path / 'wide.npz', observations=np.zeros((6, 29), np.float32))
     refused(wide, 'observation dim 29 but env cube-single-singletask-task1-v0 expects 28')
+    flat = _small_file(tmp_path / 'flat.npz', actions=np.zeros(6, np.float32))
+    refused(flat, r'flat.npz: actions has shape \(6,\), expected \(rows, dim\)')
+    column = _small_file(tmp_path / 'column.npz', terminals=np.array([[0], [0], [1], [0], [0], [1]], bool))
+    refused(column, r'column.npz: terminals has shape \(6, 1\), expected rows')
     # Puzzle (and scene) files hold the button states OGBench relabels their rewards from.
     refused(_small_file(tmp_path / 'puzzle.npz'), 'puzzle.npz lacks key.*button_states', resolve_task('puzzle-3x3'))
 
