@@ -153,18 +153,23 @@ def test_room_for_runs_raises_the_soft_limit_up_to_the_hard_one(runs, wandb, sof
     assert [int(v) for v in out] == [fit, new_soft]
 
 
+def _offline_under_open_file_limit(limit, *args):
+    return subprocess.run(
+        [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--task', '1', *args],
+        cwd=REPO,
+        preexec_fn=_with_open_file_limit(limit, limit),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @fork_with_jax_loaded
 def test_a_group_larger_than_the_open_file_limit_is_refused_before_anything_is_written(tmp_path):
     """Each run holds its lock file open while it trains: 1000 runs under a limit of 400 used to create the
     run directories, then stop with a traceback (too many open files) while locking them."""
-    result = subprocess.run(
-        [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--task', '1', '--seeds', '0-999']
-        + ['--run-dir', str(tmp_path / 'runs'), '--dataset-dir', str(tmp_path / 'data')],
-        cwd=REPO,
-        preexec_fn=_with_open_file_limit(400, 400),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = _offline_under_open_file_limit(
+        400, '--seeds', '0-999', '--run-dir', str(tmp_path / 'runs'), '--dataset-dir', str(tmp_path / 'data')
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -176,14 +181,8 @@ def test_a_group_larger_than_the_open_file_limit_is_refused_before_anything_is_w
 def test_an_open_file_limit_too_low_for_one_run_says_to_raise_it(tmp_path):
     """A single run under a hard limit of 100 was told '1 runs ... train at most 0 per command (e.g. --seeds in
     smaller ranges)'."""
-    result = subprocess.run(
-        [sys.executable, 'launch/offline.py', '--env', 'cube-single', '--task', '1']
-        + ['--run-dir', str(tmp_path / 'run'), '--dataset-dir', str(tmp_path / 'data')],
-        cwd=REPO,
-        preexec_fn=_with_open_file_limit(100, 100),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = _offline_under_open_file_limit(
+        100, '--run-dir', str(tmp_path / 'run'), '--dataset-dir', str(tmp_path / 'data')
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -411,30 +411,10 @@ def test_ray_sweep_killed_midway_then_rerun_redoes_and_loses_nothing(dataset, tm
     assert logs == [f'logs/offline/{TASK.format(t)}/fav/seeds0-1.log' for t in (1, 2)]
 
 
-def test_ctrl_c_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
-    from launch.run_lock import run_lock
-
-    runs_dir = tmp_path / 'runs'
-    command = [sys.executable, 'launch/sweep.py', '--suite', TASK.format(1), '--seeds', '0', '--no-ray']
-    command += ['--runs-dir', str(runs_dir), '--no-progress', '--dataset', dataset, '--offline-steps', '1000000']
-    command += '--eval-episodes 1 --eval-envs 1 --agent.hidden_dims=16,16 --agent.batch_size=8'.split()
-    run_dir = runs_dir / 'offline' / TASK.format(1) / 'fav' / 'seed0'
-    with process_group(command, stderr=subprocess.PIPE, text=True) as sweep_process:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (run_dir / 'config.json').exists():
-            time.sleep(0.1)
-        assert (run_dir / 'config.json').exists(), 'the run did not start'
-        os.killpg(sweep_process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the sweep and its run
-        _, err = sweep_process.communicate(timeout=300)  # a guard against a hang, not a speed check
-    assert sweep_process.returncode == 130 and 'Traceback' not in err, err
-    assert err.strip().splitlines()[-1].startswith('interrupted: rerun the same command to go on')
-    with run_lock(str(run_dir)):  # the run stopped with it: its lock is free
-        pass
-
-
-def test_sigterm_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
-    """SIGTERM, as a scheduler sends it to the sweep alone, ended it without a word (exit 143), or with Ray's
-    stack dump (exit 1)."""
+@pytest.mark.parametrize('stop', ['SIGINT', 'SIGTERM'])
+def test_ctrl_c_or_sigterm_stops_a_sweep_and_its_run_in_one_line(stop, dataset, tmp_path):
+    """Ctrl-C in a terminal reaches the sweep and its runs (their process group); SIGTERM, as a scheduler sends
+    it, the sweep alone, which ended without a word (exit 143) or with Ray's stack dump (exit 1)."""
     from launch.run_lock import RunLockedError, run_lock
 
     runs_dir = tmp_path / 'runs'
@@ -447,16 +427,24 @@ def test_sigterm_stops_a_sweep_and_its_run_in_one_line(dataset, tmp_path):
         while time.time() < deadline and not (run_dir / 'config.json').exists():
             time.sleep(0.1)
         assert (run_dir / 'config.json').exists(), 'the run did not start'
-        sweep_process.send_signal(signal.SIGTERM)  # the sweep only, not its process group
-        _, err = sweep_process.communicate(timeout=300)
-    assert sweep_process.returncode == 143 and 'Traceback' not in err, err
-    assert err.strip().splitlines() == [
-        'terminated: rerun the same command to go on (finished runs are kept, the others resume from their checkpoints)'
-    ]
-    deadline = time.time() + 60  # the run dies with its parent (SIGKILL): its lock is freed by the kernel
+        if stop == 'SIGINT':
+            os.killpg(sweep_process.pid, signal.SIGINT)
+        else:
+            sweep_process.send_signal(signal.SIGTERM)
+        _, err = sweep_process.communicate(timeout=300)  # a guard against a hang, not a speed check
+    code, word = (130, 'interrupted') if stop == 'SIGINT' else (143, 'terminated')
+    assert sweep_process.returncode == code and 'Traceback' not in err, err
+    last = err.strip().splitlines()[-1]
+    assert (
+        last
+        == f'{word}: rerun the same command to go on (finished runs are kept, the others resume from their checkpoints)'
+    )
+    if stop == 'SIGTERM':
+        assert len(err.strip().splitlines()) == 1, err
+    deadline = time.time() + 60  # the run stops with the sweep (a SIGTERM'd sweep's run is killed with its parent)
     while True:
         try:
-            with run_lock(str(run_dir)):
+            with run_lock(str(run_dir)):  # its lock is free
                 break
         except RunLockedError:
             assert time.time() < deadline, 'the run outlived the sweep'
