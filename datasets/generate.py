@@ -260,6 +260,16 @@ def _concatenate(paths):
     return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
 
 
+def _file_in_the_way(path):
+    """The file, `path` itself or a folder on its way, that keeps the folder `path` from being made; or None."""
+    path = os.path.abspath(path)
+    while path != os.path.dirname(path):
+        if os.path.isfile(path):
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m datasets.generate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--env', required=True, help='generatable family, e.g. cube-single or cube-double-play')
@@ -286,7 +296,9 @@ def main(argv=None):
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:  # a file in the way, no permission, a read-only or missing mount
-        print(f'error: --out {out}: {e.strerror}; pass a folder that can be created', file=sys.stderr)
+        in_the_way = _file_in_the_way(out)
+        why = f'{in_the_way} is a file' if in_the_way else e.strerror
+        print(f'error: --out {out}: {why}; pass a folder that can be created', file=sys.stderr)
         return 2
     try:
         paths = generate_dataset(

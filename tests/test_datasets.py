@@ -533,9 +533,11 @@ def test_generate_cli_out_empty_or_impossible_is_one_line(out, words):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_generate_cli_out_through_a_file_is_one_line(tmp_path):
+@pytest.mark.parametrize('under', ['', 'data'])
+def test_generate_cli_out_through_a_file_is_one_line_naming_the_file(under, tmp_path):
+    """It said 'File exists' for --out FILE and 'Not a directory' for --out FILE/data."""
     (tmp_path / 'notes.txt').write_text('kept')
-    out = tmp_path / 'notes.txt' / 'data'
+    out = tmp_path / 'notes.txt' / under if under else tmp_path / 'notes.txt'
     result = subprocess.run(
         [sys.executable, '-m', 'datasets.generate', '--env', 'cube-single', '--episodes', '2', '--out', str(out)],
         cwd=REPO,
@@ -543,8 +545,10 @@ def test_generate_cli_out_through_a_file_is_one_line(tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2 and '--out' in result.stderr and 'Not a directory' in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2
+    assert result.stderr == (
+        f'error: --out {out}: {tmp_path / "notes.txt"} is a file; pass a folder that can be created\n'
+    )
     assert (tmp_path / 'notes.txt').read_text() == 'kept'
 
 
