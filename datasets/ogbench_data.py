@@ -44,11 +44,16 @@ def _complete(train_path):
 
 def _explicit_path(dataset_path):
     path = os.path.abspath(os.path.expanduser(dataset_path))
+    if os.path.isdir(path):
+        raise DatasetError(
+            f'--dataset {path} is a folder: pass its train .npz file (the -val file is read beside it), or pass '
+            f'the folder as --dataset-dir'
+        )
     if not path.endswith('.npz'):
         raise DatasetError(f'dataset file {path} must end in .npz (its validation file is read as <name>-val.npz)')
     for p in (path, val_path(path)):
         if not os.path.isfile(p):
-            raise DatasetError(f'dataset file {p} does not exist')
+            raise DatasetError(f'dataset file {p} ' + ('is a folder' if os.path.isdir(p) else 'does not exist'))
     return path
 
 

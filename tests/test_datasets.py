@@ -372,6 +372,16 @@ def test_bad_files_fail_with_a_message_naming_the_file(cube_single, tmp_path):
         _write(lonely, good)
         with pytest.raises(DatasetError, match='lonely-val.npz does not exist'):
             load_task_data(task, env, dataset_path=str(lonely))
+
+        # A folder given as --dataset was 'dataset file ... must end in .npz', or 'does not exist' when it did.
+        for folder in (tmp_path / 'data', tmp_path / 'data.npz'):
+            folder.mkdir()
+            with pytest.raises(DatasetError) as refused:
+                load_task_data(task, env, dataset_path=str(folder))
+            assert str(refused.value).startswith(f'--dataset {folder} is a folder: pass its train .npz file')
+        (tmp_path / 'lonely-val.npz').mkdir()
+        with pytest.raises(DatasetError, match='lonely-val.npz is a folder$'):
+            load_task_data(task, env, dataset_path=str(lonely))
     finally:
         env.close()
 
