@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+from agents import AGENTS
 from launch.trace_summary import print_summary, self_times
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -113,12 +114,16 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
         (['--hidden-dims', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
         (['--stack', '1,4,1'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
         (['--agents', 'fql, fql'], '--agents names each agent once, e.g. fav,fql'),  # it benchmarked FQL twice
+        (['--o2o-runs', '8,8'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
+        (['--o2o-runs', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
+        (['--agents', 'fav,fqll'], 'unknown agent fqll; valid: ' + ', '.join(AGENTS)),
+        (['--profile', ''], '--profile is empty: give a folder, or leave --profile out for the default'),
     ],
 )
 def test_bench_refuses_degenerate_settings_in_one_line(argv, message, tmp_path):
     out = subprocess.run(
         [sys.executable, 'launch/bench.py', '--profile', str(tmp_path / 'profile'), *argv],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO, capture_output=True, text=True, timeout=120,  # a check that let it through: minutes of benchmark
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f'error: {message} (see launch/bench.py --help)']

@@ -1002,6 +1002,37 @@ def test_a_buffer_capacity_refusal_names_its_cause(dataset, tmp_path, capsys):
     periods = dict(online_steps=30, log_every=50, eval_every=50, save_every=50)
     args = types.SimpleNamespace(buffer_capacity=400, balanced_sampling=False, online_updates_per_call=10**9, **periods)
     assert _buffer_capacity(args, 'o2o', 400) == 400
+    # A call may fill the whole ring at once: none of its transitions overwrites another of the same call.
+    periods = dict(online_steps=1000, log_every=1000, eval_every=1000, save_every=1000)
+    args = types.SimpleNamespace(buffer_capacity=500, balanced_sampling=False, online_updates_per_call=500, **periods)
+    assert _buffer_capacity(args, 'o2o', 400) == 500
+    # Offline nothing is appended: the ring is the dataset, whatever --buffer-capacity says.
+    assert _buffer_capacity(types.SimpleNamespace(**{**vars(args), 'buffer_capacity': None}), 'offline', 400) == 400
+
+
+def test_group_data_is_read_once_with_each_tasks_labels_and_its_origin(monkeypatch):
+    """D4RL data: 'given' with --dataset, else 'official', and 'minari' on the Minari backend; the transitions
+    come from the first task, the rewards and masks of every task stacked in the tasks' order."""
+    from launch import loop
+
+    def load(task, env, dataset_path=None, dataset_dir=None):
+        index = float(task.name.split('-')[1] == 'medium')
+        rows = dict(observations=np.full((3, 2), index), actions=np.zeros((3, 1)))
+        return dict(rows, rewards=np.full(3, index), masks=np.full(3, 1 - index))
+
+    monkeypatch.setattr(loop, 'make_env', lambda task: types.SimpleNamespace(close=lambda: None))
+    monkeypatch.setattr(loop, 'load_d4rl_data', load)
+    tasks = [
+        dataclasses.replace(resolve_task(n), backend='d4rl') for n in ('antmaze-umaze-v2', 'antmaze-medium-play-v2')
+    ]
+    for given, backend, origin in ((None, 'd4rl', 'official'), ('x.hdf5', 'd4rl', 'given'), (None, 'minari', 'minari')):
+        args = types.SimpleNamespace(dataset=given, dataset_dir=None)
+        some = [dataclasses.replace(t, backend=backend) for t in tasks]
+        dataset, labels, got = loop._load_group_data(args, some)
+        assert got == origin
+        assert sorted(dataset) == ['actions', 'observations'] and np.all(dataset['observations'] == 0)
+        np.testing.assert_array_equal(labels['rewards'], [[0, 0, 0], [1, 1, 1]])
+        np.testing.assert_array_equal(labels['masks'], [[1, 1, 1], [0, 0, 0]])
 
 
 def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, capsys):

@@ -37,6 +37,18 @@ def test_flag_added_only_where_it_exists_and_is_not_set():
         environ = {}
         assert not turn_off_ynn_fusions(environ, release=release, machine=machine)
         assert environ == {}
+    # platform.machine() spells it AMD64 on Windows.
+    assert turn_off_ynn_fusions(environ, release=(0, 10), machine='AMD64')
+
+
+@pytest.mark.parametrize(
+    'version, release', [('0.10.2', (0, 10)), ('1.0', (1, 0)), ('0.4.36.dev20240101', (0, 4)), ('dev', None)]
+)
+def test_the_jaxlib_release_is_its_major_and_minor_or_none_when_unreadable(version, release, monkeypatch):
+    from launch import xla_cpu
+
+    monkeypatch.setattr(xla_cpu.metadata, 'version', lambda name: version)
+    assert jaxlib_release() == release
 
 
 def _compiles_with_ynn(preamble):
