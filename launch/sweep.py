@@ -270,16 +270,14 @@ def build_parser():
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cluster's scheduler, `kill`): the sweep stops as on Ctrl-C, in one line."""
-
-
-TERMINATED = []  # set by SIGTERM: Ray's waits turn the Terminated raised in them into a plain KeyboardInterrupt
+# SIGTERM (a cluster's scheduler, `kill`) stops the sweep as Ctrl-C does, in one line. It is told apart by this
+# flag, not by an exception type: Ray's waits turn any KeyboardInterrupt raised in them into a plain one.
+TERMINATED = []
 
 
 def _terminate(signum, frame):
     TERMINATED.append(signum)
-    raise Terminated
+    raise KeyboardInterrupt
 
 
 def main(argv=None):
@@ -369,8 +367,8 @@ def _main(argv):
             raise
         print(f'error: {e.filename}: {e.strerror}; pass a --runs-dir that can be written', file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the jobs' runs stop too (their group, or with their parent)
-        terminated = isinstance(e, Terminated) or bool(TERMINATED)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the jobs' runs stop too (their group, or with their parent)
+        terminated = bool(TERMINATED)
         print(
             f'{"terminated" if terminated else "interrupted"}: rerun the same command to go on (finished runs are '
             'kept, the others resume from their checkpoints)',
