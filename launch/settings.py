@@ -258,6 +258,15 @@ def validate_args(args, mode):
             import wandb  # optional: checked here, before anything is written
         except ImportError:
             raise UserError(f'--wandb {args.wandb} needs wandb: pip install -e ".[wandb]" (or drop --wandb)') from None
+        try:  # wandb reads WANDB_* variables at its first run; a bad one would be a traceback mid-training
+            wandb.Settings().update_from_env_vars(dict(os.environ))
+        except ValueError as e:
+            first = e.errors()[0] if hasattr(e, 'errors') else dict(loc=(), msg=str(e).splitlines()[0])
+            name = 'WANDB_' + '_'.join(map(str, first['loc'])).upper() if first['loc'] else 'a WANDB_* variable'
+            raise UserError(
+                f'--wandb {args.wandb}: the environment sets {name} to a value wandb refuses ({first["msg"]}); '
+                'fix or unset it'
+            ) from None
         if args.wandb == 'online':
             try:  # the credentials, without a request to the server; in a terminal wandb asks for the key
                 wandb.login(verify=False)

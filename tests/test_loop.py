@@ -465,6 +465,17 @@ def test_wandb_asked_for_but_missing_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.splitlines() == ['error: --wandb offline needs wandb: pip install -e ".[wandb]" (or drop --wandb)']
 
 
+def test_a_wandb_variable_wandb_refuses_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from launch.loop import main
+
+    monkeypatch.setenv('WANDB_MODE', '')  # wandb would raise its validation error at the first run's start
+    assert main('offline', ['--env', 'cube-single', '--wandb', 'offline', '--run-dir', str(tmp_path / 'r')]) == 2
+    assert not (tmp_path / 'r').exists()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: --wandb offline: the environment sets WANDB_MODE to a value wandb refuses (')
+    assert line.endswith('); fix or unset it') and "'offline'" in line  # wandb's own list of modes
+
+
 def test_wandb_online_without_credentials_is_one_line_before_anything_is_written(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith('WANDB_')}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / 'netrc'))  # no ~/.netrc, no wandb settings
