@@ -1,0 +1,48 @@
+"""docs/agents.md's per-environment tables against the ones the agents' configs read, row for row: a reader
+picks settings from the docs, so the two must not drift apart."""
+
+import re
+from pathlib import Path
+
+from agents import fql, iql, rebrac
+from envs.registry import FAMILIES
+
+DOCS = ' '.join((Path(__file__).resolve().parents[1] / 'docs' / 'agents.md').read_text().split())
+# The docs name OGBench environments without their dataset suffix (cube-single for cube-single-play) and the
+# D4RL tasks without antmaze- and -v2 in FQL's table.
+SHORT = {name.rsplit('-', 1)[0]: name for name in FAMILIES if not name.endswith('-v2')}
+D4RL = [name for name in FAMILIES if name.endswith('-v2')]
+
+
+def _after(marker):
+    assert marker in DOCS, f'docs/agents.md no longer has {marker!r}'
+    return DOCS.split(marker, 1)[1]
+
+
+def test_iql_awr_temperatures():
+    listed, rest = _after('α per environment (offline and O2O alike): ').split(';', 1)
+    documented = {SHORT[env]: float(value) for env, value in re.findall(r'([a-z0-9x-]+) ([0-9.]+)', listed)}
+    d4rl_alpha = float(re.match(r' the six D4RL AntMaze tasks ([0-9.]+) \(IQL', rest).group(1))
+    assert {**documented, **dict.fromkeys(D4RL, d4rl_alpha)} == iql.AWR_ALPHA
+
+
+def test_rebrac_bc_coefficients():
+    listed, rest = _after('(α_actor, α_critic) per environment (offline and O2O alike): ').split(';', 1)
+    pairs = re.findall(r'([a-z0-9x-]+) \(([0-9.]+), ([0-9.]+)\)', listed)
+    documented = {SHORT[env]: (float(actor), float(critic)) for env, actor, critic in pairs}
+    d4rl_source = re.match(r" the six D4RL AntMaze tasks use ([a-z0-9x-]+)'s", rest).group(1)
+    assert {**documented, **dict.fromkeys(D4RL, documented[SHORT[d4rl_source]])} == rebrac.BC_COEFFICIENTS
+
+
+def test_fql_distillation_weights_offline_and_o2o():
+    table = _after('| environment | offline | O2O | |---|---|---| ').split(' The ', 1)[0]
+    offline, o2o = {}, {}
+    for envs, off, on in re.findall(r'\| ([^|]+) \| ([0-9.]+) \| ([0-9.]+) \|', table):
+        if envs.startswith('D4RL antmaze '):
+            names = [f'antmaze-{env.strip()}-v2' for env in envs.removeprefix('D4RL antmaze ').split(',')]
+        else:
+            names = [SHORT[env.strip()] for env in envs.split(',')]
+        offline.update(dict.fromkeys(names, float(off)))
+        o2o.update(dict.fromkeys(names, float(on)))
+    assert offline == fql.OFFLINE_ALPHA
+    assert o2o == fql.O2O_ALPHA
