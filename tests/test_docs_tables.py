@@ -1,5 +1,6 @@
-"""docs/agents.md's per-environment tables against the ones the agents' configs read, row for row: a reader
-picks settings from the docs, so the two must not drift apart."""
+"""The docs' per-environment tables (docs/algorithm.md for FAV, docs/agents.md for the baselines) against the ones
+the registry and the agents' configs read, row for row: a reader picks settings from the docs, so the two must not
+drift apart."""
 
 import re
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 from agents import fql, iql, rebrac
 from envs.registry import FAMILIES
 
-DOCS = ' '.join((Path(__file__).resolve().parents[1] / 'docs' / 'agents.md').read_text().split())
+DOCS_DIR = Path(__file__).resolve().parents[1] / 'docs'
+DOCS = ' '.join((DOCS_DIR / 'agents.md').read_text().split())
 # The docs name OGBench environments without their dataset suffix (cube-single for cube-single-play) and the
 # D4RL tasks without antmaze- and -v2 in FQL's table.
 SHORT = {name.rsplit('-', 1)[0]: name for name in FAMILIES if not name.endswith('-v2')}
@@ -46,3 +48,27 @@ def test_fql_distillation_weights_offline_and_o2o():
         o2o.update(dict.fromkeys(names, float(on)))
     assert offline == fql.OFFLINE_ALPHA
     assert o2o == fql.O2O_ALPHA
+
+
+def test_fav_settings_per_environment():
+    """Each row: (σ, β), FAV-Adaptive's β, and what differs from γ = 0.99, q_agg = mean and unshifted rewards."""
+    rows = re.findall(
+        r'^\| (?:D4RL )?([a-z0-9x-]+) \| \(([0-9.]+), ([0-9.]+)\) \| ([0-9.]+) \| ([^|]*)\|$',
+        (DOCS_DIR / 'algorithm.md').read_text(),
+        re.MULTILINE,
+    )
+    documented = {}
+    for name, sigma, beta, adaptive_beta, other in rows:
+        discount = re.search(r'γ = ([0-9.]+)', other)
+        documented[name] = (
+            float(sigma),
+            float(beta),
+            float(adaptive_beta),
+            float(discount.group(1)) if discount else 0.99,
+            'min' if 'q_agg = min' in other else 'mean',
+            -1 if 'r ← r − 1' in other else 0,
+        )
+    registry = {
+        f.name: (f.sigma, f.beta, f.adaptive_beta, f.discount, f.q_agg, f.reward_shift) for f in FAMILIES.values()
+    }
+    assert documented == registry
