@@ -301,7 +301,8 @@ def bench_memory(args):
         print(f'(device memory {memory / 2**30:.1f} GiB, 90 % of it usable)')
 
 
-def main():
+def parse_args(argv=None):
+    """The command line, checked whole before any benchmark: (args, agent names, O2O run counts, task)."""
     p = CommandLineParser(prog='launch/bench.py', description=__doc__.splitlines()[0])
     p.add_argument(
         '--env',
@@ -336,7 +337,7 @@ def main():
     p.add_argument(
         '--profile-top', type=int, default=20, help='events listed per profile, most self time first (default: 20)'
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         args.hidden_dims = tuple(int(w) for w in args.hidden_dims.split(','))
         args.stack = [int(r) for r in args.stack.split(',')]
@@ -368,6 +369,11 @@ def main():
         task = resolve_task(args.env)
     except UnknownTaskError as e:
         p.error(str(e))
+    return args, agents, o2o_runs, task
+
+
+def main():
+    args, agents, o2o_runs, task = parse_args()
     obs_dim, act_dim, _ = SIZES[task.family.name]
     data = random_data(obs_dim, act_dim, args.rows)
     probes = matmul_probe(args.seconds), copy_probe(args.seconds)
