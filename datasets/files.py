@@ -17,6 +17,15 @@ def remove_leftover_temporaries(directory):
             os.remove(os.path.join(directory, name))
 
 
+def nearest_existing(path):
+    """`path` made absolute, or the nearest folder above it that exists: where making `path` would start (a link
+    to nothing counts as existing, since it is in the way too)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yields a binary file; on a clean exit it replaces `path` durably, on an error it is removed,

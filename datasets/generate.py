@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import tqdm
 
-from datasets.files import atomic_write, one_writer
+from datasets.files import atomic_write, nearest_existing, one_writer
 from envs import registry
 
 NOISE = 0.1
@@ -260,16 +260,6 @@ def _concatenate(paths):
     return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
 
 
-def _file_in_the_way(path):
-    """The file, `path` itself or a folder on its way, that keeps the folder `path` from being made; or None."""
-    path = os.path.abspath(path)
-    while path != os.path.dirname(path):
-        if os.path.isfile(path):
-            return path
-        path = os.path.dirname(path)
-    return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m datasets.generate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--env', required=True, help='generatable family, e.g. cube-single or cube-double-play')
@@ -296,8 +286,8 @@ def main(argv=None):
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:  # a file in the way, no permission, a read-only or missing mount
-        in_the_way = _file_in_the_way(out)
-        why = f'{in_the_way} is a file' if in_the_way else e.strerror
+        in_the_way = nearest_existing(out)
+        why = e.strerror if os.path.isdir(in_the_way) else f'{in_the_way} is a file'
         print(f'error: --out {out}: {why}; pass a folder that can be created', file=sys.stderr)
         return 2
     try:

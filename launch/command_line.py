@@ -5,6 +5,8 @@ import os
 import sys
 import tempfile
 
+from datasets.files import nearest_existing
+
 
 class UserError(Exception):
     """A bad setting or input: reported as one line, exit code 2."""
@@ -36,11 +38,9 @@ def check_folder(flag, path):
     (nothing is created)."""
     if not path:  # '' would be the working directory, or a default, unasked
         raise UserError(f'{flag} is empty: give a folder, or leave {flag} out for the default')
-    existing = os.path.abspath(os.path.expanduser(path))
-    while not os.path.exists(existing):
-        if os.path.islink(existing):  # e.g. a link to scratch space that is not mounted
-            raise UserError(f'{flag} {path}: {existing} is a link to {os.readlink(existing)}, which does not exist')
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(path)
+    if not os.path.exists(existing):  # a link to nothing, e.g. to scratch space that is not mounted
+        raise UserError(f'{flag} {path}: {existing} is a link to {os.readlink(existing)}, which does not exist')
     if not os.path.isdir(existing):
         raise UserError(f'{flag} {path}: {existing} is a file; pass a folder')
     return existing

@@ -15,6 +15,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
+from datasets.files import nearest_existing
 from envs.factory import SUCCESS_TIMING
 from envs.registry import resolve_task
 from launch.checkpoint import CHECKPOINT_NAME
@@ -197,14 +198,6 @@ def _check_run_dir_shape(run_dir, n_runs):
         )
 
 
-def _file_in_the_way(path):
-    """The nearest existing path on the way to `path` (itself included) if it is not a directory, else None."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return None if os.path.isdir(path) else path
-
-
 @functools.cache
 def ogbench_version():
     return metadata.version('ogbench')  # read once: it parses the package's metadata (0.3 ms, per run of a group)
@@ -253,8 +246,8 @@ def plan_runs(args, mode, tasks, seeds, config):
                 run_dir = os.path.join(args.run_dir, task.name, f'seed{seed}')
             else:
                 run_dir = os.path.join(args.runs_dir or 'runs', mode, task.name, args.agent, f'seed{seed}')
-            blocker = _file_in_the_way(run_dir)
-            if blocker:
+            blocker = nearest_existing(run_dir)
+            if not os.path.isdir(blocker):
                 raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another --run-dir')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
             config_path = os.path.join(run_dir, 'config.json')
