@@ -257,11 +257,16 @@ def _latex_text(text):
 
 def aggregate_table(aggregates):
     """The rliable numbers of one mode as a Table (text cells)."""
-    mode, agents = aggregates.mode, list(aggregates.estimates)
+    mode, agents, runs = aggregates.mode, list(aggregates.estimates), aggregates.runs
+    reference_runs = runs.get(aggregates.reference, 0)
     rows = [
-        [display_name(a), str(aggregates.runs[a])]
-        + [_interval_text(aggregates.estimates[a][m]) for m in ('IQM', 'Mean')]
-        + [_interval_text(aggregates.improvement[a], digits=2) if a in aggregates.improvement else '']
+        [display_name(a), str(runs[a])]
+        + [_estimate_text(aggregates.estimates[a][m], runs[a]) for m in ('IQM', 'Mean')]
+        + [
+            _estimate_text(aggregates.improvement[a], min(runs[a], reference_runs), digits=2)
+            if a in aggregates.improvement
+            else ''
+        ]
         for a in agents
     ]
     score = 'online score' if mode == 'o2o' else 'score'
@@ -270,12 +275,20 @@ def aggregate_table(aggregates):
         f'rliable over the {len(aggregates.tasks)} task(s) on which every agent has a finished run, '
         f'{score} 0-100; [95 % stratified-bootstrap CI]. {better}: probability of improvement.'
     ]
+    if min(runs.values(), default=2) < 2:
+        notes.append(
+            'No CI for an agent with 1 run per task (for P, where either agent has 1): the stratified bootstrap '
+            'resamples the runs within each task, so its interval would be the point alone, not a measure of '
+            'uncertainty.'
+        )
     header = ['agent', 'runs per task', 'IQM', 'Mean', better]
     return Table(f'{mode}: rliable aggregates', header, rows, notes)
 
 
-def _interval_text(estimate, digits=1):
+def _estimate_text(estimate, runs, digits=1):
     point, low, high = estimate
+    if runs < 2:
+        return f'{point:.{digits}f}'
     return f'{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]'
 
 

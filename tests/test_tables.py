@@ -213,8 +213,10 @@ def test_rliable_aggregates_and_figures(runs, out):
     assert aggregates.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
 
     rliable_md = (out / 'offline_rliable.md').read_text()
-    assert '| FAV | 1 | 25.0 [25.0, 25.0] | 25.0 [25.0, 25.0] |  |' in rliable_md
-    assert '| FQL | 3 | 27.5 [' in rliable_md and '0.50 [' in rliable_md
+    # One FAV run per task: no interval for FAV, nor for P(FAV > FQL); FQL's three runs have theirs.
+    assert '| FAV | 1 | 25.0 | 25.0 |  |' in rliable_md
+    assert '| FQL | 3 | 27.5 [' in rliable_md and rliable_md.count(' | 0.50 |') == 1
+    assert 'No CI for an agent with 1 run per task' in rliable_md
     pngs = [
         'summary.png',
         'offline_intervals.png',
@@ -280,6 +282,14 @@ def test_the_rliable_table_puts_each_number_in_its_column():
         ['FAV', '4', '20.0 [10.0, 30.0]', '25.0 [15.0, 35.0]', ''],
         ['FQL', '3', '5.0 [1.0, 9.0]', '6.0 [2.0, 8.0]', '0.60 [0.40, 0.80]'],
     ]
+    assert not any('No CI' in note for note in table.notes)
+    # An agent with one run per task: its estimates and its P have no interval (the bootstrap's would be [x, x]).
+    single = Aggregates('offline', ['t'], {'fav': 4, 'fql': 1}, estimates, {'fql': (0.6, 0.6, 0.6)}, 'fav')
+    assert tables.aggregate_table(single).rows[1] == ['FQL', '1', '5.0', '6.0', '0.60']
+    assert tables.aggregate_table(single).rows[0][2:4] == ['20.0 [10.0, 30.0]', '25.0 [15.0, 35.0]']
+    reference_alone = Aggregates('offline', ['t'], {'fav': 1, 'fql': 3}, estimates, {'fql': (0.6, 0.6, 0.6)}, 'fav')
+    assert tables.aggregate_table(reference_alone).rows[1][4] == '0.60'
+    assert any('No CI for an agent with 1 run per task' in note for note in tables.aggregate_table(single).notes)
 
 
 def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
@@ -399,7 +409,7 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     # Every clipped score beats every softmax score on both tasks: P = 1; against FQL's 35: task1 1 (50, 70),
     # task2 0.5 (20 < 35 < 40) → 0.75.
     assert '| FAV[prior_score=softmax] | 2 | ' in rliable_md and '| 1.00 [1.00, 1.00] |' in rliable_md
-    assert '| FQL | 1 | 35.0 [35.0, 35.0] | 35.0 [35.0, 35.0] | 0.75 [' in rliable_md
+    assert '| FQL | 1 | 35.0 | 35.0 | 0.75 |' in rliable_md
     # --published: each FAV variant column shows FAV's published number, and no extra FAV column says "not run".
     published = tmp_path / 'published'
     assert tables.main([str(root), '--out', str(published), '--variant', 'prior_score', '--published']) == 0
