@@ -430,6 +430,26 @@ def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch)
     resumed.finish()
 
 
+def test_only_a_run_training_alone_gives_its_logger_the_console(dataset, tmp_path, monkeypatch):
+    """A group's runs share one process and its console: their loggers are made with alone=False, a single
+    run's with alone=True."""
+    from launch import loop
+
+    made = []
+
+    def logger(run_dir, *args, alone=True, **kwargs):
+        made.append((Path(run_dir).name, alone))
+        return RunLogger(run_dir, *args, alone=alone, **kwargs)
+
+    monkeypatch.setattr(loop, 'RunLogger', logger)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '2', *SMALL]
+    assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g')]) == 0
+    assert made == [('seed0', False), ('seed1', False)]
+    made.clear()
+    assert loop.main('offline', [*args, '--seed', '0', '--run-dir', str(tmp_path / 'alone')]) == 0
+    assert made == [('alone', True)]
+
+
 def _csv_rows(path):
     with open(path, newline='') as f:
         return list(csv.reader(f))
