@@ -1088,6 +1088,29 @@ def test_a_run_dir_that_is_a_file_fails_in_one_line_before_the_data(tmp_path, ca
 
 
 @pytest.mark.parametrize(
+    'error, words',
+    [
+        (MemoryError('Unable to allocate 209. GiB for an array'), 'Unable to allocate 209. GiB'),
+        (MemoryError(), 'MemoryError'),
+    ],
+)
+def test_host_memory_running_out_is_the_same_one_line(error, words, dataset, tmp_path, monkeypatch, capsys):
+    """numpy's failed host allocation (MemoryError, with or without a message) is worded as XLA's is."""
+    import launch.loop
+    from launch.loop import main
+
+    def too_big(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(launch.loop.GroupBuffer, 'create', too_big)
+    argv = ['--env', 'cube-single', '--dataset', dataset, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g'), *SMALL]
+    assert main('o2o', argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: out of memory ({words}') and '\n' not in err
+    assert 'a rerun resumes each run from its last checkpoint' in err
+
+
+@pytest.mark.parametrize(
     'message',
     [
         'RESOURCE_EXHAUSTED: Out of memory allocating 224000000000 bytes.',
