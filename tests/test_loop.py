@@ -1321,6 +1321,14 @@ def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_array():
     with pytest.raises(ValueError, match=r"its agent\.actor\.params\['params'\]\['.*'\]\['\w+'\] has shape"):
         _same_shapes(large, restored)
     assert _same_shapes(small, restored) is restored
+    # A resume checks each run's checkpoint so: refused in words naming the file, before anything else is restored.
+    from launch.training import GroupTrainer
+
+    trainer = types.SimpleNamespace(
+        agents=as_group(large), runs=[types.SimpleNamespace(checkpoint_path='/runs/seed0/checkpoint.msgpack')]
+    )
+    with pytest.raises(CheckpointError, match=r'/runs/seed0/checkpoint\.msgpack does not match .* has shape'):
+        GroupTrainer.restore(trainer, [dict(agent=serialization.to_state_dict(small))])
 
 
 def test_a_file_system_error_is_one_line_and_other_os_errors_are_not_hidden(monkeypatch, capsys):
