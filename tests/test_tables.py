@@ -245,6 +245,20 @@ def test_iqm_drops_the_outer_quarters_and_the_mean_does_not(tmp_path):
     assert found.improvement['fql'][0] == pytest.approx(8 / 64)
 
 
+def test_the_rliable_matrix_keeps_the_lowest_seeds_in_number_order_not_folder_order(tmp_path):
+    from launch import aggregates
+
+    # FAV has seeds 0, 1, 2, 10 on task1 but only 0, 1, 2 on task2: 3 runs per task, the seeds 0, 1, 2. The
+    # folders sort seed0, seed1, seed10, seed2, so taking the first three found would use seed 10 (score 90).
+    for seed, score in ((0, 10), (1, 20), (2, 30), (10, 90)):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, score)
+    for seed in (0, 1, 2):
+        _run(tmp_path, 'offline', TASK.format(2), 'fav', seed, 50)
+    tasks, matrices = aggregates.score_matrices(ModeResults('offline', load_runs(str(tmp_path))))
+    assert tasks == [TASK.format(1), TASK.format(2)]
+    np.testing.assert_array_equal(matrices['fav'], [[10, 50], [20, 50], [30, 50]])
+
+
 def test_the_bootstrap_draws_as_many_replicates_as_asked(tmp_path):
     from launch import aggregates
 
@@ -361,6 +375,20 @@ def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, 
     assert second - first == {'notes.md'} and (out / 'notes.md').read_text() == 'mine'
     assert not (out / 'curves' / 'o2o').exists() and (out / 'curves' / 'offline').is_dir()  # emptied, so removed
     assert f'removed {len(gone)} file(s) an earlier run wrote there that this one did not: ' in capsys.readouterr().out
+
+
+def test_an_outputs_list_naming_files_outside_out_removes_none_of_them(tmp_path, capsys):
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    out.mkdir()
+    outside, absolute = tmp_path / 'keep.txt', tmp_path / 'absolute.txt'
+    outside.write_text('not the tables')
+    absolute.write_text('not the tables')
+    # An edited (or foreign) list: only files inside --out are ever the tables' to remove.
+    (out / tables.OUTPUTS_LIST).write_text(f'../keep.txt\nsub/../../keep.txt\n{absolute}\n')
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
+    assert outside.read_text() == 'not the tables' and absolute.read_text() == 'not the tables'
+    assert 'removed' not in capsys.readouterr().out
 
 
 def test_runs_of_different_lengths_do_not_share_a_column(tmp_path, capsys):
