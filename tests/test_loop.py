@@ -334,6 +334,45 @@ def test_a_group_save_killed_midway_resumes_every_run_at_one_step(phase, tmp_pat
     assert [c['step'] for c in checkpoint.load_group_checkpoints(paths)] == [step] * 3  # settled: loads alike
 
 
+def test_a_long_file_without_the_checkpoint_header_is_not_a_checkpoint(tmp_path):
+    # A bare msgpack state of 45 bytes or more (the header's length): refused for its header, not read as damaged.
+    path = tmp_path / 'checkpoint.msgpack'
+    path.write_bytes(serialization.msgpack_serialize(dict(step=7, weights=np.zeros(64, np.float32))))
+    with pytest.raises(CheckpointError, match='not a FAV-RL checkpoint'):
+        load_checkpoint(str(path))
+
+
+def test_a_group_load_settles_on_the_newest_pending_step_and_drops_older_pending_files(tmp_path):
+    import launch.checkpoint as checkpoint
+
+    # Every run has its checkpoint at 40 and pending files at 80 and 120 (a save left unsettled): all written
+    # at 120, so every run resumes at 120 and no pending file is left.
+    paths = [str(tmp_path / f'seed{seed}' / 'checkpoint.msgpack') for seed in range(2)]
+    for seed, path in enumerate(paths):
+        os.makedirs(os.path.dirname(path))
+        save_checkpoint(path, dict(step=40, seed=seed))
+        for step in (80, 120):
+            save_checkpoint(f'{path}.next-{step}', dict(step=step, seed=seed))
+    loaded = checkpoint.load_group_checkpoints(paths)
+    assert [(c['step'], c['seed']) for c in loaded] == [(120, 0), (120, 1)]
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['checkpoint.msgpack'] * 2 + ['seed0', 'seed1']
+
+
+def test_a_group_load_with_one_run_pending_an_older_step_keeps_every_run_at_the_previous_save(tmp_path):
+    import launch.checkpoint as checkpoint
+
+    # Runs 0 and 1 have a pending checkpoint at 80, run 2 only one at 60: the save at 80 was not written for
+    # every run, so all resume from their checkpoints at 40 and every pending file goes.
+    paths = [str(tmp_path / f'seed{seed}' / 'checkpoint.msgpack') for seed in range(3)]
+    for seed, path in enumerate(paths):
+        os.makedirs(os.path.dirname(path))
+        save_checkpoint(path, dict(step=40, seed=seed))
+        save_checkpoint(f'{path}.next-{80 if seed < 2 else 60}', dict(step=80 if seed < 2 else 60, seed=seed))
+    loaded = checkpoint.load_group_checkpoints(paths)
+    assert [(c['step'], c['seed']) for c in loaded] == [(40, 0), (40, 1), (40, 2)]
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['checkpoint.msgpack'] * 3 + ['seed0', 'seed1', 'seed2']
+
+
 def test_policy_action_folds_the_indices_into_each_runs_key_and_evaluates_with_eval_actions():
     data = _synthetic_data()
     observations = jnp.asarray(data['observations'][:6].reshape(2, 3, 5))  # 2 runs, 3 copies each
@@ -922,6 +961,20 @@ def test_the_seed_given_is_the_runs_and_its_evaluation_copies_are_at_most_its_ep
     settings = run_settings(args, task, 3, agent_config(args, 'offline', task.family), 'offline')
     # config.json records the copies used: no more than the episodes they play.
     assert (settings['seed'], settings['eval_envs'], settings['eval_episodes']) == (3, 4, 4)
+
+
+def test_each_mode_gets_its_own_step_defaults():
+    # Offline: 1M offline steps and no online phase, whatever o2o's defaults; O2O: 1M offline then 1M online.
+    offline = parse_args(['--env', 'cube-single'], 'offline')
+    assert (offline.offline_steps, offline.online_steps, offline.online_updates_per_call) == (1_000_000, 0, 1)
+    assert offline.balanced_sampling is False and offline.buffer_capacity is None
+    o2o = parse_args(['--env', 'cube-single'], 'o2o')
+    assert (o2o.offline_steps, o2o.online_steps, o2o.balanced_sampling, o2o.buffer_capacity) == (
+        1_000_000,
+        1_000_000,
+        False,
+        None,
+    )
 
 
 def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
