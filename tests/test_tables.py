@@ -328,6 +328,15 @@ def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     assert not (tmp_path / 'out').exists()  # nothing written
 
 
+def test_a_run_of_an_unknown_mode_is_refused_in_one_line_not_left_out(tmp_path, capsys):
+    _run(tmp_path / 'runs', 'online', TASK.format(1), 'fav', 0)  # unfinished: no final.json to trip on
+    assert tables.main([str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    config = tmp_path / 'runs' / 'online' / TASK.format(1) / 'fav' / 'seed0' / 'config.json'
+    assert len(err.splitlines()) == 1 and str(config) in err and "mode 'online'" in err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_out_in_folders_that_do_not_exist_yet_makes_them_and_a_failure_removes_them(tmp_path, capsys):
     """`--out results/prior` on a fresh clone, where results/ is not there yet."""
     root = tmp_path / 'runs'
@@ -769,3 +778,14 @@ def test_summary_bars_stack_the_online_gain_on_the_offline_score_over_the_suites
         (bars,) = [c for c in ax.containers if getattr(c, 'errorbar', None) is not None]
         (segment,) = bars.errorbar.lines[2][0].get_segments()
         np.testing.assert_allclose(segment[:, 1], [top - std, top + std])
+
+
+def test_summary_bars_start_the_online_gain_at_0_for_an_agent_without_an_offline_phase(tmp_path, monkeypatch):
+    from launch import figures
+
+    # RLPD has no offline score: its offline bar is 0 high and its gain bar rises from 0 to its online 50.
+    _run(tmp_path, 'o2o', SCENE, 'rlpd', 0, None, 50, offline_steps=0)
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'))
+    assert [(p.get_y(), p.get_height()) for p in saved[0].axes[0].patches] == [(0, 0.0), (0.0, 50.0)]
