@@ -178,6 +178,8 @@ def test_latex_numbers(out):
     assert r'cube-single-play & task3 & $70.0 \pm 10.0$ & $\mbox{--}$$^*$ \\' in tex
     assert r'cube-single-play & $41.7$ (3/5 tasks)$^*$ & $27.5 \pm 7.1$ (2/5 tasks)$^*$ \\' in tex
     assert tex.count(r'\begin{tabular}') == 3 == tex.count(r'\end{tabular}') and '±' not in tex
+    # Text columns (environment, task) left-aligned, one centred column per agent (FAV, FQL).
+    assert r'\begin{tabular}{llcc}' in tex and r'\begin{tabular}{lcc}' in tex
     o2o = (out / 'o2o.tex').read_text()
     assert r'$\mathbf{35.0 \pm 5.0 \rightarrow 70.0 \pm 10.0}$ & $\mbox{--} \rightarrow 50.0$' in o2o
 
