@@ -126,9 +126,9 @@ def load_run(run_dir, variants=()):
     config_path, final_path = os.path.join(run_dir, 'config.json'), os.path.join(run_dir, 'final.json')
     config = _read_json(config_path)
     try:
-        mode, task_name = config['mode'], config['task']
+        mode, task = config['mode'], resolve_task(config['task'])  # an alias (a hand-written config) as its full name
         agent, seed, offline_steps = config['agent'], int(config['seed']), int(config['offline_steps'])
-        family = resolve_task(task_name).family.name
+        task_name, family = task.name, task.family.name
         settings = config.get('agent_config', {})
         options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}
         values = [(field, _setting(settings, options, field)) for field in variants]

@@ -791,3 +791,16 @@ def test_summary_bars_start_the_online_gain_at_0_for_an_agent_without_an_offline
     monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
     figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'))
     assert [(p.get_y(), p.get_height()) for p in saved[0].axes[0].patches] == [(0, 0.0), (0.0, 50.0)]
+
+
+def test_a_config_naming_its_task_by_an_alias_counts_as_that_task(tmp_path):
+    """loop.py writes full task names; a hand-written config may name OGBench's default task (task2) by its env
+    id or its family: each is read as the task it names (their None sort keys made the tables crash)."""
+    root = tmp_path / 'runs'
+    _run(root, 'offline', 'cube-single-play-singletask-v0', 'fav', 0, 30)
+    _run(root, 'offline', 'cube-single', 'fav', 1, 70)
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 50)
+    results = ModeResults('offline', load_runs(str(root)))
+    assert results.tasks == [TASK.format(1), TASK.format(2)]
+    assert results.scores('fav', 'score') == {TASK.format(1): {0: 50}, TASK.format(2): {0: 30, 1: 70}}
+    assert tables.main([str(root), '--out', str(tmp_path / 'out'), '--reps', '10']) == 0
