@@ -339,6 +339,31 @@ def test_update_regresses_the_actor_onto_x_plus_phi_and_reports_its_residuals():
     assert not np.isclose(float(info['residual_after']), float(info['residual_before']), rtol=1e-4)
 
 
+def test_actor_gradient_treats_x_plus_phi_as_a_fixed_target():
+    # L = mean_j ||sg(x_j + φ_j) − x_j||² over the B·M samples, so ∇_θ L = Σ_j (−2 φ_j / (B·M))·∂x_j/∂θ: the
+    # pull-back of −2φ/(B·M) through the sample map alone. Without the stop-gradient on x + φ the loss is
+    # ||φ(x)||², whose gradient flows through φ instead and is another vector (its loss value is the same).
+    n, sigma, beta = 8, 0.5, 1.0
+    config = FAVConfig(hidden_dims=(16, 16), batch_size=n, sigma=sigma, beta=beta)
+    batch = _batch(jax.random.PRNGKey(0), n=n)
+    agent = FAVAgent.create(jax.random.PRNGKey(1), batch['observations'][:1], batch['actions'][:1], config)
+    _, actor_key, _ = _update_keys(agent)
+    noise_key, _ = jax.random.split(actor_key)
+    m = config.num_samples
+    noises = jax.random.normal(noise_key, (n, m, 2))
+    obs = jnp.repeat(batch['observations'][:, None, :], m, axis=1)
+    x0 = _actor_samples(agent, agent.actor.params, batch['observations'], noises)
+    grad_q = _critic_grad(agent, batch['observations'], x0)
+    phi = _batch_phi(x0, _f64(batch['actions'])[:, None, :], grad_q, sigma, beta, config.prior_score)
+    assert np.linalg.norm(phi, axis=-1).mean() > 0.1  # a real move
+
+    _, pull_back = jax.vjp(lambda p: agent.actor.apply_fn(p, obs, noises), agent.actor.params)
+    (expected,) = pull_back(jnp.asarray(-2.0 * phi / (n * m), jnp.float32))
+    grads, _ = jax.grad(agent._actor_loss, has_aux=True)(agent.actor.params, batch, actor_key)
+    for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(expected), strict=True):
+        np.testing.assert_allclose(_f64(got), _f64(want), rtol=1e-3, atol=1e-6)
+
+
 def test_update_draws_the_critics_next_actions_from_its_own_key():
     # The critic's key is the second of the four split from agent.rng, not the actor's (one key for both
     # would tie the next actions of the TD target to the actor's samples).
