@@ -581,6 +581,18 @@ def test_gaussian_log_prob_and_tanh_log_det_match_closed_forms():
     assert abs(np.trapezoid(np.exp(np.asarray(log_density, np.float64)), a) - 1.0) < 1e-3
 
 
+def test_sac_evaluates_with_tanh_of_its_mean_not_a_clip():
+    batch = _batch(n=8)
+    agent = _tiny('sac', batch)
+    head = _scaled_layer(agent.actor.params, "['params']['Dense_0']", 30.0)  # the mean head: means beyond ±1
+    agent = agent.replace(actor=agent.actor.replace(params=head))
+    s = batch['observations']
+    mean = np.asarray(agent.actor.apply_fn(agent.actor.params, s)[0], np.float64)
+    assert np.abs(mean).max() > 1.5 and np.any((np.abs(mean) > 0.3) & (np.abs(mean) < 1))
+    # a = tanh(mean): inside (−1, 1) everywhere, and below |mean| even where a clip would keep the mean.
+    np.testing.assert_allclose(np.asarray(agent.eval_actions(s, None)), np.tanh(mean), rtol=1e-5, atol=1e-6)
+
+
 def test_sac_actor_loss_by_hand():
     batch = _batch(n=8)
     agent = _tiny('sac', batch, initial_temperature=0.3)
