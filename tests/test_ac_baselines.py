@@ -274,6 +274,21 @@ def test_rebrac_update_draws_its_target_noise_from_a_fresh_key():
     np.testing.assert_array_equal(np.asarray(new.rng), np.asarray(next_rng))
 
 
+def test_sac_update_draws_the_critics_and_the_actors_noise_from_their_own_keys():
+    # The update splits its key in three: it carries the first, the critic's next actions use the second and
+    # the actor's samples the third (one key for both would reuse the actor's noise for the TD target).
+    agent, batch = _agent('sac'), _batch()
+    next_rng, critic_key, actor_key = jax.random.split(agent.rng, 3)
+    critic_loss = float(agent._critic_loss(agent.critic.params, batch, critic_key)[0])
+    actor_loss = float(agent._actor_loss(agent.actor.params, batch, actor_key)[0])
+    assert critic_loss != pytest.approx(float(agent._critic_loss(agent.critic.params, batch, actor_key)[0]), rel=1e-4)
+    assert actor_loss != pytest.approx(float(agent._actor_loss(agent.actor.params, batch, critic_key)[0]), rel=1e-4)
+    new, info = agent.update(batch)
+    assert float(info['critic_loss']) == pytest.approx(critic_loss, rel=1e-5)
+    assert float(info['actor_loss']) == pytest.approx(actor_loss, rel=1e-5, abs=1e-6)
+    np.testing.assert_array_equal(np.asarray(new.rng), np.asarray(next_rng))
+
+
 @pytest.mark.parametrize('name', ['iql', 'sac'])
 def test_target_critic_is_polyak_average_after_one_update(name):
     agent = _agent(name, tau=0.3)
