@@ -373,8 +373,10 @@ def test_update_draws_the_critics_next_actions_from_its_own_key():
     critic_key, actor_key, _ = _update_keys(agent)
     expected = float(agent._critic_loss(agent.critic.params, batch, critic_key)[0])
     assert not np.isclose(expected, float(agent._critic_loss(agent.critic.params, batch, actor_key)[0]), rtol=1e-4)
-    _, info = agent.update(batch)
+    new, info = agent.update(batch)
     np.testing.assert_allclose(float(info['critic_loss']), expected, rtol=1e-5)
+    # The agent carries the first key of the split: the next update draws fresh noise, not this one's again.
+    np.testing.assert_array_equal(np.asarray(new.rng), np.asarray(jax.random.split(agent.rng, 4)[0]))
 
 
 def test_generator_actions_have_the_right_shape_and_lie_in_the_box():
