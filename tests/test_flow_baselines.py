@@ -413,6 +413,29 @@ def test_ifql_update_trains_the_flow_with_a_fresh_key():
     np.testing.assert_array_equal(np.asarray(updated.rng), np.asarray(next_rng))
 
 
+def test_fql_update_draws_each_loss_from_its_own_key():
+    # The update splits its key in four: it carries the first, and the critic's next actions, the flow-matching
+    # x_0 and t, and the one-step policy's noises use the second, third and fourth (a key shared by two of
+    # them would correlate their draws).
+    batch = _batch()
+    agent = _agent('fql', batch)
+    next_rng, critic_key, flow_key, actor_key = jax.random.split(agent.rng, 4)
+    losses = {
+        'critic_loss': lambda key: agent._critic_loss(agent.critic.params, batch, key)[0],
+        'bc_flow_loss': lambda key: agent._bc_flow_loss(agent.bc_flow.params, batch, key)[0],
+        'actor_loss': lambda key: agent._actor_loss(agent.actor.params, batch, key)[0],
+    }
+    keys = {'critic_loss': critic_key, 'bc_flow_loss': flow_key, 'actor_loss': actor_key}
+    updated, info = agent.update(batch)
+    for name, loss in losses.items():
+        expected = float(loss(keys[name]))
+        for other in keys.values():
+            if other is not keys[name]:
+                assert not np.isclose(expected, float(loss(other)), rtol=1e-4), name
+        np.testing.assert_allclose(float(info[name]), expected, rtol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(updated.rng), np.asarray(next_rng))
+
+
 def test_ifql_settings_per_environment():
     assert ifql.get_config(FAMILIES['antmaze-giant-navigate']).discount == 0.995
     assert ifql.get_config(FAMILIES['cube-double-play'], mode='o2o').num_samples == 32
