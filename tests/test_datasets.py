@@ -249,11 +249,31 @@ def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, mo
 
 def test_the_validation_file_holds_a_tenth_of_the_episodes_at_least_one(tmp_path, monkeypatch):
     monkeypatch.setattr(generate, '_collect', _fake_collect)
-    for episodes, val_episodes in ((20, 2), (5, 1)):
+    for episodes, val_episodes in ((20, 2), (5, 1), (15, 1)):  # a tenth rounded down: 15 gives 1, not 2
         _, val_path = generate.generate_dataset(
             'cube-single', str(tmp_path / str(episodes)), episodes, seed=0, workers=1, episode_length=4, progress=False
         )
         assert np.flatnonzero(_arrays(val_path)['terminals']).tolist() == [4 * k + 3 for k in range(val_episodes)]
+
+
+def test_a_kill_while_the_val_file_is_written_leaves_no_train_file(tmp_path, monkeypatch):
+    """Over a finished pair, the old train file goes before the new val file is written and the new
+    train file comes last: a kill in between leaves no train file, so the pair is never read as complete."""
+    monkeypatch.setattr(generate, '_collect', _fake_collect)
+    train_path, val_path = generate.generate_dataset(
+        'cube-single', str(tmp_path), 1, seed=0, workers=1, episode_length=4, progress=False
+    )
+    save = generate._atomic_savez
+
+    def killed_at_the_val_file(path, arrays):
+        if path == Path(val_path):
+            raise KeyboardInterrupt
+        save(path, arrays)
+
+    monkeypatch.setattr(generate, '_atomic_savez', killed_at_the_val_file)
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate_dataset('cube-single', str(tmp_path), 2, seed=0, workers=1, episode_length=4, progress=False)
+    assert not Path(train_path).exists()
 
 
 def test_a_write_that_fails_leaves_the_previous_file_and_nothing_else(tmp_path):
