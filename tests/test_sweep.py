@@ -83,6 +83,24 @@ def test_the_estimate_counts_the_runs_left_at_the_rate_of_as_many(tmp_path, caps
     assert 'about 1.00 GPU-hours' in capsys.readouterr().out.splitlines()[0]
 
 
+def test_a_stopped_run_of_a_group_is_neither_finished_nor_left_to_run(tmp_path, capsys):
+    stopped = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0'
+    stopped.mkdir(parents=True)
+    (stopped / 'stopped.json').write_text('{"error": "non-finite critic_loss"}')
+    argv = ['--suite', TASK.format(1), '--seeds', '0-1', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main([*argv, '--offline-steps', '3823200']) == 0
+    # Seed 1 is the one run left: 3,823,200 updates at one run's 1062 updates/s = 1 hour.
+    head = capsys.readouterr().out.splitlines()[0]
+    assert '0 run(s) already finished, 1 to run in 1 job(s) (about 1.00 GPU-hours' in head
+
+
+def test_the_o2o_estimate_counts_the_online_steps_at_the_env_step_rate(tmp_path, capsys):
+    argv = ['--suite', TASK.format(1), '--mode', 'o2o', '--seeds', '0', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main([*argv, '--offline-steps', '3823200', '--online-steps', '432000']) == 0
+    # 3,823,200 updates at 1062 updates/s = 1 hour, then 432,000 env steps at 120 env steps/s = 1 hour.
+    assert 'about 2.00 GPU-hours' in capsys.readouterr().out.splitlines()[0]
+
+
 @pytest.mark.parametrize(
     'group, jobs, hours',
     [
