@@ -143,6 +143,39 @@ def test_rewards_and_masks_follow_the_cube_and_the_tasks_goal(cube_single, tmp_p
     assert successes(2, path) == successes(2, cube_single[0]) - set(at_goal) - {30, LENGTH + 4}
 
 
+class _OneStepCollectionEnv:
+    """A collection env whose episodes last one step; records the stacking probability of each new target."""
+
+    def __init__(self):
+        self.unwrapped, self.p_stacks = self, []
+
+    def reset(self, seed=None):
+        return np.zeros(1), {'privileged/target_task': 'cube'}
+
+    def step(self, action):
+        return np.zeros(1), 0.0, False, True, {'prev_qpos': np.zeros(1), 'prev_qvel': np.zeros(1)}
+
+    def set_new_target(self, p_stack):
+        self.p_stacks.append(p_stack)
+        return np.zeros(1), {'privileged/target_task': 'cube'}
+
+
+def test_the_stacking_probability_of_an_episode_is_the_official_one(monkeypatch):
+    """OGBench's play collection: 0 for cube-single, uniform on [0, 0.25] for cube-double (the first draw
+    of the episode's seeded global generator), 0.5 otherwise."""
+    agent = types.SimpleNamespace(done=True, reset=lambda ob, info: None, select_action=lambda ob, info: np.zeros(5))
+    for name, seed, expected in [
+        ('cube-single', 3, 0.0),
+        ('cube-double', 3, 0.25 * np.random.RandomState(3).random_sample()),
+        ('cube-double', 4, 0.25 * np.random.RandomState(4).random_sample()),
+        ('scene', 3, 0.5),
+    ]:
+        env = _OneStepCollectionEnv()
+        monkeypatch.setattr(generate, '_collector', lambda family, length, env=env: (env, {'cube': agent}))
+        generate._run_episode(resolve_task(name).family, LENGTH, seed)
+        assert env.p_stacks == [pytest.approx(expected)]
+
+
 def test_scene_episodes_where_the_block_leaves_sight_are_redrawn():
     """OGBench's scene generator keeps an episode only if the block (qpos 14:17) never goes past the back
     wall (y >= 0.29) and is below y = -0.3 only inside the drawer (0.06 <= z <= 0.08)."""
@@ -245,6 +278,35 @@ def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, mo
     monkeypatch.setattr(generate, '_collect', _fake_collect)
     assert generate_it(2, 4) == [3, 7]  # two 4-row episodes, none of the 3-row part
     assert generate_it(1, 4) == [3]  # the 2-episode files in place are not taken for a 1-episode request
+
+
+def test_finishing_one_dataset_keeps_the_parts_of_another_interrupted_one(tmp_path, monkeypatch):
+    """Parts of a run with another seed, interrupted in the same folder, stay for its rerun to resume."""
+
+    def interrupted(family, episode_length, seed, split, index):
+        if split == 'train' and index == 1:
+            raise KeyboardInterrupt
+        return _fake_collect(family, episode_length, seed, split, index)
+
+    monkeypatch.setattr(generate, '_collect', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate_dataset('cube-single', str(tmp_path), 2, seed=1, workers=1, episode_length=3, progress=False)
+    monkeypatch.setattr(generate, '_collect', _fake_collect)
+    generate.generate_dataset('cube-single', str(tmp_path), 2, seed=0, workers=1, episode_length=3, progress=False)
+    parts = [str(p.relative_to(tmp_path)) for p in tmp_path.glob('.*.parts/*/*.npz')]
+    assert parts == ['.cube-single-play-v0.parts/seed1-len3/train-000000.npz']
+
+
+def test_a_request_is_checked_at_each_bound():
+    for kwargs, words in [
+        (dict(episodes=0), '--episodes'),
+        (dict(episodes=1, episode_length=1), '--episode-length'),
+        (dict(episodes=1, seed=-1), '--seed'),
+        (dict(episodes=1, workers=0), '--workers'),
+    ]:
+        with pytest.raises(generate.GenerationError, match=words):
+            generate.check_request('cube-single', **kwargs)
+    assert generate.check_request('cube-single', 1, seed=0, workers=1, episode_length=2).short_name == 'cube-single'
 
 
 def test_the_validation_file_holds_a_tenth_of_the_episodes_at_least_one(tmp_path, monkeypatch):
