@@ -316,6 +316,8 @@ def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
     walls = lambda maze: [[int(cell == 1) for cell in row] for row in maze]  # noqa: E731
     try:
         assert walls(MINARI_MAZES[name.split('-')[1]]) == walls(data_env.unwrapped.maze.maze_map)
+        cells = [cell for row in MINARI_MAZES[name.split('-')[1]] for cell in row]
+        assert cells.count('r') == 1 and cells.count('g') == 1  # a fixed start cell and one goal
     finally:
         data_env.close()
 
