@@ -176,6 +176,21 @@ def test_the_stacking_probability_of_an_episode_is_the_official_one(monkeypatch)
         assert env.p_stacks == [pytest.approx(expected)]
 
 
+def test_the_oracles_actions_are_clipped_to_the_action_box_before_the_step(monkeypatch):
+    """As OGBench's collection does: the noisy oracle's action is clipped to [-1, 1], then stepped and stored."""
+    env = _OneStepCollectionEnv()
+    stepped = []
+    step = env.step
+    env.step = lambda action: stepped.append(action) or step(action)
+    agent = types.SimpleNamespace(
+        done=False, reset=lambda ob, info: None, select_action=lambda ob, info: [2.0, -3.0, 0.5, -1.0, 1.0]
+    )
+    monkeypatch.setattr(generate, '_collector', lambda family, length: (env, {'cube': agent}))
+    episode = generate._run_episode(resolve_task('cube-single').family, LENGTH, 0)
+    np.testing.assert_array_equal(episode['actions'], [[1.0, -1.0, 0.5, -1.0, 1.0]])
+    np.testing.assert_array_equal(stepped, [[1.0, -1.0, 0.5, -1.0, 1.0]])
+
+
 def test_scene_episodes_where_the_block_leaves_sight_are_redrawn():
     """OGBench's scene generator keeps an episode only if the block (qpos 14:17) never goes past the back
     wall (y >= 0.29) and is below y = -0.3 only inside the drawer (0.06 <= z <= 0.08)."""
