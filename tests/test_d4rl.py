@@ -397,6 +397,18 @@ def test_backend_choice():
         with_backend(resolve_task('cube-single'), 'minari')
 
 
+def test_legacy_d4rl_is_the_backend_when_it_imports_else_minari(monkeypatch):
+    import envs.factory
+
+    task = resolve_task('antmaze-umaze-v2')
+    monkeypatch.setattr(envs.factory, '_import_failure', lambda *modules: None)  # both backends import
+    assert with_backend(task, None).backend == 'd4rl'
+    assert with_backend(task, 'minari').backend == 'minari'
+    legacy_missing = lambda *modules: 'import d4rl failed' if 'd4rl' in modules else None  # noqa: E731
+    monkeypatch.setattr(envs.factory, '_import_failure', legacy_missing)
+    assert with_backend(task, None).backend == 'minari'
+
+
 def _launch(script, *args):
     return subprocess.run(
         [sys.executable, f'launch/{script}.py', *args], cwd=REPO, capture_output=True, text=True, timeout=600
