@@ -102,6 +102,32 @@ def test_each_run_of_a_group_seeds_its_copies_from_its_own_keys_and_t_counts_the
     assert ts == list(range(11))  # 5 steps, the reset step, 5 steps
 
 
+class _CountingEnv(gymnasium.Env):
+    """Observation: [resets so far, steps since the last reset]; truncates after 2 steps."""
+
+    observation_space = gymnasium.spaces.Box(0, np.inf, (2,), np.float32)
+    action_space = gymnasium.spaces.Box(-1, 1, (1,), np.float32)
+    resets = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.resets, self.t = self.resets + 1, 0
+        return np.array([self.resets, 0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.resets, self.t], np.float32), 0.0, False, self.t == 2, {'success': 0.0}
+
+
+def test_the_policy_acts_on_each_steps_observation_and_on_the_new_episodes_after_a_reset():
+    seen = []
+    act = lambda obs, t: seen.append(obs.copy()) or np.zeros((1, 1), np.float32)  # noqa: E731
+    evaluate(EnvPool([lambda: RecordEpisodeStatistics(_CountingEnv())]), act, 2, [(0,)])
+    # Two 2-step episodes; at the step after the first ended the policy sees its last observation (that
+    # action is ignored), then the reset's.
+    np.testing.assert_array_equal(seen, [[[1, 0]], [[1, 1]], [[1, 2]], [[2, 0]], [[2, 1]]])  # one copy
+
+
 def test_a_reset_replays_every_action_in_order_after_seeding_the_copy():
     """How a resumed O2O run puts its env back mid-episode: reset with the episode's seed, then its actions."""
     pool = EnvPool([_ActionHistoryEnv for _ in range(2)])
