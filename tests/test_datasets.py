@@ -228,13 +228,7 @@ def test_generation_is_deterministic_whatever_the_workers(cube_single, tmp_path)
 
 def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single, tmp_path, monkeypatch):
     collect = generate._collect
-
-    def fail_on_second_episode(family, episode_length, seed, split, index):
-        if split == 'train' and index == 1:
-            raise KeyboardInterrupt
-        return collect(family, episode_length, seed, split, index)
-
-    monkeypatch.setattr(generate, '_collect', fail_on_second_episode)
+    monkeypatch.setattr(generate, '_collect', _stopped_at_the_second_train_episode(collect))
     with pytest.raises(KeyboardInterrupt):
         generate.generate_dataset(
             'cube-single', str(tmp_path), episodes=2, seed=0, workers=1, episode_length=LENGTH, progress=False
@@ -272,14 +266,20 @@ def _fake_collect(family, episode_length, seed, split, index):
     )
 
 
+def _stopped_at_the_second_train_episode(collect):
+    """`collect`, interrupted (as by Ctrl-C) when it is asked for train episode 1."""
+
+    def collect_or_stop(family, episode_length, seed, split, index):
+        if split == 'train' and index == 1:
+            raise KeyboardInterrupt
+        return collect(family, episode_length, seed, split, index)
+
+    return collect_or_stop
+
+
 def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, monkeypatch):
     """Parts left by an interrupted run are reused only for the same episode length, and a finished
     dataset in the folder is replaced by one of the size asked for."""
-
-    def interrupted(family, episode_length, seed, split, index):
-        if split == 'train' and index == 1:
-            raise KeyboardInterrupt
-        return _fake_collect(family, episode_length, seed, split, index)
 
     def generate_it(episodes, episode_length):
         train_path, _ = generate.generate_dataset(
@@ -287,7 +287,7 @@ def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, mo
         )
         return np.flatnonzero(_arrays(train_path)['terminals']).tolist()
 
-    monkeypatch.setattr(generate, '_collect', interrupted)
+    monkeypatch.setattr(generate, '_collect', _stopped_at_the_second_train_episode(_fake_collect))
     with pytest.raises(KeyboardInterrupt):
         generate_it(2, 3)  # leaves train episode 0, 3 rows long
     monkeypatch.setattr(generate, '_collect', _fake_collect)
@@ -298,12 +298,7 @@ def test_a_request_into_a_used_folder_gets_the_episodes_it_asks_for(tmp_path, mo
 def test_finishing_one_dataset_keeps_the_parts_of_another_interrupted_one(tmp_path, monkeypatch):
     """Parts of a run with another seed, interrupted in the same folder, stay for its rerun to resume."""
 
-    def interrupted(family, episode_length, seed, split, index):
-        if split == 'train' and index == 1:
-            raise KeyboardInterrupt
-        return _fake_collect(family, episode_length, seed, split, index)
-
-    monkeypatch.setattr(generate, '_collect', interrupted)
+    monkeypatch.setattr(generate, '_collect', _stopped_at_the_second_train_episode(_fake_collect))
     with pytest.raises(KeyboardInterrupt):
         generate.generate_dataset('cube-single', str(tmp_path), 2, seed=1, workers=1, episode_length=3, progress=False)
     monkeypatch.setattr(generate, '_collect', _fake_collect)
