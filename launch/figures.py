@@ -52,11 +52,17 @@ def summary_bars(by_mode, path, published=None):
     return _save(fig, path)
 
 
+def _label(aggregates, agent):
+    """The agent's name, marked where it has 1 run per task: its bar is the point alone, not an interval."""
+    name = display_name(agent)
+    return f'{name} (1 run, no CI)' if aggregates.runs[agent] < 2 else name
+
+
 def interval_plot(aggregates, path):
     agents = list(aggregates.estimates)
-    points = {display_name(a): [aggregates.estimates[a][m][0] for m in ('IQM', 'Mean')] for a in agents}
+    points = {_label(aggregates, a): [aggregates.estimates[a][m][0] for m in ('IQM', 'Mean')] for a in agents}
     intervals = {
-        display_name(a): np.array([[aggregates.estimates[a][m][i] for m in ('IQM', 'Mean')] for i in (1, 2)])
+        _label(aggregates, a): np.array([[aggregates.estimates[a][m][i] for m in ('IQM', 'Mean')] for i in (1, 2)])
         for a in agents
     }
     fig, _ = plot_utils.plot_interval_estimates(
@@ -72,7 +78,8 @@ def interval_plot(aggregates, path):
 
 def improvement_plot(aggregates, path):
     separator = '\t'  # labels may hold commas
-    labels = {b: f'{display_name(aggregates.reference)}{separator}{display_name(b)}' for b in aggregates.improvement}
+    reference = _label(aggregates, aggregates.reference)
+    labels = {b: f'{reference}{separator}{_label(aggregates, b)}' for b in aggregates.improvement}
     pairs = {labels[b]: v[0] for b, v in aggregates.improvement.items()}
     intervals = {labels[b]: np.array(v[1:]) for b, v in aggregates.improvement.items()}
     fig, ax = plt.subplots(figsize=(4, 0.6 + 0.5 * len(pairs)))

@@ -308,6 +308,28 @@ def test_the_rliable_table_puts_each_number_in_its_column():
     assert any('No CI for an agent with 1 run per task' in note for note in tables.aggregate_table(single).notes)
 
 
+def test_the_figures_mark_an_agent_with_one_run_per_task_as_having_no_interval(tmp_path, monkeypatch):
+    from launch import figures
+    from launch.aggregates import Aggregates
+
+    estimates = {a: {'IQM': (20, 10, 30), 'Mean': (25, 15, 35)} for a in ('fav', 'fql', 'iql')}
+    improvement = {'fql': (0.6, 0.6, 0.6), 'iql': (0.7, 0.5, 0.9)}
+    found = Aggregates('offline', ['t'], {'fav': 3, 'fql': 1, 'iql': 2}, estimates, improvement, 'fav')
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.interval_plot(found, str(tmp_path / 'i.png'))
+    names = [label.get_text() for label in saved[0].axes[0].get_yticklabels()]
+    assert names == ['FAV', 'FQL (1 run, no CI)', 'IQL']
+    figures.improvement_plot(found, str(tmp_path / 'p.png'))
+    left, right = saved[1].axes  # the reference's names on the left, the others' on the right
+    assert [label.get_text() for label in left.get_yticklabels()] == ['FAV', 'FAV']
+    assert [label.get_text() for label in right.get_yticklabels()] == ['FQL (1 run, no CI)', 'IQL']
+    # The reference with 1 run: every probability's interval is the point alone.
+    alone = Aggregates('offline', ['t'], {'fav': 1, 'fql': 3}, estimates, {'fql': (0.6, 0.6, 0.6)}, 'fav')
+    figures.improvement_plot(alone, str(tmp_path / 'q.png'))
+    assert [label.get_text() for label in saved[2].axes[0].get_yticklabels()] == ['FAV (1 run, no CI)']
+
+
 def test_one_line_errors_name_the_file(runs, tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
