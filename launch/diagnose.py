@@ -71,6 +71,15 @@ class Plan:
     hidden_dims: tuple = (64, 64)
     batch_size: int = 128
 
+    def __post_init__(self):
+        if self.steps <= 0 or self.steps % CHUNKS:  # train runs steps // CHUNKS per chunk: a remainder was dropped
+            lower = self.steps // CHUNKS * CHUNKS
+            fits = f'{lower} or {lower + CHUNKS}' if lower > 0 else f'{CHUNKS}'
+            raise ValueError(
+                f'Plan steps={self.steps}: training runs in {CHUNKS} equal chunks, so steps must be a positive '
+                f'multiple of {CHUNKS} (e.g. {fits})'
+            )
+
 
 FULL = Plan(
     problems=('gauss1d', 'mix1d', 'mix2d', 'prod5d'),

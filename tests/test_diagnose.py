@@ -233,3 +233,11 @@ def test_run_plan_rows_and_table_take_each_betas_own_values(monkeypatch):
         f'| W1 {r["w1"]:.3f} | {r["tilted"]:.3f} | {r["w1_fixed_point"]:.3f} | — | {r["target_mean"][0]:+.3f} | '
         f'{r["actor_mean"][0]:+.3f} | {r["target_std"]:.3f} / {r["actor_std"]:.3f} | 1.00 | 0.500 | 0.75 |'
     ) in table
+
+
+@pytest.mark.parametrize('steps', [805, 5, 0])
+def test_a_plan_refuses_steps_that_do_not_fill_its_chunks(steps):
+    # train runs steps // CHUNKS updates per chunk: 805 steps would silently train 800.
+    with pytest.raises(ValueError, match=f'^Plan steps={steps}: .* positive multiple of {diagnose.CHUNKS} '):
+        dataclasses.replace(diagnose.QUICK, steps=steps)
+    assert dataclasses.replace(diagnose.QUICK, steps=3 * diagnose.CHUNKS).steps == 3 * diagnose.CHUNKS
