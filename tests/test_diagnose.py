@@ -6,6 +6,7 @@ Gaussian with precision 2/σ + 2β and mean (2μ0/σ + 2βc)/(2/σ + 2β). β fo
 """
 
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -184,11 +185,15 @@ def test_target_samples_are_jittered_uniformly_within_their_grid_cell(name):
     points, cell = bandits.factor_grid(problem)
     spacing = points[1, -1] - points[0, -1]
     assert cell == pytest.approx(spacing ** points.shape[1])
-    k = len(points) // 3
+    k = len(points) // 2  # the box's center: len // 3 is on its edge in 2-D, where the clip cuts half the cell
     log_prior = np.where(np.arange(len(points)) == k, 0.0, -1e9)
     draws = bandits.target_samples(problem, 0.1, 2.0, 2000, np.random.default_rng(0), log_prior)
     offsets = np.abs(draws - points[k])
     assert offsets.max() <= spacing / 2 and offsets.max() > 0.95 * spacing / 2
+    # Both ways along every axis, as often one way as the other.
+    signed = draws - points[k]
+    assert np.all(signed.min(0) < -0.95 * spacing / 2) and np.all(signed.max(0) > 0.95 * spacing / 2)
+    assert np.all(np.abs((signed > 0).mean(0) - 0.5) < 0.05)
 
 
 def test_evaluate_rows_against_their_closed_forms():
@@ -241,3 +246,189 @@ def test_a_plan_refuses_steps_that_do_not_fill_its_chunks(steps):
     with pytest.raises(ValueError, match=f'^Plan steps={steps}: .* positive multiple of {diagnose.CHUNKS} '):
         dataclasses.replace(diagnose.QUICK, steps=steps)
     assert dataclasses.replace(diagnose.QUICK, steps=3 * diagnose.CHUNKS).steps == 3 * diagnose.CHUNKS
+
+
+def test_train_gives_every_beta_the_same_batches_and_runs_the_chunks_back_to_back(monkeypatch):
+    calls = []
+
+    def chunk(agents, buffer, data_keys, start, length, batch_size):
+        calls.append((np.asarray(data_keys), start, length, batch_size))
+        return agents, dict(phi_norm=np.zeros(3)), np.ones(3, bool)
+
+    monkeypatch.setattr(diagnose, 'offline_chunk', chunk)
+    plan = dataclasses.replace(diagnose.QUICK, steps=3 * diagnose.CHUNKS, hidden_dims=(8,), batch_size=16)
+    samples, _, finite = diagnose.train(diagnose.Setting('gauss1d', 0.1), plan, (0.0, 1.0, 4.0))
+    assert samples.shape == (3, diagnose.NUM_EVAL_SAMPLES, 1) and finite
+    # Update i of every run draws its batch with fold_in(its data key, start + i): one key for all β (the
+    # same batches), and chunk k starts where chunk k - 1 ended.
+    assert [(start, length, size) for _, start, length, size in calls] == [
+        (3 * k, 3, 16) for k in range(diagnose.CHUNKS)
+    ]
+    for data_keys, *_ in calls:
+        assert len(data_keys) == 3 and (data_keys == data_keys[0]).all()
+
+
+@functools.cache
+def _mix1d_fixed_point_priors(sigma):
+    problem = bandits.PROBLEMS['mix1d']
+    counts = (1, diagnose.FAVConfig.num_reference)
+    return {
+        (form, k): bandits.fixed_point_log_prior(problem, sigma, form, k) for form in diagnose.PRIORS for k in counts
+    }
+
+
+@pytest.mark.parametrize('prior', ['softmax', 'clipped'])
+@pytest.mark.parametrize('reference', ['dataset', 'bc_flow'])
+def test_evaluate_compares_with_the_fixed_point_of_the_settings_prior_and_reference_count(prior, reference):
+    problem, sigma, beta = bandits.PROBLEMS['mix1d'], 0.1, 2.0
+    samples = problem.sample_behavior(np.random.default_rng(3), 2000).astype(np.float64)
+    setting = diagnose.Setting('mix1d', sigma, prior, reference)
+    row = diagnose.evaluate(setting, beta, samples, np.random.default_rng(0))
+    # One reference set per state: the dataset action (1), or K BC samples.
+    count = 1 if reference == 'dataset' else diagnose.FAVConfig.num_reference
+    priors = _mix1d_fixed_point_priors(sigma)
+    distances = {key: bandits.wasserstein_1d(problem, samples, sigma, beta, p) for key, p in priors.items()}
+    # The prior's form matters with one reference (with K they nearly agree), and so does the count.
+    k = diagnose.FAVConfig.num_reference
+    assert abs(distances['softmax', 1] - distances['clipped', 1]) > 2e-3
+    assert abs(distances[prior, 1] - distances[prior, k]) > 2e-2
+    assert row['w1_fixed_point'] == pytest.approx(distances[prior, count], rel=1e-9)
+    expected_mean = bandits.target_mean(problem, sigma, beta, priors[prior, count])
+    np.testing.assert_allclose(row['fixed_point_mean'], expected_mean, rtol=1e-9)
+    if (prior, reference) == ('softmax', 'dataset'):
+        # One softmax particle: score 2(E[y] - x)/σ with E[y] = 0 here, a prior ∝ exp(-x²/σ), tilted by exp(βQ).
+        points = np.linspace(-1, 1, bandits.GRID_1D)
+        weights = np.exp(-(points**2) / sigma + beta * np.asarray(problem.q(points[:, None])))
+        assert row['fixed_point_mean'][0] == pytest.approx(weights @ points / weights.sum(), abs=0.01)
+
+
+@pytest.mark.parametrize('name', ['mix2d', 'prod5d'])
+def test_evaluate_measures_the_tilted_column_against_the_unsmoothed_target_past_1d(name):
+    # Samples of the behavior tilted by exp(βQ) itself (σ = 0): close to it, far from the target smoothed
+    # by σ = 0.5 (each component's variance grows by 0.25).
+    problem, sigma, beta = bandits.PROBLEMS[name], 0.5, 2.0
+    samples = bandits.target_samples(problem, 0.0, beta, 2000, np.random.default_rng(5))
+    row = diagnose.evaluate(diagnose.Setting(name, sigma), beta, samples, np.random.default_rng(0))
+    assert row['tilted'] < row['mmd'] / 3, (row['tilted'], row['mmd'])
+    # The MMD (not the energy distance), against samples of its own generator.
+    tilted = bandits.target_samples(problem, 0.0, beta, diagnose.NUM_EVAL_SAMPLES, np.random.default_rng(1))
+    assert row['tilted'] == pytest.approx(bandits.mmd_and_energy(samples, tilted)[0], rel=1e-5)
+
+
+def test_bump_rewards_sum_each_bumps_height_over_its_squared_distance():
+    # Q(a) = Σ_c h_c exp(-‖a - c‖²/w), independently in numpy: mix1d (w = 0.08), mix2d (w = 0.15).
+    rng = np.random.default_rng(0)
+    for name, centers, width, heights in [
+        ('mix1d', [[-0.6], [0.6]], 0.08, [1.0, 1.5]),
+        ('mix2d', [[-0.5, -0.5], [0.5, 0.5]], 0.15, [1.0, 1.5]),
+    ]:
+        centers = np.array(centers)
+        points = np.concatenate([centers, centers + 0.1, rng.uniform(-1, 1, (20, centers.shape[1]))])
+        sq = ((points[:, None, :] - centers) ** 2).sum(-1)
+        expected = (np.array(heights) * np.exp(-sq / width)).sum(-1)
+        q = np.asarray(bandits.PROBLEMS[name].q(points.astype(np.float32)))
+        np.testing.assert_allclose(q, expected, rtol=1e-5, atol=1e-6)
+
+
+def _saved_figures(monkeypatch):
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    saved = {}
+    monkeypatch.setattr(diagnose, '_save', lambda fig, out, name, plt: saved.setdefault(name, fig) and name)
+    return saved, plt
+
+
+def test_density_figure_puts_each_prior_and_beta_in_its_own_panel(monkeypatch):
+    saved, plt = _saved_figures(monkeypatch)
+    plan = dataclasses.replace(diagnose.QUICK, problems=('mix1d',), betas=(0.0, 4.0))
+    problem, sigma = bandits.PROBLEMS['mix1d'], plan.focus_sigma
+    rng = np.random.default_rng(0)
+    samples = {  # every panel its own samples
+        diagnose.Setting('mix1d', sigma, prior): rng.normal(center, 0.2, (2, 3000, 1))
+        + np.array([-0.3, 0.3])[:, None, None]
+        for prior, center in (('softmax', -0.2), ('clipped', 0.2))
+    }
+    diagnose.figures([], samples, plan, '/nonexistent', plt)
+    axes = np.array(saved['density_mix1d.png'].axes).reshape(2, 2)
+    for row_i, prior in enumerate(('softmax', 'clipped')):
+        for b, beta in enumerate(plan.betas):
+            ax = axes[row_i, b]
+            assert ax.get_title() == f'{prior}, β={beta:g}'
+            drawn = samples[diagnose.Setting('mix1d', sigma, prior)][b, :, 0]
+            heights, _ = np.histogram(drawn, bins=80, range=(-1, 1), density=True)
+            np.testing.assert_allclose([p.get_height() for p in ax.patches], heights)
+            lines = {line.get_label(): line for line in ax.get_lines()}
+            x = lines['target'].get_xdata()
+            dx = x[1] - x[0]
+            # Densities (integrating to 1): the nominal target, and the fixed point of this row's prior.
+            _, probs = bandits.factor_target(problem, sigma, beta)
+            np.testing.assert_allclose(lines['target'].get_ydata(), probs / dx)
+            log_prior = bandits.fixed_point_log_prior(problem, sigma, prior, 1)
+            _, fixed = bandits.factor_target(problem, sigma, beta, log_prior)
+            np.testing.assert_allclose(lines['fixed point'].get_ydata(), fixed / dx)
+            assert lines['fixed point'].get_ydata().sum() * dx == pytest.approx(1.0)
+    plt.close('all')
+
+
+def test_distance_figure_draws_each_sigma_and_prior_against_beta(monkeypatch):
+    saved, plt = _saved_figures(monkeypatch)
+    plan = dataclasses.replace(diagnose.QUICK, problems=('mix1d', 'mix2d'), sigmas=(0.1, 0.5), betas=(0.0, 4.0))
+    rng = np.random.default_rng(0)
+    samples = {
+        diagnose.Setting(name, plan.focus_sigma, prior): rng.uniform(-1, 1, (2, 500, bandits.PROBLEMS[name].dim))
+        for name in plan.problems
+        for prior in diagnose.PRIORS
+    }
+    settings = [diagnose.Setting(n, s, prior) for n in plan.problems for s in plan.sigmas for prior in diagnose.PRIORS]
+    settings += [diagnose.Setting(n, 0.1, 'clipped', 'bc_flow') for n in plan.problems]  # not in the figure
+    rows = []
+    for setting in settings:
+        for beta in plan.betas:
+            key = 'w1' if setting.problem == 'mix1d' else 'mmd'
+            rows.append({'setting': setting, 'beta': beta, key: rng.uniform(), 'tilted': rng.uniform() + 1})
+    diagnose.figures(rows, samples, plan, '/nonexistent', plt)
+    for name, label in (('mix1d', 'W1 to target'), ('mix2d', 'MMD to target')):
+        (ax,) = saved[f'distance_{name}.png'].axes
+        assert ax.get_ylabel() == label
+        drawn = [
+            (line.get_label(), line.get_linestyle(), list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines()
+        ]
+        expected = []
+        for sigma in plan.sigmas:
+            for prior, style in (('softmax', '--'), ('clipped', '-')):
+                picked = [r for r in rows if r['setting'] == diagnose.Setting(name, sigma, prior)]
+                values = [r['w1' if name == 'mix1d' else 'mmd'] for r in picked]
+                expected.append((f'σ={sigma:g} {prior}', style, list(plan.betas), values))
+        assert drawn == expected
+    plt.close('all')
+
+
+@pytest.mark.parametrize('name', ['mix2d', 'prod5d'])
+def test_density_panels_past_1d_show_the_samples_against_the_target(name, monkeypatch):
+    _, plt = _saved_figures(monkeypatch)
+    problem, sigma, beta = bandits.PROBLEMS[name], 0.1, 2.0
+    samples = np.random.default_rng(0).uniform(-1, 1, (1500, problem.dim)) * np.linspace(0.5, 1, problem.dim)
+    fig, ax = plt.subplots()
+    diagnose._density_panel(ax, problem, sigma, beta, 'clipped', samples)
+    points, probs = bandits.factor_target(problem, sigma, beta)
+    if name == 'mix2d':
+        # The target's contours on the grid's axes (the highest circles the strongest mode, (0.5, 0.5)), then the
+        # first 1000 samples, x against y.
+        contour, scatter = ax.collections
+        top = [path.vertices for path in contour.get_paths() if len(path.vertices)][-1]
+        np.testing.assert_allclose(top.mean(0), [0.5, 0.5], atol=0.02)
+        np.testing.assert_allclose(scatter.get_offsets(), samples[:1000])
+        assert ax.get_xlim() == (-1, 1) and ax.get_ylim() == (-1, 1)
+    else:
+        # The first coordinate's marginal: its histogram and the factor's target density (integrating to 1).
+        heights, _ = np.histogram(samples[:, 0], bins=80, range=(-1, 1), density=True)
+        np.testing.assert_allclose([p.get_height() for p in ax.patches], heights)
+        (line,) = ax.get_lines()
+        dx = points[1, 0] - points[0, 0]
+        np.testing.assert_allclose(line.get_ydata(), probs / dx)
+        assert line.get_ydata().sum() * dx == pytest.approx(1.0)
+    plt.close(fig)
