@@ -826,3 +826,86 @@ def test_a_config_naming_its_task_by_an_alias_counts_as_that_task(tmp_path):
     assert results.tasks == [TASK.format(1), TASK.format(2)]
     assert results.scores('fav', 'score') == {TASK.format(1): {0: 50}, TASK.format(2): {0: 30, 1: 70}}
     assert tables.main([str(root), '--out', str(tmp_path / 'out'), '--reps', '10']) == 0
+
+
+def _bounds(ax):
+    """(left, right) of each interval bar of a plot, in drawing order."""
+    return [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
+
+
+def test_interval_plot_draws_each_agents_interval_from_its_low_to_its_high(tmp_path, monkeypatch):
+    from launch import figures
+    from launch.aggregates import Aggregates
+
+    estimates = {'fav': {'IQM': (20, 10, 30), 'Mean': (25, 15, 35)}, 'fql': {'IQM': (5, 1, 9), 'Mean': (6, 2, 8)}}
+    found = Aggregates('offline', ['t'], {'fav': 4, 'fql': 3}, estimates, {'fql': (0.6, 0.4, 0.8)}, 'fav')
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.interval_plot(found, str(tmp_path / 'i.png'))
+    iqm, mean = saved[0].axes
+    assert (iqm.get_title(), mean.get_title()) == ('IQM', 'Mean')
+    assert [t.get_text() for t in iqm.get_yticklabels()] == ['FAV', 'FQL']
+    assert _bounds(iqm) == [(10, 30), (1, 9)] and _bounds(mean) == [(15, 35), (2, 8)]
+    # The point estimates: a tick across each bar.
+    points = [float(np.unique(c.get_segments()[0][:, 0])[0]) for c in iqm.collections]
+    assert points == [20, 5]
+    plt_close(saved)
+
+
+def test_improvement_plot_draws_each_pairs_interval_from_its_low_to_its_high(tmp_path, monkeypatch):
+    from launch import figures
+    from launch.aggregates import Aggregates
+
+    estimates = {a: {'IQM': (1, 1, 1), 'Mean': (1, 1, 1)} for a in ('fav', 'fql', 'iql')}
+    improvement = {'fql': (0.6, 0.4, 0.8), 'iql': (0.3, 0.25, 0.45)}
+    found = Aggregates('offline', ['t'], {'fav': 4, 'fql': 3, 'iql': 3}, estimates, improvement, 'fav')
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.improvement_plot(found, str(tmp_path / 'p.png'))
+    ax, twin = saved[0].axes
+    np.testing.assert_allclose(_bounds(ax), [(0.4, 0.8), (0.25, 0.45)])
+    assert [float(c.get_segments()[0][0, 0]) for c in ax.collections] == [0.6, 0.3]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ['FAV', 'FAV']
+    assert [t.get_text() for t in twin.get_yticklabels()] == ['FQL', 'IQL']
+    plt_close(saved)
+
+
+def test_summary_bars_draw_the_published_numbers_beside_the_measured_ones(tmp_path, monkeypatch):
+    from launch import figures
+
+    _run(tmp_path, 'offline', TASK.format(1), 'fav', 0, 10)
+    _run(tmp_path, 'offline', TASK.format(1), 'fql', 0, 20)
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    by_mode = results_by_mode(load_runs(str(tmp_path)))
+    figures.summary_bars(by_mode, str(tmp_path / 's.png'), tables.PUBLISHED)
+    figures.summary_bars(by_mode, str(tmp_path / 's.png'))
+    (published,), (alone,) = saved[0].axes, saved[1].axes
+    # Measured bars at 0, 1 (width 0.4), the paper's just right of them, ticks between each pair.
+    bars = [(p.get_x(), p.get_width()) for p in published.patches]
+    np.testing.assert_allclose(bars, [(-0.2, 0.4), (0.8, 0.4), (0.2, 0.4), (1.2, 0.4)])
+    np.testing.assert_allclose(published.get_xticks(), [0.2, 1.2])
+    np.testing.assert_allclose([(p.get_x(), p.get_width()) for p in alone.patches], [(-0.35, 0.7), (0.65, 0.7)])
+    np.testing.assert_allclose(alone.get_xticks(), [0, 1])
+    plt_close(saved)
+
+
+def test_the_published_numbers_reach_the_summary_figure_only_when_asked(runs, tmp_path, monkeypatch):
+    from launch import figures
+
+    asked, summary_bars = [], figures.summary_bars
+    monkeypatch.setattr(
+        figures,
+        'summary_bars',
+        lambda by_mode, path, published=None: summary_bars(by_mode, path, asked.append(published) or published),
+    )
+    for flags in ([], ['--published']):
+        assert tables.main([str(runs), '--out', str(tmp_path / f'out{len(flags)}'), '--reps', '10', *flags]) == 0
+    assert asked == [None, tables.PUBLISHED]
+
+
+def plt_close(figs):
+    import matplotlib.pyplot as plt
+
+    for fig in figs:
+        plt.close(fig)
