@@ -194,6 +194,8 @@ def test_target_samples_are_jittered_uniformly_within_their_grid_cell(name):
     signed = draws - points[k]
     assert np.all(signed.min(0) < -0.95 * spacing / 2) and np.all(signed.max(0) > 0.95 * spacing / 2)
     assert np.all(np.abs((signed > 0).mean(0) - 0.5) < 0.05)
+    if points.shape[1] > 1:  # each axis on its own, not one offset along the cell's diagonal
+        assert abs(np.corrcoef(signed.T)[0, 1]) < 0.1
 
 
 def test_evaluate_rows_against_their_closed_forms():
@@ -411,20 +413,22 @@ def test_distance_figure_draws_each_sigma_and_prior_against_beta(monkeypatch):
 def test_density_panels_past_1d_show_the_samples_against_the_target(name, monkeypatch):
     _, plt = _saved_figures(monkeypatch)
     problem, sigma, beta = bandits.PROBLEMS[name], 0.1, 2.0
+    if name == 'mix2d':  # Q rewarding one off-diagonal corner: a target that is not symmetric in x and y
+        problem = dataclasses.replace(problem, q=bandits._bumps([[-0.5, 0.5]], 0.15, [1.5]))
     samples = np.random.default_rng(0).uniform(-1, 1, (1500, problem.dim)) * np.linspace(0.5, 1, problem.dim)
     fig, ax = plt.subplots()
     diagnose._density_panel(ax, problem, sigma, beta, 'clipped', samples)
-    points, probs = bandits.factor_target(problem, sigma, beta)
     if name == 'mix2d':
-        # The target's contours on the grid's axes (the highest circles the strongest mode, (0.5, 0.5)), then the
-        # first 1000 samples, x against y.
+        # The target's contours on the grid's axes (the highest circles the rewarded corner), then the first 1000
+        # samples, x against y.
         contour, scatter = ax.collections
         top = [path.vertices for path in contour.get_paths() if len(path.vertices)][-1]
-        np.testing.assert_allclose(top.mean(0), [0.5, 0.5], atol=0.02)
+        np.testing.assert_allclose(top.mean(0), [-0.5, 0.5], atol=0.02)
         np.testing.assert_allclose(scatter.get_offsets(), samples[:1000])
         assert ax.get_xlim() == (-1, 1) and ax.get_ylim() == (-1, 1)
     else:
         # The first coordinate's marginal: its histogram and the factor's target density (integrating to 1).
+        points, probs = bandits.factor_target(problem, sigma, beta)
         heights, _ = np.histogram(samples[:, 0], bins=80, range=(-1, 1), density=True)
         np.testing.assert_allclose([p.get_height() for p in ax.patches], heights)
         (line,) = ax.get_lines()
