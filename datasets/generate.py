@@ -263,13 +263,20 @@ def _concatenate(paths):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m datasets.generate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--env', required=True, help='generatable family, e.g. cube-single or cube-double-play')
-    parser.add_argument('--episodes', type=int, default=1000, help='train episodes (val gets a tenth, at least 1)')
+    parser.add_argument(
+        '--episodes', type=int, default=1000, help='train episodes (val gets a tenth, at least 1; default 1000)'
+    )
     parser.add_argument(
         '--out', default=None, help=f'output directory (default {DEFAULT_DATASET_DIR}/generated/ep<N>-seed<S>)'
     )
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0, help="seeds each episode's oracle and env (default 0)")
     parser.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
-    parser.add_argument('--episode-length', type=int, default=DEFAULT_EPISODE_LENGTH)
+    parser.add_argument(
+        '--episode-length',
+        type=int,
+        default=DEFAULT_EPISODE_LENGTH,
+        help=f'env steps per episode (default {DEFAULT_EPISODE_LENGTH})',
+    )
     # A mistake is one line, as on the launch/ command lines, not argparse's usage block.
     parser.error = lambda message: parser.exit(2, f'error: {message} (see python -m datasets.generate --help)\n')
     args = parser.parse_args(argv)

@@ -262,18 +262,23 @@ def aggregate_table(aggregates):
     rows = [
         [display_name(a), str(runs[a])]
         + [_estimate_text(aggregates.estimates[a][m], runs[a]) for m in ('IQM', 'Mean')]
-        + [
-            _estimate_text(aggregates.improvement[a], min(runs[a], reference_runs), digits=2)
-            if a in aggregates.improvement
-            else ''
-        ]
+        + (
+            [
+                _estimate_text(aggregates.improvement[a], min(runs[a], reference_runs), digits=2)
+                if a in aggregates.improvement
+                else ''
+            ]
+            if aggregates.reference
+            else []  # without FAV, no agent is compared with the others: no P column
+        )
         for a in agents
     ]
     score = 'online score' if mode == 'o2o' else 'score'
-    better = f'P({display_name(aggregates.reference or "fav")} > X)'
+    better = f'P({display_name(aggregates.reference)} > X)' if aggregates.reference else None
     notes = [
         f'rliable over the {len(aggregates.tasks)} task(s) on which every agent has a finished run, '
-        f'{score} 0-100; [95 % stratified-bootstrap CI]. {better}: probability of improvement.'
+        f'{score} 0-100; [95 % stratified-bootstrap CI].'
+        + (f' {better}: probability of improvement.' if better else '')
     ]
     if min(runs.values(), default=2) < 2:
         notes.append(
@@ -281,7 +286,7 @@ def aggregate_table(aggregates):
             'resamples the runs within each task, so its interval would be the point alone, not a measure of '
             'uncertainty.'
         )
-    header = ['agent', 'runs per task', 'IQM', 'Mean', better]
+    header = ['agent', 'runs per task', 'IQM', 'Mean'] + ([better] if better else [])
     return Table(f'{mode}: rliable aggregates', header, rows, notes)
 
 

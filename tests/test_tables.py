@@ -285,6 +285,9 @@ def test_without_fav_no_agent_is_compared_with_the_others(tmp_path):
         _run(tmp_path, 'offline', TASK.format(1), agent, 0, score)
     found = aggregates.compute(ModeResults('offline', load_runs(str(tmp_path))), reps=10)
     assert list(found.estimates) == ['fql', 'iql'] and found.reference is None and found.improvement == {}
+    table = tables.aggregate_table(found)  # no P(… > X) column of blanks, and no note of one
+    assert table.header == ['agent', 'runs per task', 'IQM', 'Mean'] and all(len(row) == 4 for row in table.rows)
+    assert not any('probability of improvement' in note for note in table.notes)
 
 
 def test_the_rliable_table_puts_each_number_in_its_column():
