@@ -278,6 +278,21 @@ def test_the_bootstrap_draws_as_many_replicates_as_asked(tmp_path):
     assert all(low < high for low, high in intervals)
 
 
+def test_the_bootstrap_intervals_are_the_same_on_every_run_of_the_tables(tmp_path):
+    from launch import aggregates
+
+    for seed, score in enumerate([0, 20, 40, 60, 80]):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, score)
+        _run(tmp_path, 'offline', TASK.format(1), 'fql', seed, 90 - 2 * score // 3)
+    results = ModeResults('offline', load_runs(str(tmp_path)))
+    first = aggregates.compute(results, reps=50)
+    np.random.random(7)  # whatever drew from NumPy's global generator in between
+    # Rerunning the tables on the same runs gives the same intervals, not a new draw each time...
+    assert aggregates.compute(results, reps=50) == first
+    # ...and they are a draw of the bootstrap: another seed gives others.
+    assert aggregates.compute(results, reps=50, seed=1).estimates != first.estimates
+
+
 def test_without_fav_no_agent_is_compared_with_the_others(tmp_path):
     from launch import aggregates
 
@@ -439,6 +454,14 @@ def test_runs_of_different_lengths_do_not_share_a_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'seed0 (300 offline steps)' in err and '(1000000 offline)' in err
     assert 'different lengths' in err and not out.exists()
+    # A column's length is one across its tasks too: a trial on task1 beside a full run on task2 would be
+    # averaged into the environment's row.
+    other = tmp_path / 'other'
+    _run(other, 'offline', TASK.format(1), 'fav', 0, 90, offline_steps=300)
+    _run(other, 'offline', TASK.format(2), 'fav', 0, 40, offline_steps=1_000_000)
+    assert tables.main([str(other), '--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'different lengths' in err and TASK.format(2) in err and not out.exists()
 
 
 def test_o2o_runs_of_different_online_lengths_do_not_share_a_column(tmp_path, capsys):
