@@ -170,6 +170,13 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--agent.nope=1'], 'unknown agent setting --agent.nope'),
         # Checked for every agent of the sweep, not only the first: IQL has no sigma.
         (['--suite', 'cube-single', '--agent', 'fav', '--agent', 'iql', '--agent.sigma=0.1'], '--agent.sigma'),
+        # The agents' own checks for every agent too: FQL takes flow_steps, FAV refuses it without its BC flow.
+        (
+            ['--suite', 'cube-single', '--agent', 'fql', '--agent', 'fav', '--agent.flow_steps=5'],
+            'agent.flow_steps is used only with agent.reference=bc_flow',
+        ),
+        # And for every environment of the suite: cube-single's data can be generated, antmaze-large's cannot.
+        (['--suite', 'cube-single,antmaze-large', '--dataset-episodes', '3'], '--dataset-episodes: antmaze-large'),
         # The CLI's value checks too, once for the sweep rather than failing in every job.
         (['--suite', 'cube-single', '--eval-every', '0'], '--eval-every must be >= 1'),
         (['--suite', 'cube-single', '--agent.sigma=-1'], 'sigma'),  # the agent's own checks
