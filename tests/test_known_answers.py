@@ -248,6 +248,10 @@ def test_online_transitions_mark_truncation_and_termination_and_shift_rewards():
     assert online.episode_index == [2] and online.recent_episodes == [[(0.0, 3.0, 2.0), (1.0, 11.0, 1.0)]]
     assert online.pop_recent(0) == dict(online_success=0.5, online_return=7.0, online_length=1.5, online_episodes=2)
     assert online.pop_recent(0) == {}
+    # Episode 2 runs to its truncation: the next log has it alone, and counts the run's episodes so far.
+    for action in sent[:2]:
+        online.step(action[None])
+    assert online.pop_recent(0) == dict(online_success=0.0, online_return=66.0, online_length=3.0, online_episodes=3)
 
 
 def _rows(n, value):

@@ -256,6 +256,38 @@ def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch)
         np.testing.assert_array_equal(np.asarray(getattr(trainer, name)), np.asarray(group_keys[:, column]))
 
 
+def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_whole_interval(monkeypatch):
+    """An O2O group's train rows at a --log-every boundary: each run's own metrics and finished episodes, and the
+    env steps per second since the last row (every chunk of the interval), not over its last chunk alone."""
+    from launch import training
+
+    monkeypatch.setattr(training, 'make_env_pool', lambda tasks: None)  # no envs: the online episodes are set here
+    task = resolve_task('cube-single', 1)
+    runs = [types.SimpleNamespace(seed=s, task=task, settings=dict(eval_envs=1)) for s in (0, 1)]
+    args = types.SimpleNamespace(max_eval_envs=2, offline_steps=100, online_steps=900, log_every=20)
+    args.eval_every = args.save_every = 1000
+    trainer = training.GroupTrainer(args, runs, None, None, np.zeros((2, 4, 2), np.uint32))
+    clock = iter([1010.0])  # read once, by the row at step 120: 10 s after the last row (at 1000 s, step 100)
+    monkeypatch.setattr(training, 'time', types.SimpleNamespace(time=lambda: next(clock)))
+    rows = [[], []]
+    trainer.loggers = [types.SimpleNamespace(log=lambda kind, row, r=r: rows[r].append((kind, row))) for r in (0, 1)]
+    trainer.bar, trainer.log_step, trainer.log_time = types.SimpleNamespace(update=lambda n: None), 100, 1000.0
+    every_run = np.ones(2, bool)
+    trainer._after_chunk(None, dict(critic_loss=np.array([1.0, 2.0])), every_run, 110, 'online')
+    assert rows == [[], []]  # not a logging step
+    trainer.online.episode_index = [3, 1]  # run 0 finished its third episode during the interval, run 1 its first
+    trainer.online.recent_episodes = [[(1.0, 5.0, 200.0)], [(0.0, 2.0, 200.0)]]
+    trainer._after_chunk(None, dict(critic_loss=np.array([1.5, 2.5])), every_run, 120, 'online')
+    rate = 20 / 10  # the interval's 20 steps in its 10 s
+    shared = dict(step=120, phase='online', online_length=200.0, steps_per_s=rate)
+    assert rows[0] == [
+        ('train', dict(shared, critic_loss=1.5, online_success=1.0, online_return=5.0, online_episodes=3))
+    ]
+    assert rows[1] == [
+        ('train', dict(shared, critic_loss=2.5, online_success=0.0, online_return=2.0, online_episodes=1))
+    ]
+
+
 def test_each_phase_ends_with_an_evaluation_whatever_the_period():
     from launch.training import _is_eval_step
 
@@ -994,6 +1026,18 @@ def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
     )
 
 
+def test_a_run_recorded_before_the_data_origin_was_resumes_on_any_origin(tmp_path):
+    """A config.json written before runs recorded their data's origin has no dataset_origin: nothing says the data
+    differs, so the run goes on whatever origin the data has now; its other settings are still checked."""
+    from launch.run_plan import check_same_run
+
+    (tmp_path / 'config.json').write_text(json.dumps(dict(seed=0, buffer_capacity=400)))
+    for origin in (None, 'official', 'regenerated', 'generated', 'given', 'minari'):
+        check_same_run(str(tmp_path), dict(seed=0, buffer_capacity=400, dataset_origin=origin))
+    with pytest.raises(UserError, match=r'other settings: seed=0 \(now 1\);'):
+        check_same_run(str(tmp_path), dict(seed=1, buffer_capacity=400, dataset_origin='official'))
+
+
 def test_a_resume_may_change_only_what_leaves_the_result_as_it_was(tmp_path):
     """How the run is watched and how its evaluation is spread over processes may change on --resume; its
     lengths may not (a resumed O2O run with other online steps would end, evaluate and score elsewhere)."""
@@ -1224,6 +1268,59 @@ def test_a_start_that_kept_nothing_takes_other_settings_on_its_rerun(dataset, tm
     # A run that kept something (here its final.json and checkpoint) still refuses other settings.
     assert main('offline', [*argv, '--agent.batch_size=16']) == 2
     assert 'holds a run with other settings: agent.batch_size=32 (now 16)' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'kept, text', [('checkpoint.msgpack', None), ('final.json', '{}'), ('stopped.json', '{"error": "non-finite"}')]
+)
+def test_a_run_that_kept_a_checkpoint_final_or_stopped_json_keeps_its_settings(kept, text, tmp_path, capsys):
+    """Any one of the three is enough: a rerun with another setting is refused before the data, and the run's
+    config.json is left as it was."""
+    from launch.loop import main, plan
+    from launch.run_plan import jsonable
+
+    run_dir = tmp_path / 'run'
+    argv = [*NOWHERE, '--run-dir', str(run_dir)]
+    (run_settings,) = (r.settings for r in plan(parse_args(argv, 'offline'), 'offline')[2])
+    run_dir.mkdir()
+    (run_dir / 'config.json').write_text(json.dumps(jsonable(run_settings)))
+    if text is None:
+        save_checkpoint(str(run_dir / kept), dict(step=100))
+    else:
+        (run_dir / kept).write_text(text)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert main('offline', [*argv, '--offline-steps', '8']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f'error: {run_dir} holds a run with other settings: offline_steps=1000000 (now 8); '
+        'pass another --run-dir or --runs-dir (or the same settings to resume it)'
+    )
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_runs_go_in_a_folder_per_mode_task_agent_and_seed(tmp_path, monkeypatch):
+    """--runs-dir (default runs/): MODE/TASK/AGENT/seedS; --run-dir of a group: TASK/seedS below it; --run-dir of
+    a single run: the folder itself."""
+    from launch.loop import plan
+
+    monkeypatch.chdir(tmp_path)  # where the default runs/ is
+
+    def run_dirs(mode, *argv):
+        return [r.run_dir for r in plan(parse_args(['--env', 'cube-single', *argv], mode), mode)[2]]
+
+    tasks = [f'cube-single-play-singletask-task{k}-v0' for k in range(1, 6)]
+    assert run_dirs('o2o', '--agent', 'iql', '--task', 'all', '--seeds', '3,7', '--runs-dir', 'mine') == [
+        os.path.join('mine', 'o2o', task, 'iql', f'seed{seed}') for task in tasks for seed in (3, 7)
+    ]
+    assert run_dirs('offline', '--task', '2', '--seed', '5') == [
+        os.path.join('runs', 'offline', tasks[1], 'fav', 'seed5')
+    ]
+    assert run_dirs('offline', '--task', '4', '--seeds', '0-1', '--run-dir', 'g') == [
+        os.path.join('g', tasks[3], 'seed0'),
+        os.path.join('g', tasks[3], 'seed1'),
+    ]
+    assert run_dirs('offline', '--task', '4', '--seed', '1', '--run-dir', 'one') == ['one']
+    assert not list(tmp_path.iterdir())  # planned, nothing written
 
 
 def test_a_group_and_a_single_run_do_not_share_a_run_dir(tmp_path, capsys):
