@@ -995,6 +995,18 @@ def test_the_seed_given_is_the_runs_and_its_evaluation_copies_are_at_most_its_ep
     assert (settings['seed'], settings['eval_envs'], settings['eval_episodes']) == (3, 4, 4)
 
 
+def test_seeds_take_a_one_seed_range_the_last_32_bit_seed_and_up_to_the_most_per_command():
+    from launch.run_plan import SEEDS_PER_COMMAND, seed_list
+
+    assert seed_list('3-3') == [3] and seed_list(' 0 - 2 ,7') == [0, 1, 2, 7]
+    assert seed_list(str(2**32 - 1)) == [2**32 - 1]
+    with pytest.raises(UserError, match=f'seeds must be < {2**32}'):
+        seed_list(str(2**32))
+    assert len(seed_list(f'0-{SEEDS_PER_COMMAND - 1}')) == SEEDS_PER_COMMAND == 100_000
+    with pytest.raises(UserError, match='names 100001 seeds; one command takes at most 100000'):
+        seed_list('0-100000')
+
+
 def test_each_mode_gets_its_own_step_defaults():
     # Offline: 1M offline steps and no online phase, whatever o2o's defaults; O2O: 1M offline then 1M online.
     offline = parse_args(['--env', 'cube-single'], 'offline')
