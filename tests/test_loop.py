@@ -267,7 +267,7 @@ def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_who
     args = types.SimpleNamespace(max_eval_envs=2, offline_steps=100, online_steps=900, log_every=20)
     args.eval_every = args.save_every = 1000
     trainer = training.GroupTrainer(args, runs, None, None, np.zeros((2, 4, 2), np.uint32))
-    clock = iter([1010.0])  # read once, by the row at step 120: 10 s after the last row (at 1000 s, step 100)
+    clock = iter([1010.0, 1015.0])  # read by the rows at steps 120 and 140 (the last row: 1000 s, step 100)
     monkeypatch.setattr(training, 'time', types.SimpleNamespace(time=lambda: next(clock)))
     rows = [[], []]
     trainer.loggers = [types.SimpleNamespace(log=lambda kind, row, r=r: rows[r].append((kind, row))) for r in (0, 1)]
@@ -285,6 +285,11 @@ def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_who
     ]
     assert rows[1] == [
         ('train', dict(shared, critic_loss=2.5, online_success=0.0, online_return=2.0, online_episodes=1))
+    ]
+    # The next interval counts from this row: 20 steps in 5 s, and no episode finished in it.
+    trainer._after_chunk(None, dict(critic_loss=np.array([1.0, 2.0])), every_run, 140, 'online')
+    assert [rows[r][-1][1] for r in (0, 1)] == [
+        dict(step=140, phase='online', critic_loss=loss, steps_per_s=20 / 5) for loss in (1.0, 2.0)
     ]
 
 
@@ -325,6 +330,9 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
     with pytest.raises(CheckpointError, match='damaged'):
         load_checkpoint(str(path))
     path.write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='not a FAV-RL checkpoint'):
+        load_checkpoint(str(path))
+    path.write_bytes(blob[:20])  # cut short within its header (the magic, then part of the checksum)
     with pytest.raises(CheckpointError, match='not a FAV-RL checkpoint'):
         load_checkpoint(str(path))
 
