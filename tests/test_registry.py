@@ -127,6 +127,14 @@ def test_name_resolution():
         resolve_task('cube-dubble')
 
 
+def test_an_unknown_env_like_no_valid_name_lists_every_environment():
+    with pytest.raises(UnknownTaskError) as error:
+        resolve_task('zzzz')  # no name close enough to suggest: the message still names the valid ones
+    listed = str(error.value).removeprefix("unknown environment 'zzzz'; closest valid names: ").split(', ')
+    assert listed[:2] == ['antmaze-large', 'antmaze-giant'] and len(listed) == len(PAPER) == 16
+    assert {'cube-single', 'puzzle-4x4', 'antmaze-umaze-v2', 'antmaze-large-diverse-v2'} <= set(listed)
+
+
 @pytest.mark.parametrize('name', sorted(DEFAULT_TASK))
 def test_a_family_without_task_resolves_to_ogbenchs_default_task(name):
     task = resolve_task(FAMILIES[name].short_name)
