@@ -1,6 +1,8 @@
 """Evaluation episodes and the protocol's final score."""
 
 import functools
+import os
+import signal
 
 import gymnasium
 import numpy as np
@@ -213,12 +215,14 @@ def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
     assert evaluate(PoolView(pool, [0, 2]), act, 2, [(0,)])[0]['success'] == 0.0
 
 
-def test_copies_spread_over_worker_processes_give_what_they_give_in_this_process():
-    """3 copies asked of 4 workers: one process per copy, each copy stepped as itself, whichever process holds it."""
+@pytest.mark.parametrize('workers, processes', [(4, 3), (2, 2)])
+def test_copies_spread_over_worker_processes_give_what_they_give_in_this_process(workers, processes):
+    """3 copies asked of 4 workers: one process per copy; of 2 workers: copies 1 and 2 share the second. Each
+    copy is stepped as itself, whichever process holds it."""
     make = functools.partial(gymnasium.make, 'Pendulum-v1')
-    local, spread = EnvPool([make] * 3), EnvPool([make] * 3, workers=4)
+    local, spread = EnvPool([make] * 3), EnvPool([make] * 3, workers=workers)
     try:
-        assert len(spread.processes) == 3
+        assert len(spread.processes) == processes
         results = [
             (pool.reset([2, 0, 1], seeds=[12, 10, 11]), pool.step(np.array([[0.5], [-1.0], [2.0]], np.float32)))
             for pool in (local, spread)
@@ -227,6 +231,33 @@ def test_copies_spread_over_worker_processes_give_what_they_give_in_this_process
     finally:
         local.close()
         spread.close()
+
+
+def test_a_step_that_ends_no_episode_reports_no_success_and_no_episode_return_or_length():
+    """Pendulum's info has neither 'success' nor, before its episode ends, 'episode': no success (not a
+    success) and NaN return and length."""
+    pool = EnvPool([lambda: RecordEpisodeStatistics(gymnasium.make('Pendulum-v1'))])
+    pool.reset([0], [0])
+    ((_, _, terminated, truncated, success, episode_return, length),) = pool.step(np.zeros((1, 1), np.float32))
+    assert (terminated, truncated, success) == (False, False, 0.0)
+    assert np.isnan(episode_return) and np.isnan(length)
+
+
+def test_a_worker_process_ignores_ctrl_c_which_its_parent_handles():
+    """Ctrl-C reaches the whole process group: the parent handles it and closes the pool; a worker stopped by it
+    would fail the step in progress with a traceback of its own."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # the worker starts at default, not ignoring
+    try:
+        pool = EnvPool([functools.partial(gymnasium.make, 'Pendulum-v1')], workers=1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        pool.reset([0], [0])
+        os.kill(pool.processes[0].pid, signal.SIGINT)
+        assert len(pool.step(np.zeros((1, 1), np.float32))) == 1
+        assert pool.processes[0].is_alive()
+    finally:
+        pool.close()
 
 
 class _DrawsFromTheGlobalGenerator(gymnasium.Env):
