@@ -28,7 +28,7 @@ from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.command_line import UserError
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
 from launch.loop import RERUN_TO_GO_ON, _write_final
-from launch.run_logs import RunLogger
+from launch.run_logs import RunLogger, read_json, write_json
 from launch.settings import parse_args
 from tests.cli_helpers import (
     REPO,
@@ -552,6 +552,22 @@ def test_a_run_logger_rewrites_its_csvs_whole_step_and_phase_first(tmp_path):
         ['2', 'offline', '0.25', '1.5'],
     ]
     assert _csv_rows(tmp_path / 'eval.csv') == [['step', 'phase', 'success'], ['2', 'offline', '1.0']]
+
+
+def test_a_run_loggers_other_columns_are_in_name_order_whatever_the_rows_order(tmp_path):
+    logger = RunLogger(str(tmp_path))
+    logger.log('train', dict(zeta=1, phase='offline', eta=2, step=5, beta=3, alpha=4, mu=5))
+    assert _csv_rows(tmp_path / 'train.csv')[0] == ['step', 'phase', 'alpha', 'beta', 'eta', 'mu', 'zeta']
+
+
+def test_a_json_file_a_failed_write_was_to_replace_is_kept_whole(tmp_path):
+    """config.json, final.json: a write that fails midway (here on a value JSON cannot hold) leaves the file
+    as it was, not cut short."""
+    path = tmp_path / 'final.json'
+    write_json(str(path), {'score': 1.0})
+    with pytest.raises(TypeError):
+        write_json(str(path), {'score': 2.0, 'wall_time_s': object()})
+    assert read_json(str(path)) == {'score': 1.0}
 
 
 def test_wandb_asked_for_but_missing_is_one_line(tmp_path, monkeypatch, capsys):
