@@ -670,6 +670,71 @@ def test_a_job_refused_for_its_settings_is_not_retried(tmp_path, monkeypatch):
     assert failures == {'job': (2, 'error: held')} and resubmitted == []
 
 
+@pytest.mark.parametrize(
+    'share, resources, extra, slots',
+    [
+        ('0', {'CPU': 8.0}, {}, 8),  # CPU-only jobs: 8 at once
+        # A quarter of a GPU each: 4 at once, each allocating GPU memory as needed (not 75 % of it each).
+        (
+            '0.25',
+            {'CPU': 8.0, 'GPU': 1.0},
+            dict(runtime_env={'env_vars': {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}}),
+            4,
+        ),
+        ('1', {'CPU': 8.0, 'GPU': 1.0}, {}, 1),  # a whole GPU each: one at a time, however many CPUs
+    ],
+)
+def test_ray_jobs_get_their_resources_no_retries_of_rays_own_and_as_many_slots_as_gpus(
+    share, resources, extra, slots, tmp_path, monkeypatch
+):
+    """Ray retries nothing itself (the sweep's retries resume from checkpoints, and count); only jobs sharing a
+    GPU allocate its memory as needed; the progress counts as running the jobs the GPUs have room for."""
+    submitted, bars = [], []
+
+    class Remote:
+        def options(self, **options):
+            return types.SimpleNamespace(remote=lambda *arguments: submitted.append(options) or f'ref{len(submitted)}')
+
+    _fake_ray(
+        monkeypatch,
+        init=lambda **kwargs: None,
+        cluster_resources=lambda: resources,
+        remote=lambda function: Remote(),
+        wait=lambda refs, num_returns, timeout: (refs[:1], refs[1:]),
+        get=lambda ref: (0, 'done'),
+    )
+    monkeypatch.setattr(sweep, 'Progress', lambda *a, **k: bars.append(Progress(*a, **k)) or bars[-1])
+    assert _sweep_one_run(tmp_path, '--gpus-per-job', share) == 0
+    assert submitted == [dict(num_cpus=1.0, num_gpus=float(share), max_retries=0, **extra)]
+    assert bars[0].slots == slots
+
+
+def test_a_sweep_stopped_by_sigterm_then_ctrl_c_says_each_and_leaves_sigterms_handler_as_it_was(
+    tmp_path, capsys, monkeypatch
+):
+    """In one process (a notebook, a test): the second sweep is interrupted, not terminated as the first."""
+
+    sigterm = iter([True, False])
+
+    def stopped(jobs, preparations, args, runs_dir):
+        if next(sigterm):
+            os.kill(os.getpid(), signal.SIGTERM)  # the sweep's handler turns it into a KeyboardInterrupt
+        raise KeyboardInterrupt
+
+    def own(signum, frame):  # the handler the process had: not the sweep's, which an earlier sweep may have left
+        pass
+
+    monkeypatch.setattr(sweep, 'run_jobs_in_turn', stopped)
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        for code, word in ((143, 'terminated'), (130, 'interrupted')):
+            assert _sweep_one_run(tmp_path, '--no-ray') == code
+            assert _one_line_error(capsys).startswith(f'{word}: rerun the same command to go on')
+            assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_progress_counts_as_running_only_the_jobs_the_cluster_has_room_for():
     progress = Progress(5, enabled=False, slots=2)
     progress.update(pending=5)
