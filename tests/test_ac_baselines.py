@@ -378,6 +378,14 @@ def test_mlp_hidden_layers_are_dense_then_gelu_then_layer_norm_by_hand():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_mlp_kernels_start_uniform_within_the_references_fan_avg_bound():
+    """The reference's default init, variance_scaling(1, 'fan_avg', 'uniform'): U(±√(6 / (fan_in + fan_out)))."""
+    params = MLP((256, 64), 8).init(jax.random.PRNGKey(0), jnp.zeros((1, 32)))['params']
+    for name, (fan_in, fan_out) in {'Dense_0': (32, 256), 'Dense_1': (256, 64), 'Dense_2': (64, 8)}.items():
+        largest, bound = np.abs(params[name]['kernel']).max(), np.sqrt(6 / (fan_in + fan_out))
+        assert 0.95 * bound < largest <= bound, name
+
+
 def test_gaussian_actor_log_std_is_clipped_to_the_references_range():
     # OGBench's and FQL's Gaussian actors clip the log-std head to [-5, 2] (std in [e^-5, e^2]): SAC/RLPD's
     # policy can neither collapse to a point nor spread without bound.

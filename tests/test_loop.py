@@ -474,6 +474,17 @@ def test_every_float_agent_setting_refuses_inf_naming_the_field(agent):
         AGENTS[agent].get_config(family, {'lr': math.inf})
 
 
+@pytest.mark.parametrize('agent', sorted(AGENTS))
+def test_every_agent_refuses_no_hidden_layer_a_layer_of_width_0_and_a_tau_above_1(agent):
+    family = resolve_task('cube-single').family
+    for hidden_dims in ((), (64, 0)):
+        with pytest.raises(ValueError, match=r'^agent.hidden_dims must be positive widths like 512,512, got \('):
+            AGENTS[agent].get_config(family, {'hidden_dims': hidden_dims})
+    assert AGENTS[agent].get_config(family, {'tau': 1.0}).tau == 1.0  # every agent has one: 1 is a hard copy
+    with pytest.raises(ValueError, match=r'^agent.tau must be in \(0, 1\], got 1.5$'):
+        AGENTS[agent].get_config(family, {'tau': 1.5})
+
+
 def test_an_agent_setting_given_twice_takes_the_last_value():
     args = parse_args(['--env', 'cube-single', '--agent', 'fql', '--agent.alpha=3', '--agent.alpha=5'], 'offline')
     assert args.agent_overrides == dict(alpha=5.0)  # as argparse reads --offline-steps given twice
