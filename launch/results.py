@@ -51,6 +51,17 @@ NOT_OPTIONS = {
 }
 
 
+# The types of the config.json values a run's record is built from (bool is refused where int is expected).
+CONFIG_TYPES = {
+    'mode': (str, 'a string'),
+    'task': (str, 'a task name'),
+    'agent': (str, 'a string'),
+    'seed': (int, 'an integer'),
+    'offline_steps': (int, 'an integer'),
+    'agent_config': (dict, 'a JSON object'),
+}
+
+
 def _setting(settings, options, field):
     """An agent setting, else a run-level one; `MISSING` if the run has neither."""
     return settings.get(field, options.get(field, MISSING))
@@ -125,9 +136,15 @@ def load_run(run_dir, variants=()):
     has them is labelled e.g. 'fav[prior_score=clipped]', one whose agent lacks them keeps its name."""
     config_path, final_path = os.path.join(run_dir, 'config.json'), os.path.join(run_dir, 'final.json')
     config = _read_json(config_path)
+    # Checked first: a damaged or hand-edited value ({"seed": 1.5}, {"agent_config": null}) was read as another
+    # seed, or failed in a traceback far from the file.
+    for key, (kind, expected) in CONFIG_TYPES.items():
+        value = config.get(key, MISSING)
+        if value is not MISSING and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ResultsError(f'{config_path}: {key} is {value!r}, expected {expected}')
     try:
         mode, task = config['mode'], resolve_task(config['task'])  # an alias (a hand-written config) as its full name
-        agent, seed, offline_steps = config['agent'], int(config['seed']), int(config['offline_steps'])
+        agent, seed, offline_steps = config['agent'], config['seed'], config['offline_steps']
         task_name, family = task.name, task.family.name
         settings = config.get('agent_config', {})
         options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}

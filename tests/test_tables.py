@@ -406,6 +406,33 @@ def test_a_final_score_outside_0_to_100_is_refused_in_one_line(score, tmp_path, 
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize(
+    'key, value, expected',
+    [
+        ('agent_config', None, 'a JSON object'),
+        ('agent_config', [64, 64], 'a JSON object'),
+        ('agent', 3, 'a string'),
+        ('mode', ['offline'], 'a string'),
+        ('task', 5, 'a task name'),
+        ('seed', 1.5, 'an integer'),  # was read as seed 1
+        ('seed', True, 'an integer'),
+        ('seed', 1e400, 'an integer'),  # inf: int() raised OverflowError
+        ('offline_steps', '100', 'an integer'),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_refused_in_one_line(key, value, expected, tmp_path, capsys):
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10, agent_config={'beta': 1.0})
+    _run(root, 'offline', TASK.format(1), 'fav', 1, 20, agent_config={'beta': 1.0})
+    path = root / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'config.json'
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, key: value}))
+    assert tables.main([str(root), '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f'error: {path}: {key} is {json.loads(json.dumps(value))!r}, expected {expected}'
+    assert not (tmp_path / 'out').exists()
+
+
 def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, capsys):
     root, out = tmp_path / 'runs', tmp_path / 'out'
     _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
