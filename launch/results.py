@@ -258,12 +258,22 @@ def read_curve(run):
     path = os.path.join(run.path, 'eval.csv')
     if not os.path.exists(path):
         return np.zeros(0, int), np.zeros(0)
-    with open(path, newline='') as f:
-        rows = list(csv.DictReader(f))
+    try:  # a folder, or bytes that are not text, was blamed on --out or ended in a traceback
+        with open(path, newline='') as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ResultsError(
+            f'{path} is not a readable evaluation log ({e}); expected step and success columns'
+        ) from None
     try:
-        return np.array([int(r['step']) for r in rows]), np.array([100 * float(r['success']) for r in rows])
+        steps, success = np.array([int(r['step']) for r in rows]), np.array([float(r['success']) for r in rows])
     except (KeyError, ValueError, TypeError) as e:  # TypeError: a row cut short (float(None))
         raise ResultsError(f'{path} is not an evaluation log ({e!r}); expected step and success columns') from None
+    outside = ~((success >= 0) & (success <= 1))  # NaN too: it was drawn as a gap, -3 as -300 %
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ResultsError(f'{path}: success at step {steps[i]} is {float(success[i])}, expected a rate in 0..1')
+    return steps, 100 * success
 
 
 # ---------------------------------------------------------------------------------------------------

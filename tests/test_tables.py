@@ -786,6 +786,32 @@ def test_an_evaluation_log_with_its_last_row_cut_short_is_refused_in_one_line(la
     assert len(err.splitlines()) == 1 and err.startswith(f'error: {log} is not an evaluation log')
 
 
+@pytest.mark.parametrize(
+    'content, words',
+    [
+        (b'step,success\n1,0.5\n\xd0\xff\n', " is not a readable evaluation log ('utf-8' codec can't decode"),
+        (None, ' is not a readable evaluation log ([Errno 21] Is a directory'),  # was blamed on --out
+        (b'step,success\n1,0.5\n100,nan\n', ': success at step 100 is nan, expected a rate in 0..1'),
+        (b'step,success\n1,-3\n', ': success at step 1 is -3.0, expected a rate in 0..1'),  # was drawn as -300 %
+    ],
+)
+def test_an_unreadable_evaluation_log_or_a_success_outside_0_to_1_is_refused_in_one_line(
+    content, words, tmp_path, capsys
+):
+    root = tmp_path / 'runs'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    log = root / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'eval.csv'
+    if content is None:
+        log.unlink()
+        log.mkdir()
+    else:
+        log.write_bytes(content)
+    assert tables.main([str(root), '--out', str(tmp_path / 'out'), '--reps', '20']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f'error: {log}{words}'), err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_a_failure_midway_leaves_the_output_folder_as_it_was(tmp_path, capsys):
     root = tmp_path / 'runs'
     _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
