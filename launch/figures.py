@@ -108,5 +108,6 @@ def training_curves(results, task, path):
     ax.set_ylabel('success (%)')
     ax.set_ylim(-2, 102)
     ax.set_title(task, fontsize='small')
-    ax.legend(fontsize='small')
+    if ax.get_legend_handles_labels()[0]:  # runs with no evaluation yet draw nothing: matplotlib warned, in 2 lines
+        ax.legend(fontsize='small')
     return _save(fig, path)

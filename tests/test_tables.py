@@ -860,6 +860,22 @@ def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypat
     assert sorted({float(y) for x, y in band.get_paths()[0].vertices if x == 200}) == [25.0, 50.0]
 
 
+def test_curves_of_runs_with_no_evaluation_yet_warn_nothing(tmp_path, monkeypatch):
+    """A sweep's runs just started (config.json, no eval.csv): an empty figure, without a warning on stderr."""
+    import warnings
+
+    from launch import figures
+
+    _run(tmp_path, 'offline', TASK.format(1), 'fav', 0, None)
+    (tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'eval.csv').unlink()
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # matplotlib's 'No artists with labels found to put in legend'
+        figures.training_curves(ModeResults('offline', load_runs(tmp_path)), TASK.format(1), str(tmp_path / 'c.png'))
+    assert saved[0].axes[0].get_legend() is None and not saved[0].axes[0].get_lines()
+
+
 def test_summary_bars_stack_the_online_gain_on_the_offline_score_over_the_suites_tasks(tmp_path, monkeypatch):
     from launch import figures
 
