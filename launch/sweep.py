@@ -298,6 +298,10 @@ def _main(argv):
             raise UserError(f'--cpus-per-job must be > 0 and finite, got {args.cpus_per_job:g}')
         if not 0 <= (args.gpus_per_job or 0) < math.inf:
             raise UserError(f'--gpus-per-job must be >= 0 and finite, got {args.gpus_per_job:g}')
+        if not args.runs_dir:  # abspath('') is the working directory: the runs went there, unasked
+            raise UserError('--runs-dir is empty: give a folder, or leave --runs-dir out for the default (runs)')
+        if args.address == '':  # read as no --address: the jobs ran on this machine, not on the cluster meant
+            raise UserError('--address is empty: give auto or HOST:6379, or leave --address out for a local cluster')
         if args.address and args.no_ray:
             raise UserError(f'--address {args.address} asks for a Ray cluster, --no-ray for none: give one of them')
         local_cpus = args.local_cpus if args.local_cpus is not None else os.cpu_count()

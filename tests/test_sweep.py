@@ -190,6 +190,8 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--gpus-per-job', '-0.5'], 'error: --gpus-per-job must be >= 0 and finite, got'),
         (['--suite', 'cube-single', '--gpus-per-job', 'inf'], 'error: --gpus-per-job must be >= 0 and finite, got'),
         (['--suite', 'cube-single', '--address', 'auto', '--no-ray'], 'error: --address auto asks for a Ray cluster'),
+        # An empty --address (an unset variable) was a local cluster: the jobs ran here, not on the cluster meant.
+        (['--suite', 'cube-single', '--address', ''], 'error: --address is empty: give auto or HOST:6379'),
         # What to give the sweep instead, for the setting given (not a hint about seeds).
         (['--suite', 'cube-single', '--resume'], '--resume is set by the sweep per run; drop it (a rerun of the sweep'),
         (['--suite', 'cube-single', '--list-tasks', 'offline'], "drop it (a suite's tasks: launch/offline.py --list"),
@@ -201,6 +203,13 @@ def test_bad_settings_one_line(argv, words, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err
     assert not any(tmp_path.iterdir())
+
+
+def test_an_empty_runs_dir_is_refused_not_read_as_the_working_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(['--suite', 'cube-single', '--runs-dir', '', '--dry-run']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: --runs-dir is empty: give a folder, or leave --runs-dir out for the default (runs)'
 
 
 def test_a_group_with_one_run_started_with_other_settings_is_refused_up_front(tmp_path, capsys):
