@@ -18,6 +18,7 @@ stretch of O2O steps are also traced with JAX's profiler, and the events with th
 update or env step are listed (launch/trace_summary.py).
 """
 
+import math
 import os
 import pathlib
 import sys
@@ -353,8 +354,8 @@ def parse_args(argv=None):
     for name in ('updates_per_call', 'plain_steps', 'online_steps', 'rows', 'profile_steps', 'profile_top'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be at least 1, got {getattr(args, name)}')
-    if args.seconds <= 0:
-        p.error(f'--seconds must be > 0, got {args.seconds}')
+    if not 0 < args.seconds < math.inf:  # written so that nan is refused too: it timed 2 calls; inf never ended
+        p.error(f'--seconds must be > 0 and finite, got {args.seconds}')
     if min(args.hidden_dims) < 1 or min(args.stack + o2o_runs, default=1) < 1:
         p.error('--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8')
     if len(set(args.stack)) < len(args.stack) or len(set(o2o_runs)) < len(o2o_runs):

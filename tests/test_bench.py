@@ -109,7 +109,9 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
         (['--plain-steps', '0'], '--plain-steps must be at least 1, got 0'),
         (['--online-steps', '0'], '--online-steps must be at least 1, got 0'),
         (['--rows', '0'], '--rows must be at least 1, got 0'),
-        (['--seconds', '0'], '--seconds must be > 0, got 0.0'),
+        (['--seconds', '0'], '--seconds must be > 0 and finite, got 0.0'),
+        (['--seconds', 'nan'], '--seconds must be > 0 and finite, got nan'),  # it timed 2 calls of each
+        (['--seconds', 'inf'], '--seconds must be > 0 and finite, got inf'),  # it never ended
         (['--stack', '1,-1'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
         (['--hidden-dims', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
         (['--stack', '1,4,1'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
