@@ -376,7 +376,14 @@ def parse_args(argv=None):
 def main():
     args, agents, o2o_runs, task = parse_args()
     obs_dim, act_dim, _ = SIZES[task.family.name]
-    data = random_data(obs_dim, act_dim, args.rows)
+    try:
+        data = random_data(obs_dim, act_dim, args.rows)
+    except MemoryError:  # numpy's 'Unable to allocate 26.9 TiB', in a traceback
+        print(
+            f'error: --rows {args.rows}: random data of that many rows does not fit in memory; pass fewer',
+            file=sys.stderr,
+        )
+        return 2
     probes = matmul_probe(args.seconds), copy_probe(args.seconds)
     device = jax.devices()[0]
     print(

@@ -160,6 +160,18 @@ def test_bench_with_no_agents_and_no_o2o_runs_prints_only_the_memory_table():
     assert '| cube-double-play |' in out.stdout and '| humanoidmaze-large-navigate |' in out.stdout
 
 
+def test_bench_refuses_more_rows_than_fit_in_memory_in_one_line():
+    rows = 10**11  # 27 TiB of observations: numpy refuses it at once
+    out = subprocess.run(
+        [sys.executable, 'launch/bench.py', '--agents', '', '--o2o-runs', '', '--rows', str(rows)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stdout == '', out.stdout
+    assert (
+        out.stderr.strip() == f'error: --rows {rows}: random data of that many rows does not fit in memory; pass fewer'
+    )
+
+
 def test_bench_takes_any_registered_env_and_refuses_an_unknown_one_in_one_line():
     base = [sys.executable, 'launch/bench.py', '--agents', 'iql', '--stack', '1', '--o2o-runs', '']
     fast = ['--hidden-dims', '8', '--plain-steps', '5', '--seconds', '0.05', '--rows', '500']
