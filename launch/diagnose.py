@@ -266,6 +266,11 @@ def _is_ablation_base(setting, plan):
     return setting == Setting(setting.problem, plan.focus_sigma) and setting.problem in plan.ablation_problems
 
 
+def output_names(plan):
+    """The files main() writes into --out: results.md and each problem's two figures (figures() below)."""
+    return ['results.md'] + [f'{kind}_{name}.png' for name in plan.problems for kind in ('density', 'distance')]
+
+
 def figures(rows, samples_by_setting, plan, out, plt):
     """density_<problem>.png (actor vs target at σ = ablation σ) and distance_<problem>.png (distance vs β)."""
     written = []
@@ -354,6 +359,10 @@ def main(argv=None):
         print('launch/diagnose.py needs matplotlib: pip install -e ".[diagnose]"', file=sys.stderr)
         return 2
     plan = QUICK if args.quick else FULL
+    # A folder where one goes failed after the minutes of training, in a traceback, the figures before it written.
+    in_the_way = [os.path.join(args.out, n) for n in output_names(plan) if os.path.isdir(os.path.join(args.out, n))]
+    if in_the_way:
+        p.error(f'--out {args.out}: {in_the_way[0]} is a folder, where a file goes; pass another --out')
     start = time.time()
     rows, samples = run_plan(plan)
     os.makedirs(args.out, exist_ok=True)

@@ -86,6 +86,21 @@ def test_cli_refuses_an_out_through_a_file_before_training(tmp_path):
     assert (tmp_path / 'notes.txt').read_text() == 'mine'
 
 
+@pytest.mark.parametrize('name', ['results.md', 'distance_gauss1d.png'])
+def test_cli_refuses_a_folder_where_an_output_goes_before_training(name, tmp_path):
+    out = tmp_path / 'diag'
+    (out / name).mkdir(parents=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, 'launch/diagnose.py', '--quick', '--out', str(out)]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ''  # no training: it printed each setting trained
+    assert result.stderr.strip().splitlines() == [
+        f'error: --out {out}: {out / name} is a folder, where a file goes; pass another --out '
+        '(see launch/diagnose.py --help)'
+    ]
+    assert [p.name for p in out.iterdir()] == [name]  # no figure written beside it
+
+
 @pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc: a folder no one can write in, root included')
 @pytest.mark.parametrize(
     'out, words', [('/proc/fav_diagnose', '--out /proc/fav_diagnose: cannot write in /proc ('), ('', '--out is empty')]
