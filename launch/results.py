@@ -190,6 +190,7 @@ def load_runs(root, variants=()):
     """Every run under `root`. Two runs of one agent, task and seed are refused (they would share a
     cell) unless `variants` tells them apart; so are the runs of one column of different lengths, and the
     seeds of one cell with different settings."""
+    variants = list(dict.fromkeys(variants))  # --variant beta --variant beta: one split, not 'fav[beta=1.0; beta=1.0]'
     runs = [load_run(d, variants) for d in find_run_dirs(root)]
     for field in variants:
         if all(r.setting(field) is MISSING for r in runs):

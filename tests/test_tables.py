@@ -560,6 +560,13 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and 'with the same settings' in err and str(twice / 'offline') in err
 
 
+def test_a_variant_given_twice_splits_the_columns_once(tmp_path):
+    for seed, beta in ((0, 1.0), (1, 3.0)):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', 0, 10 + seed, agent_config={'beta': beta}, folder=f'fav{seed}')
+    runs = load_runs(str(tmp_path), ['beta', 'beta'])
+    assert sorted(r.agent for r in runs) == ['fav[beta=1.0]', 'fav[beta=3.0]']
+
+
 def test_runs_told_apart_by_a_run_level_setting(tmp_path, capsys):
     """FQL with and without balanced sampling: refused in one line naming that setting, split into two
     columns by --variant balanced_sampling; settings that do not change the numbers are not compared."""
