@@ -46,6 +46,11 @@ from launch.sweep_plan import (  # noqa: E402
     plan,
 )
 
+# Ray's bounds on resource quantities (ray_constants): a share of a CPU or GPU below this is refused, and a
+# cluster of more CPUs than that. Checked here, before a cluster starts, rather than in a traceback from Ray.
+RAY_SMALLEST_SHARE = 0.0001
+RAY_LARGEST_QUANTITY = 100e12
+
 # ---------------------------------------------------------------------------------------------------
 # Running
 
@@ -300,6 +305,11 @@ def _main(argv):
             raise UserError(f'--gpus-per-job must be >= 0 and finite, got {args.gpus_per_job:g}')
         if not args.runs_dir:  # abspath('') is the working directory: the runs went there, unasked
             raise UserError('--runs-dir is empty: give a folder, or leave --runs-dir out for the default (runs)')
+        for flag, share in (('--cpus-per-job', args.cpus_per_job), ('--gpus-per-job', args.gpus_per_job or 0)):
+            if 0 < share < RAY_SMALLEST_SHARE:
+                raise UserError(f'{flag} {share:g}: Ray takes shares of at least {RAY_SMALLEST_SHARE:g}')
+        if (args.local_cpus or 0) > RAY_LARGEST_QUANTITY:
+            raise UserError(f'--local-cpus {args.local_cpus}: Ray takes at most {RAY_LARGEST_QUANTITY:.0f} CPUs')
         if args.address == '':  # read as no --address: the jobs ran on this machine, not on the cluster meant
             raise UserError('--address is empty: give auto or HOST:6379, or leave --address out for a local cluster')
         if args.address and args.no_ray:

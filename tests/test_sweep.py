@@ -190,6 +190,10 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
         (['--suite', 'cube-single', '--gpus-per-job', '-0.5'], 'error: --gpus-per-job must be >= 0 and finite, got'),
         (['--suite', 'cube-single', '--gpus-per-job', 'inf'], 'error: --gpus-per-job must be >= 0 and finite, got'),
         (['--suite', 'cube-single', '--address', 'auto', '--no-ray'], 'error: --address auto asks for a Ray cluster'),
+        # Ray's own bounds, which it raised in a traceback once the cluster had started.
+        (['--suite', 'cube-single', '--cpus-per-job', '0.00001'], 'error: --cpus-per-job 1e-05: Ray takes shares of'),
+        (['--suite', 'cube-single', '--gpus-per-job', '0.00001'], 'error: --gpus-per-job 1e-05: Ray takes shares of'),
+        (['--suite', 'cube-single', '--local-cpus', str(10**20)], f'error: --local-cpus {10**20}: Ray takes at most'),
         # An empty --address (an unset variable) was a local cluster: the jobs ran here, not on the cluster meant.
         (['--suite', 'cube-single', '--address', ''], 'error: --address is empty: give auto or HOST:6379'),
         # What to give the sweep instead, for the setting given (not a hint about seeds).
