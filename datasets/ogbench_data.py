@@ -42,7 +42,8 @@ def _complete(train_path):
     return os.path.isfile(train_path) and os.path.isfile(val_path(train_path))
 
 
-def _explicit_path(dataset_path):
+def given_dataset_path(dataset_path):
+    """The absolute path of a --dataset file, once it and its -val file are known to exist."""
     path = os.path.abspath(os.path.expanduser(dataset_path))
     if os.path.isdir(path):
         raise DatasetError(
@@ -170,7 +171,7 @@ def find_task_file(
     if '.npz' in folder:  # OGBench finds the -val file by replacing every '.npz' of the path
         raise DatasetError(f"dataset folder {folder} has '.npz' in its name, which OGBench's loader cannot read from")
     if dataset_path is not None:
-        return _explicit_path(dataset_path), 'given'
+        return given_dataset_path(dataset_path), 'given'
     if dataset_episodes is not None:
         return _generated_path(task, dataset_dir, dataset_episodes, seed, workers, progress), 'generated'
     return _official_path(task, dataset_dir, workers, progress)

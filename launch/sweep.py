@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from tqdm import tqdm  # noqa: E402
 
 from agents import AGENTS  # noqa: E402
+from datasets.ogbench_data import DatasetError, given_dataset_path  # noqa: E402
 from envs.registry import UnknownTaskError, resolve_task  # noqa: E402
 from launch.command_line import (  # noqa: E402
     CommandLineParser,
@@ -330,8 +331,10 @@ def _main(argv):
             raise UserError(f'--dataset {missing[0]}: no such file or folder')
         for agent, task in dict.fromkeys((r.agent, r.task) for r in runs):
             agent_config(cli[agent], mode, resolve_task(task).family)  # e.g. --dataset-episodes where none is made
+            if cli[agent].dataset and resolve_task(task).family.source == 'ogbench':
+                given_dataset_path(cli[agent].dataset)  # a folder, or a file without its -val file beside it
         check_started_runs(mode, jobs)
-    except (UserError, UnknownTaskError, RunFileError) as e:
+    except (UserError, UnknownTaskError, RunFileError, DatasetError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     todo = [job for job in jobs if not job.finished]

@@ -261,11 +261,18 @@ def test_a_runs_dir_through_a_file_is_one_line(tmp_path, capsys):
         (['--suite', 'antmaze-large', '--dataset-episodes', '3'], '--dataset-episodes: antmaze-large-navigate data'),
         (['--suite', 'antmaze-umaze-v2', '--dataset-episodes', '3'], '--dataset-episodes generates OGBench'),
         (['--suite', 'cube-single', '--dataset', 'nowhere.npz'], '--dataset nowhere.npz: no such file or folder'),
+        # An OGBench task reads a train .npz with its -val file beside it, never a folder (a Minari dataset is one).
+        (['--suite', 'cube-single', '--dataset', 'folder'], '--dataset {tmp}/folder is a folder: pass its train .npz'),
+        (['--suite', 'cube-single', '--dataset', 'lone.npz'], 'dataset file {tmp}/lone-val.npz does not exist'),
     ],
 )
-def test_settings_every_job_would_fail_on_are_refused_before_the_jobs(argv, words, tmp_path, capsys):
+def test_settings_every_job_would_fail_on_are_refused_before_the_jobs(argv, words, tmp_path, capsys, monkeypatch):
     """They started one job per task, each failing on them (exit 1, with logs left behind); the dry run
     listed them as jobs to run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'lone.npz').write_bytes(b'')
+    words = words.format(tmp=os.getcwd())  # the resolved folder, as abspath reads it
     for dry_run in ([], ['--dry-run']):
         assert sweep.main([*argv, '--runs-dir', str(tmp_path / 'runs'), '--no-ray', *dry_run]) == 2
         assert _one_line_error(capsys).startswith(f'error: {words}')
