@@ -117,9 +117,10 @@ def _check_file(path, task, env):
     """Raises DatasetError unless `path` is a complete OGBench dataset file that fits `env`."""
     keys = _FILE_KEYS + (('button_states',) if task.family.short_name.startswith(('scene', 'puzzle')) else ())
     try:
-        with np.load(path) as file:
-            if not isinstance(file, np.lib.npyio.NpzFile):
-                raise DatasetError(f'dataset file {path} is a single .npy array, not an OGBench .npz dataset')
+        file = np.load(path)
+        if not isinstance(file, np.lib.npyio.NpzFile):  # checked before `with`: an ndarray is no context manager
+            raise DatasetError(f'dataset file {path} is a single .npy array, not an OGBench .npz dataset')
+        with file:
             missing = [k for k in keys if k not in file.files]
             if missing:
                 raise DatasetError(f'dataset file {path} lacks key(s) {", ".join(missing)}; is it an OGBench dataset?')
@@ -127,9 +128,9 @@ def _check_file(path, task, env):
             arrays = {k: file[k] for k in keys}
     except DatasetError:
         raise
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, AttributeError) as e:
-        # AttributeError: np.load returns a bare ndarray (no context manager) for a .npy file. A file that is
-        # not a zip at all, numpy takes for a pickle, and its advice (allow_pickle) is no fix for a dataset.
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
+        # A file that is not a zip at all, numpy takes for a pickle, and its advice (allow_pickle) is no fix for a
+        # dataset.
         reason = 'not a zip archive' if 'allow_pickle' in str(e) else _one_line(e)
         raise DatasetError(
             f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {reason}'

@@ -522,6 +522,16 @@ def test_files_that_do_not_fit_are_refused_before_ogbench_reads_them(tmp_path):
     refused(_small_file(tmp_path / 'puzzle.npz'), 'puzzle.npz lacks key.*button_states', resolve_task('puzzle-3x3'))
 
 
+def test_a_single_npy_array_named_npz_is_refused_in_one_line(tmp_path):
+    """np.load gives a bare ndarray for a .npy file whatever its name: no context manager (was a TypeError)."""
+    task, env = resolve_task('cube-single', 1), _cube_single_env()
+    path = _small_file(tmp_path / 'array.npz')
+    with open(path, 'wb') as f:  # a file object: numpy writes .npy content under the .npz name
+        np.save(f, np.zeros((6, 28), np.float32))
+    with pytest.raises(DatasetError, match=r'array\.npz is a single \.npy array, not an OGBench \.npz dataset'):
+        load_task_data(task, env, dataset_path=path)
+
+
 def test_an_official_file_without_its_val_file_is_downloaded_again(tmp_path, monkeypatch):
     task = resolve_task('cube-single', 1)
     official = tmp_path / f'{task.dataset_name}.npz'
