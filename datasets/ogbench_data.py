@@ -125,7 +125,7 @@ def _check_file(path, task, env):
             if missing:
                 raise DatasetError(f'dataset file {path} lacks key(s) {", ".join(missing)}; is it an OGBench dataset?')
             # Reading every array checks its compressed data and CRC, not just the zip directory.
-            arrays = {k: file[k] for k in keys}
+            arrays = {k: _read_array(file, k, path) for k in keys}
     except DatasetError:
         raise
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
@@ -138,6 +138,8 @@ def _check_file(path, task, env):
 
     rows = len(arrays['terminals'])
     for k, v in arrays.items():
+        if v.dtype.kind not in 'biuf':  # strings or complex numbers: no float32 row of a transition
+            raise DatasetError(f'dataset file {path}: {k} has dtype {v.dtype}, expected numbers (bool, int or float)')
         if v.ndim != (1 if k == 'terminals' else 2):
             expected = 'rows' if k == 'terminals' else '(rows, dim)'
             raise DatasetError(f'dataset file {path}: {k} has shape {v.shape}, expected {expected}')
@@ -152,6 +154,17 @@ def _check_file(path, task, env):
             raise DatasetError(f'dataset {path} has {name} dim {dim} but env {task.env_id} expects {expected}')
         if not np.isfinite(arrays[k]).all():
             raise DatasetError(f'dataset file {path} has non-finite {k}')
+
+
+def _read_array(file, key, path):
+    """`file[key]`; an array of Python objects is refused by name (numpy's allow_pickle error would read as a
+    file that is not a zip archive)."""
+    try:
+        return file[key]
+    except ValueError as e:
+        if 'allow_pickle' not in str(e):
+            raise
+        raise DatasetError(f'dataset file {path}: {key} holds Python objects, expected numbers') from None
 
 
 def find_task_file(

@@ -532,6 +532,23 @@ def test_a_single_npy_array_named_npz_is_refused_in_one_line(tmp_path):
         load_task_data(task, env, dataset_path=path)
 
 
+def test_arrays_of_other_than_numbers_are_refused_naming_the_array(tmp_path):
+    """Strings were a TypeError traceback from the finite check, objects 'not a zip archive', and complex numbers
+    lost their imaginary part in OGBench's float32 cast without a word."""
+    task, env = resolve_task('cube-single', 1), _cube_single_env()
+    numbers = np.zeros((6, 28), np.float32)
+    for name, observations, words in (
+        ('text', numbers.astype('U8'), r'observations has dtype <U8, expected numbers'),
+        ('complex', numbers.astype(np.complex64), 'observations has dtype complex64, expected numbers'),
+        ('objects', numbers.astype(object), 'observations holds Python objects, expected numbers'),
+    ):
+        path = tmp_path / f'{name}.npz'
+        _small_file(path)
+        np.savez(path, **{**_arrays(ogbench_data.val_path(str(path))), 'observations': observations})
+        with pytest.raises(DatasetError, match=f'dataset file {path}: {words}'):
+            load_task_data(task, env, dataset_path=str(path))
+
+
 def test_an_official_file_without_its_val_file_is_downloaded_again(tmp_path, monkeypatch):
     task = resolve_task('cube-single', 1)
     official = tmp_path / f'{task.dataset_name}.npz'
