@@ -147,6 +147,8 @@ def _check_file(path, task, env):
             raise DatasetError(f'dataset file {path}: {k} has {len(v)} rows but terminals has {rows}')
     if rows == 0 or not arrays['terminals'][-1]:
         raise DatasetError(f'dataset file {path} is empty or does not end with a terminal row (truncated episode?)')
+    if np.count_nonzero(arrays['terminals']) == rows:  # OGBench drops each episode's last row, its next step unknown
+        raise DatasetError(f'dataset file {path} holds no transitions: each of its episodes is a single row')
     for k, space in (('observations', env.observation_space), ('actions', env.action_space)):
         dim, expected = arrays[k].shape[1], space.shape[-1]
         if dim != expected:

@@ -549,6 +549,14 @@ def test_arrays_of_other_than_numbers_are_refused_naming_the_array(tmp_path):
             load_task_data(task, env, dataset_path=str(path))
 
 
+def test_a_file_of_one_row_episodes_is_refused_as_holding_no_transitions(tmp_path):
+    """OGBench drops each episode's last row: none was left to sample (a ZeroDivisionError in the first update)."""
+    task, env = resolve_task('cube-single', 1), _cube_single_env()
+    path = _small_file(tmp_path / 'single_rows.npz', terminals=np.ones(6, bool))
+    with pytest.raises(DatasetError, match='single_rows.npz holds no transitions: each of its episodes is a single'):
+        load_task_data(task, env, dataset_path=path)
+
+
 def test_an_official_file_without_its_val_file_is_downloaded_again(tmp_path, monkeypatch):
     task = resolve_task('cube-single', 1)
     official = tmp_path / f'{task.dataset_name}.npz'
