@@ -140,14 +140,19 @@ def _parse_value(text, default, name):
                 raise ValueError
             return text.lower() in ('true', '1')
         if isinstance(default, tuple):
-            return tuple(int(v) for v in text.strip('()[] ').split(','))  # int('') refuses '32,,32' and '32,'
-        return type(default)(text)
+            value = tuple(int(v) for v in text.strip('()[] ').split(','))  # int('') refuses '32,,32' and '32,'
+        else:
+            value = type(default)(text)
     except ValueError:
         if isinstance(default, bool):
             raise UserError(f'--agent.{name}={text}: expected true or false') from None
         like = ','.join(map(str, default)) if isinstance(default, tuple) else default
         kind = {int: 'an integer', float: 'a number', tuple: 'integers'}.get(type(default), 'a value')
         raise UserError(f'--agent.{name}={text}: expected {kind} like {like}') from None
+    # JAX takes a Python int as int32 (jax_enable_x64 is off): a larger one was an OverflowError traceback.
+    if any(v >= STEP_LIMIT for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, int)):
+        raise UserError(f'--agent.{name}={text}: must be < {STEP_LIMIT} (integers reach JAX as int32)')
+    return value
 
 
 def parse_args(argv, mode):

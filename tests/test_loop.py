@@ -986,6 +986,9 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         ('offline', [*NOWHERE, '--max-eval-envs', '0'], '--max-eval-envs must be >= 1, got 0'),
         ('offline', ['--env', 'cube-single', '--dataset-episodes', '0'], '--dataset-episodes must be >= 1, got 0'),
         ('offline', [*NOWHERE, '--agent.batch_size=3.5'], '--agent.batch_size=3.5: expected an integer like 256'),
+        # Integers reach JAX as int32: larger ones were an OverflowError (or a TypeError) traceback mid-start.
+        ('offline', [*NOWHERE, f'--agent.svgd_steps={2**31}'], f'--agent.svgd_steps={2**31}: must be < {2**31}'),
+        ('offline', [*NOWHERE, '--agent.hidden_dims=16,' + '9' * 20], f'--agent.hidden_dims=16,{"9" * 20}: must be <'),
         # Refused before the data is looked for: not after a download attempt, at the generation that follows it.
         ('offline', [*NOWHERE, '--workers', '0'], '--workers must be >= 1, got 0'),
     ],
