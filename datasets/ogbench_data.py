@@ -206,7 +206,13 @@ def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episo
     import ogbench
 
     # The full task name makes OGBench relabel rewards and masks for this task (from qpos, button states).
-    train, val = ogbench.make_env_and_datasets(task.name, dataset_path=path, dataset_only=True, cur_env=env)
+    try:
+        train, val = ogbench.make_env_and_datasets(task.name, dataset_path=path, dataset_only=True, cur_env=env)
+    except (ValueError, IndexError) as e:  # numpy's, from relabelling: e.g. qpos of another environment's width
+        raise DatasetError(
+            f'dataset {path} (or its -val file) does not fit {task.name}: OGBench could not relabel its rewards '
+            f'({_one_line(e)}); is it {task.family.name} data?'
+        ) from None
     return _transitions(train, task), _transitions(val, task)
 
 

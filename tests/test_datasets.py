@@ -557,6 +557,21 @@ def test_a_file_of_one_row_episodes_is_refused_as_holding_no_transitions(tmp_pat
         load_task_data(task, env, dataset_path=path)
 
 
+def test_a_file_ogbench_cannot_relabel_is_refused_in_one_line(tmp_path):
+    """qpos too narrow for the task's cubes: numpy's broadcast error from OGBench's relabelling was a traceback."""
+    task = resolve_task('cube-single', 1)
+    env = make_env(task)
+    try:
+        path = _small_file(tmp_path / 'narrow.npz', qpos=np.zeros((6, 3), np.float32))
+        with pytest.raises(DatasetError) as refused:
+            load_task_data(task, env, dataset_path=path)
+    finally:
+        env.close()
+    message = str(refused.value)
+    assert message.startswith(f'dataset {path} (or its -val file) does not fit {task.name}: OGBench could not')
+    assert message.endswith('is it cube-single-play data?') and '\n' not in message
+
+
 def test_an_official_file_without_its_val_file_is_downloaded_again(tmp_path, monkeypatch):
     task = resolve_task('cube-single', 1)
     official = tmp_path / f'{task.dataset_name}.npz'
