@@ -29,6 +29,8 @@ NOISE_SMOOTHING = 0.5
 DEFAULT_EPISODE_LENGTH = 1001
 DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's own default
 _SPLITS = {'train': 0, 'val': 1}
+# A dataset is trained from a replay ring of fewer rows (datasets/buffer.py's RING_ROW_LIMIT: int32 counts).
+ROW_LIMIT = 2**31
 
 
 class GenerationError(ValueError):
@@ -66,6 +68,11 @@ def check_request(family_name, episodes, seed=0, workers=None, episode_length=DE
         raise GenerationError(f'--episodes must be at least 1, got {episodes}')
     if episode_length < 2:
         raise GenerationError(f'--episode-length must be at least 2, got {episode_length}')
+    if episodes * episode_length >= ROW_LIMIT:  # refused before its list of episodes fills the memory
+        raise GenerationError(
+            f'{episodes} episodes of {episode_length} steps are {episodes * episode_length} rows; a dataset trains '
+            f'from fewer than {ROW_LIMIT} (its replay ring counts rows in int32): ask for fewer or shorter episodes'
+        )
     if seed < 0:
         raise GenerationError(f'--seed must be non-negative, got {seed}')
     if workers is not None and workers < 1:

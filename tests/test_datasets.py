@@ -313,10 +313,14 @@ def test_a_request_is_checked_at_each_bound():
         (dict(episodes=1, episode_length=1), '--episode-length'),
         (dict(episodes=1, seed=-1), '--seed'),
         (dict(episodes=1, workers=0), '--workers'),
+        # Rows no replay ring holds: the list of 3e9 episodes filled the memory before any was generated.
+        (dict(episodes=3_000_000_000), f'3000000000 episodes of 1001 steps .* fewer than {2**31}'),
+        (dict(episodes=2, episode_length=2**30), f'2 episodes of {2**30} steps are {2**31} rows'),
     ]:
         with pytest.raises(generate.GenerationError, match=words):
             generate.check_request('cube-single', **kwargs)
     assert generate.check_request('cube-single', 1, seed=0, workers=1, episode_length=2).short_name == 'cube-single'
+    assert generate.check_request('cube-single', 1, episode_length=2**31 - 1).short_name == 'cube-single'
 
 
 def test_the_validation_file_holds_a_tenth_of_the_episodes_at_least_one(tmp_path, monkeypatch):
