@@ -54,7 +54,11 @@ def load_group_checkpoints(paths):
     the new ones are dropped and the group resumes from the previous save."""
     pending = {}  # path: (its newest pending file, that file's step)
     for path in paths:
-        found = sorted((int(name.rsplit('-', 1)[1]), name) for name in glob.glob(glob.escape(path) + '.next-*'))
+        found = sorted(
+            (int(name.rsplit('-', 1)[1]), name)
+            for name in glob.glob(glob.escape(path) + '.next-*')
+            if name.rsplit('-', 1)[1].isdigit()  # not a pending save (a copy such as .next-80.bak): left alone
+        )
         for _, stale in found[:-1]:
             os.remove(stale)
         if found:

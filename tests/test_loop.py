@@ -413,6 +413,18 @@ def test_a_group_load_with_one_run_pending_an_older_step_keeps_every_run_at_the_
     assert sorted(p.name for p in tmp_path.rglob('*')) == ['checkpoint.msgpack'] * 3 + ['seed0', 'seed1', 'seed2']
 
 
+def test_a_group_load_leaves_alone_files_named_like_a_pending_save_without_a_step(tmp_path):
+    import launch.checkpoint as checkpoint
+
+    # A user's copy of a pending save: its name has no step after '.next-' (int() of it was a ValueError traceback).
+    path = tmp_path / 'checkpoint.msgpack'
+    save_checkpoint(str(path), dict(step=40))
+    copy = tmp_path / 'checkpoint.msgpack.next-80.bak'
+    copy.write_bytes(b'kept')
+    assert [c['step'] for c in checkpoint.load_group_checkpoints([str(path)])] == [40]
+    assert copy.read_bytes() == b'kept'
+
+
 def test_policy_action_folds_the_indices_into_each_runs_key_and_evaluates_with_eval_actions():
     data = _synthetic_data()
     observations = jnp.asarray(data['observations'][:6].reshape(2, 3, 5))  # 2 runs, 3 copies each
