@@ -111,7 +111,7 @@ def _not_done(runs, finals, stopped, say=False):
             if say:
                 print(f'{run.run_dir} is complete: {final_path}')
         elif os.path.exists(stopped_path):
-            stopped[run.run_dir] = read_json(stopped_path).get('error', 'stopped')
+            stopped[run.run_dir] = str(read_json(stopped_path).get('error', 'stopped'))  # a hand-edited one: any JSON
             if say:
                 print(f'{run.run_dir} stopped earlier on non-finite values; delete {stopped_path} to train it again')
     return [r for r in runs if r.run_dir not in finals and r.run_dir not in stopped]

@@ -1360,6 +1360,21 @@ def test_a_run_that_kept_a_checkpoint_final_or_stopped_json_keeps_its_settings(k
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
+def test_a_hand_edited_stopped_json_of_any_error_value_is_reported_in_one_line(tmp_path, capsys):
+    """Its error reaches the exit message as text: a list there was a TypeError traceback."""
+    from launch.loop import main, plan
+    from launch.run_plan import jsonable
+
+    run_dir = tmp_path / 'run'
+    argv = [*NOWHERE, '--run-dir', str(run_dir)]
+    (run_settings,) = (r.settings for r in plan(parse_args(argv, 'offline'), 'offline')[2])
+    run_dir.mkdir()
+    (run_dir / 'config.json').write_text(json.dumps(jsonable(run_settings)))
+    (run_dir / 'stopped.json').write_text('{"error": [1, 2]}')
+    assert main('offline', argv) == 1
+    assert capsys.readouterr().err.strip() == 'error: [1, 2]'
+
+
 def test_runs_go_in_a_folder_per_mode_task_agent_and_seed(tmp_path, monkeypatch):
     """--runs-dir (default runs/): MODE/TASK/AGENT/seedS; --run-dir of a group: TASK/seedS below it; --run-dir of
     a single run: the folder itself."""
