@@ -213,10 +213,6 @@ class GroupBuffer(flax.struct.PyTreeNode):
         """The group of runs `indices` (a list)."""
         return self.replace(runs=jax.tree_util.tree_map(lambda x: x[np.asarray(indices)], self.runs))
 
-    def with_runs(self, buffers):
-        """The group whose run r is `buffers[r]` (ReplayBuffers of equal capacity)."""
-        return self.replace(runs=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *buffers))
-
     def restore_online_rows(self, r, rows, online_count):
         """The group after run r's ring, freshly created from its dataset, gets back the state of
         `online_count` appends whose surviving rows are `rows` (from `online_rows`), at resume. Written in

@@ -119,7 +119,7 @@ def test_ring_state_round_trip_after_wrapping():
         buffer = _appended(ReplayBuffer.create(data, capacity=6), data, appended, chunk=3)
         # Read from run 1 of a group whose run 0 has other online rows.
         other = _appended(ReplayBuffer.create(data, capacity=6), data, [30, 31, 32], chunk=3)
-        rows, count = GroupBuffer.of_one_task(data, runs=2, capacity=6).with_runs([other, buffer]).online_rows(1)
+        rows, count = GroupBuffer(runs=jax.tree_util.tree_map(lambda *x: jnp.stack(x), other, buffer)).online_rows(1)
         assert count == len(appended) and len(rows['rewards']) == min(len(appended), 6)
         # Restored into run 1 of a fresh group; run 0 is left as it was created.
         fresh = GroupBuffer.of_one_task(data, runs=2, capacity=6).restore_online_rows(1, rows, count)
