@@ -38,6 +38,11 @@ def atomic_write(path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        # A write, flush or fsync that fails (a full disk) names no file: name the one it was writing.
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -10,6 +10,7 @@ same whatever the total. Finished episodes are kept as part files so an interrup
 """
 
 import argparse
+import errno
 import itertools
 import multiprocessing
 import os
@@ -311,6 +312,16 @@ def main(argv=None):
     except KeyboardInterrupt:  # Ctrl-C: one line, as the launch/ command lines stop (it was a traceback per process)
         print('interrupted: rerun the same command to go on from its finished episodes', file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, or --out's folder removed meanwhile: atomic_write names the file
+        if e.filename is None:
+            raise
+        what_to_do = 'free some space there' if e.errno in (errno.ENOSPC, errno.EDQUOT) else 'check --out'
+        print(
+            f'error: {e.filename}: {e.strerror}; {what_to_do}, then rerun the same command to go on from its '
+            'finished episodes',
+            file=sys.stderr,
+        )
+        return 1
     print('\n'.join(paths))
     return 0
 

@@ -9,6 +9,7 @@ its keys come from its seed alone, and update `i` draws its batch with `fold_in(
 """
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -290,6 +291,9 @@ def _main(mode, argv):
     except OSError as e:  # a file or folder that cannot be made or written (a path the user gave, a full disk)
         if e.filename is None:
             raise
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # not a wrong path: the work so far is kept, and goes on
+            print(f'error: {e.filename}: {e.strerror}; free some space there, then {RERUN_TO_GO_ON}', file=sys.stderr)
+            return 1
         print(f'error: {e.filename}: {e.strerror}; check the run, runs and dataset paths given', file=sys.stderr)
         return 2
     except (jax.errors.JaxRuntimeError, MemoryError) as e:

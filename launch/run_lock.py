@@ -52,7 +52,8 @@ def _holder_text(fd):
 
 @contextlib.contextmanager
 def run_lock(run_dir):
-    fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(run_dir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,7 +63,10 @@ def run_lock(run_dir):
             ) from None
         holder = dict(pid=os.getpid(), host=socket.gethostname(), command=' '.join(sys.argv))
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError as e:  # a full disk: a write names no file, so name it here
+            raise OSError(e.errno, e.strerror, path) from None
         remove_leftover_temporaries(run_dir)  # a checkpoint save cut by a kill; the holder alone writes here
         yield
     finally:

@@ -708,6 +708,36 @@ def test_generate_cli_out_through_a_file_is_one_line_naming_the_file(under, tmp_
     assert (tmp_path / 'notes.txt').read_text() == 'kept'
 
 
+def test_generate_cli_on_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """A write on a full disk raises an OSError that names no file: it was a traceback."""
+    import errno
+    import os
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, 'fsync', no_space)
+    argv = [
+        '--env',
+        'cube-single',
+        '--episodes',
+        '1',
+        '--episode-length',
+        '4',
+        '--workers',
+        '1',
+        '--out',
+        str(tmp_path),
+    ]
+    assert generate.main(argv) == 1
+    part = tmp_path / '.cube-single-play-v0.parts' / 'seed0-len4' / 'train-000000.npz'
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert last_line == (
+        f'error: {part}: No space left on device; free some space there, then rerun the same command to go on from '
+        'its finished episodes'
+    )
+
+
 def test_generate_cli_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     """Ctrl-C during a generation printed a KeyboardInterrupt traceback (one per process with --workers 1)."""
 

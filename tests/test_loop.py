@@ -1579,6 +1579,31 @@ def test_a_file_system_error_is_one_line_and_other_os_errors_are_not_hidden(monk
         launch.loop.main('offline', ['--env', 'cube-single'])
 
 
+def test_a_full_disk_during_a_save_is_one_line_naming_the_file_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    """A write or fsync on a full disk raises an OSError that names no file: it was a traceback."""
+    import errno
+
+    import launch.loop
+
+    path = tmp_path / 'checkpoint.msgpack'
+    save_checkpoint(str(path), dict(step=50))
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save_on_a_full_disk(args, mode):
+        monkeypatch.setattr(os, 'fsync', no_space)
+        save_checkpoint(str(path), dict(step=100))
+
+    monkeypatch.setattr(launch.loop, 'run', save_on_a_full_disk)
+    assert launch.loop.main('o2o', ['--env', 'cube-single']) == 1
+    err = capsys.readouterr().err
+    assert err == f'error: {path}: No space left on device; free some space there, then {RERUN_TO_GO_ON}\n'
+    assert load_checkpoint(str(path))['step'] == 50 and os.listdir(tmp_path) == ['checkpoint.msgpack']
+
+
 def test_list_tasks_into_a_pipe_closed_early_ends_quietly():
     """`--list-tasks offline | head -1`: the reader leaves before the list is written."""
     process = subprocess.Popen(

@@ -46,6 +46,20 @@ def test_taking_the_lock_removes_temporaries_of_killed_writers(tmp_path):
         assert kept == ['.hidden-but-not-temporary', 'checkpoint.msgpack', LOCK_NAME]
 
 
+def test_a_full_disk_when_the_holder_writes_its_name_names_the_lock_file(tmp_path, monkeypatch):
+    """os.pwrite's error names no file, so launch/loop.py could not report it in one line."""
+    import errno
+
+    def no_space(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, 'pwrite', no_space)
+    with pytest.raises(OSError) as full:
+        with run_lock(str(tmp_path)):
+            pass
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(tmp_path / LOCK_NAME)
+
+
 def test_second_holder_refused_and_killed_holder_blocks_nothing(tmp_path):
     holder = _start_holder(tmp_path)
     try:
