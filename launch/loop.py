@@ -259,6 +259,9 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame):
+    # The stop is under way: a second SIGTERM (`timeout` passes on the one its process group got) would cut its
+    # cleanup short with a traceback (in a worker pool's lock, say). main() puts the handler back.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -1494,6 +1495,27 @@ def test_ctrl_c_or_sigterm_stops_in_one_line_keeping_the_checkpoint(stop, code, 
 
     with run_lock(str(run_dir)):  # released
         pass
+
+
+def test_a_second_sigterm_while_the_first_stops_the_run_does_not_cut_its_cleanup_short(monkeypatch, capsys):
+    """`timeout` passes on the SIGTERM its process group got, so the run got two: the second, raised in the first
+    one's cleanup (a dataset generation's worker pool), ended it with a traceback."""
+    import launch.loop
+
+    cleaned_up = []
+
+    def terminated_twice(args, mode):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            cleaned_up.append(True)
+
+    monkeypatch.setattr(launch.loop, 'run', terminated_twice)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert launch.loop.main('o2o', ['--env', 'cube-single']) == 143
+    assert cleaned_up and capsys.readouterr().err.startswith('terminated: rerun the same command')
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 def test_paths_are_read_as_the_shell_would_and_spelled_one_way(tmp_path, monkeypatch):
