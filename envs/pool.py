@@ -125,8 +125,8 @@ class EnvPool:
                 pass
         for process in self.processes:
             process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
+            if process.is_alive():  # stuck, or stopped (SIGSTOP): SIGTERM would wait for a SIGCONT, and exit with it
+                process.kill()
                 process.join(timeout=5)
         for env in self.local or []:
             env.close()

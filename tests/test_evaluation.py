@@ -295,6 +295,21 @@ def test_closing_a_pool_with_a_dead_worker_stops_the_others():
     assert len(processes) == 2 and not any(p.is_alive() for p in processes)
 
 
+def test_closing_a_pool_with_a_stopped_worker_ends_it():
+    """A stopped worker (SIGSTOP) answers no 'close' and stays through SIGTERM: its run, stopped by Ctrl-C or
+    SIGTERM, printed its one line, then hung for good in Python's exit, which joins every worker process."""
+    pool = EnvPool([functools.partial(gymnasium.make, 'Pendulum-v1')], workers=1)
+    process = pool.processes[0]
+    try:
+        pool.reset([0], [0])
+        os.kill(process.pid, signal.SIGSTOP)
+        pool.close()
+        assert not process.is_alive()
+    finally:
+        process.kill()  # SIGKILL ends a stopped process too
+        process.join()
+
+
 def test_a_dead_worker_is_one_error_and_a_dead_parent_lets_workers_exit_quietly():
     """A worker killed mid-run is an EnvWorkerError (the loop prints it in one line), not an EOFError
     traceback; a worker whose parent is gone (its pipe closed) exits cleanly instead of with a traceback."""
