@@ -8,6 +8,7 @@ on its seed and its actions, never on which process steps it.
 
 import multiprocessing
 import signal
+import sys
 
 import numpy as np
 
@@ -39,6 +40,10 @@ def _serve(envs, command, payload):
     if command == 'step':  # payload: [(copy, action)]
         return [_step(envs[i], a) for i, a in payload]
     return [_reset(envs[i], seed, actions) for i, seed, actions in payload]  # 'reset'
+
+
+# A healthy env answers a step or a reset (its replay included) in seconds; no answer in this long is worth a word.
+SILENT_WORKER_S = 600
 
 
 class EnvWorkerError(RuntimeError):
@@ -100,11 +105,25 @@ class EnvPool:
             for worker, entries in per_worker.items():
                 self.connections[worker].send((command, [e for _, e in entries]))
             for worker, entries in per_worker.items():
-                for (position, _), result in zip(entries, self.connections[worker].recv(), strict=True):
+                for (position, _), result in zip(entries, self._receive(worker), strict=True):
                     results[position] = result
         except (EOFError, BrokenPipeError, ConnectionResetError):
             raise EnvWorkerError('an env worker process exited (killed, or out of memory?)') from None
         return results
+
+    def _receive(self, worker):
+        """The worker's answer. One that keeps silent (stopped by SIGSTOP, or stuck) would hang the run without a
+        word: after SILENT_WORKER_S this says so, once, and goes on waiting, as a slow env may yet answer."""
+        connection = self.connections[worker]
+        if not connection.poll(SILENT_WORKER_S):
+            pid = self.processes[worker].pid
+            print(
+                f'note: env worker process {pid} has not answered in {SILENT_WORKER_S:g} s; still waiting (if it was '
+                f'stopped, `kill -CONT {pid}` continues it; Ctrl-C stops the run, keeping its last checkpoint)',
+                file=sys.stderr,
+                flush=True,
+            )
+        return connection.recv()
 
     def step(self, actions, copies=None):
         """Steps `copies` (default: all) with their actions; → list of `_step` tuples."""

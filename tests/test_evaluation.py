@@ -295,6 +295,31 @@ def test_closing_a_pool_with_a_dead_worker_stops_the_others():
     assert len(processes) == 2 and not any(p.is_alive() for p in processes)
 
 
+def test_a_worker_that_keeps_silent_is_named_once_and_still_waited_for(monkeypatch, capsys):
+    """A stopped worker (SIGSTOP) hung the run without a word; a slow one must still be waited for."""
+    import threading
+
+    import envs.pool
+
+    monkeypatch.setattr(envs.pool, 'SILENT_WORKER_S', 0.2, raising=False)
+    pool = EnvPool([functools.partial(gymnasium.make, 'Pendulum-v1')], workers=1)
+    pid = pool.processes[0].pid
+    continued = threading.Timer(1.0, os.kill, (pid, signal.SIGCONT))
+    try:
+        pool.reset([0], [0])
+        os.kill(pid, signal.SIGSTOP)
+        continued.start()
+        assert len(pool.step(np.zeros((1, 1), np.float32))) == 1
+    finally:
+        continued.cancel()
+        os.kill(pid, signal.SIGCONT)
+        pool.close()
+    assert capsys.readouterr().err == (
+        f'note: env worker process {pid} has not answered in 0.2 s; still waiting (if it was stopped, '
+        f'`kill -CONT {pid}` continues it; Ctrl-C stops the run, keeping its last checkpoint)\n'
+    )
+
+
 def test_closing_a_pool_with_a_stopped_worker_ends_it():
     """A stopped worker (SIGSTOP) answers no 'close' and stays through SIGTERM: its run, stopped by Ctrl-C or
     SIGTERM, printed its one line, then hung for good in Python's exit, which joins every worker process."""
