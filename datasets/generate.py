@@ -24,6 +24,7 @@ import tqdm
 
 from datasets.files import atomic_write, nearest_existing, one_writer
 from envs import registry
+from envs.pool import EnvWorkerError
 
 NOISE = 0.1
 NOISE_SMOOTHING = 0.5
@@ -32,6 +33,7 @@ DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's own default
 _SPLITS = {'train': 0, 'val': 1}
 # A dataset is trained from a replay ring of fewer rows (datasets/buffer.py's RING_ROW_LIMIT: int32 counts).
 ROW_LIMIT = 2**31
+WORKER_CHECK_S = 1  # how often a generation waiting for its workers checks that none was killed
 
 
 class GenerationError(ValueError):
@@ -240,9 +242,12 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
         else:
             # A fresh interpreter per worker: forking a process that holds MuJoCo or JAX state is unsafe.
             context = multiprocessing.get_context('spawn')
+            others = set(multiprocessing.active_children())
             with context.Pool(min(workers, len(jobs)), initializer=_ignore_ctrl_c) as pool:
-                for steps in pool.imap_unordered(_work, jobs):
-                    bar.update(steps)
+                pool_workers = set(multiprocessing.active_children()) - others
+                results = pool.imap_unordered(_work, jobs)
+                for _ in jobs:
+                    bar.update(_next_result(results, pool_workers))
 
     splits = {split: _concatenate(paths) for split, paths in parts.items()}
     # Drop an older train file first: from here until the new one is renamed in, no train file
@@ -253,6 +258,20 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
     shutil.rmtree(parts_dir)
     if not any(parts_root.iterdir()):
         parts_root.rmdir()
+
+
+def _next_result(results, pool_workers):
+    """The next finished episode's steps. A worker killed meanwhile (out of memory, say) takes its episode with it,
+    which the pool would wait for forever, without a word: that is an EnvWorkerError."""
+    while True:
+        try:
+            return results.next(timeout=WORKER_CHECK_S)
+        except multiprocessing.TimeoutError:
+            for worker in pool_workers:
+                if worker.exitcode is not None:  # they never end on their own while there is work
+                    raise EnvWorkerError(
+                        f'a dataset generation worker process (pid {worker.pid}) exited (killed, or out of memory?)'
+                    ) from None
 
 
 def _ignore_ctrl_c():
@@ -312,6 +331,9 @@ def main(argv=None):
     except KeyboardInterrupt:  # Ctrl-C: one line, as the launch/ command lines stop (it was a traceback per process)
         print('interrupted: rerun the same command to go on from its finished episodes', file=sys.stderr)
         return 130
+    except EnvWorkerError as e:
+        print(f'error: {e}; rerun the same command to go on from its finished episodes', file=sys.stderr)
+        return 1
     except OSError as e:  # a full disk, or --out's folder removed meanwhile: atomic_write names the file
         if e.filename is None:
             raise

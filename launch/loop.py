@@ -289,7 +289,7 @@ def _main(mode, argv):
         print(f'error: {e}', file=sys.stderr)
         return 1
     except EnvWorkerError as e:
-        print(f'error: {e}; rerun the same command to resume from the last checkpoint', file=sys.stderr)
+        print(f'error: {e}; {RERUN_TO_GO_ON}', file=sys.stderr)  # an env worker, or a dataset generation's
         return 1
     except OSError as e:  # a file or folder that cannot be made or written (a path the user gave, a full disk)
         if e.filename is None:

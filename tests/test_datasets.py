@@ -2,6 +2,9 @@
 interruption, and clear errors for files and names that cannot be used."""
 
 import itertools
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +20,7 @@ from datasets.buffer import ACTION_CLIP
 from datasets.files import atomic_write, one_writer
 from datasets.ogbench_data import DatasetError, find_task_file, load_task_data
 from envs.factory import make_env
+from envs.pool import EnvWorkerError
 from envs.registry import resolve_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,6 +252,33 @@ def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single,
             np.testing.assert_array_equal(v, _arrays(new)[k])
     # Parts are cleaned up once the files are in place; the (empty) lock file of the writer stays.
     assert [p.name for p in tmp_path.glob('.*')] == [f'.{train_path.name}.lock']
+
+
+def _killed(job):
+    """A generation job whose worker process is killed (as the out-of-memory killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_generation_worker_killed_midway_is_an_error_not_a_wait_forever(tmp_path, monkeypatch):
+    """A killed worker takes its episode with it, which multiprocessing's pool waited for forever, without a word."""
+    monkeypatch.setattr(generate, '_work', _killed)  # pickled by name: the workers import it from this module
+    errors = []
+
+    def generate_it():
+        try:
+            generate.generate_dataset(
+                'cube-single', str(tmp_path), episodes=2, seed=0, workers=2, episode_length=LENGTH, progress=False
+            )
+        except EnvWorkerError as e:
+            errors.append(str(e))
+
+    thread = threading.Thread(target=generate_it, daemon=True)  # without the check, it would never end
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), 'the generation still waits for the episodes of its killed workers'
+    assert len(errors) == 1 and re.fullmatch(
+        r'a dataset generation worker process \(pid \d+\) exited \(killed, or out of memory\?\)', errors[0]
+    )
 
 
 def test_generated_datasets_of_other_sizes_seeds_or_lengths_live_apart():
