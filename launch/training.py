@@ -21,6 +21,7 @@ from envs.pool import PoolView
 from launch.checkpoint import CheckpointError, save_group_checkpoints
 from launch.compiled import offline_chunk, online_chunk, policy_action
 from launch.online_envs import OnlineEnvs
+from launch.run_logs import RunFileError
 
 
 class NonFiniteError(Exception):
@@ -137,6 +138,15 @@ class GroupTrainer:
         self.agents = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
 
     def save(self):
+        for run in self.runs:
+            # Its run directory deleted or replaced while it trained: a checkpoint there, without the settings,
+            # would be refused by the rerun (a deleted one fails at the write, naming a temporary file).
+            if not os.path.exists(os.path.join(run.run_dir, 'config.json')):
+                raise RunFileError(
+                    f'{run.run_dir} lost its config.json while the run trained (its run directory deleted or '
+                    'replaced?); stopped before writing a checkpoint there: put the run directory back and rerun the '
+                    'same command to resume, or delete it to train the run again'
+                )
         agents = jax.device_get(self.agents)  # one transfer for every run
         states = (self.run_state(r, agents) for r in range(len(self.runs)))  # one at a time in host memory
         save_group_checkpoints([run.checkpoint_path for run in self.runs], self.step, states)

@@ -1580,6 +1580,21 @@ def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_array():
         GroupTrainer.restore(trainer, [dict(agent=serialization.to_state_dict(small))])
 
 
+def test_a_run_directory_replaced_while_the_run_trains_stops_it_at_its_next_save(tmp_path):
+    """`rm -rf` of the run directory and a new one made in its place: the run trained on into the new folder,
+    without a word, and finished there without config.json, which the rerun refused."""
+    from launch.run_logs import RunFileError
+    from launch.training import GroupTrainer
+
+    replaced = tmp_path / 'seed0'
+    replaced.mkdir()  # the new, empty folder; the one the run started in is gone
+    run = types.SimpleNamespace(run_dir=str(replaced), checkpoint_path=str(replaced / 'checkpoint.msgpack'))
+    trainer = types.SimpleNamespace(runs=[run], agents={}, step=50, run_state=lambda r, agents: dict(step=50))
+    with pytest.raises(RunFileError, match=rf'^{replaced} lost its config\.json while the run trained'):
+        GroupTrainer.save(trainer)
+    assert list(replaced.iterdir()) == []
+
+
 def test_a_file_system_error_is_one_line_and_other_os_errors_are_not_hidden(monkeypatch, capsys):
     import errno
 
