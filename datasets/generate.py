@@ -10,6 +10,7 @@ same whatever the total. Finished episodes are kept as part files so an interrup
 """
 
 import argparse
+import contextlib
 import errno
 import itertools
 import multiprocessing
@@ -246,8 +247,16 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
             with context.Pool(min(workers, len(jobs)), initializer=_ignore_ctrl_c) as pool:
                 pool_workers = set(multiprocessing.active_children()) - others
                 results = pool.imap_unordered(_work, jobs)
-                for _ in jobs:
-                    bar.update(_next_result(results, pool_workers))
+                try:
+                    for _ in jobs:
+                        bar.update(_next_result(results, pool_workers))
+                except BaseException:
+                    # The pool's exit SIGTERMs its workers and joins them: a stopped one (SIGSTOP) would never end.
+                    # (Not SIGKILL: a worker killed while it holds the task queue's lock would hang that exit.)
+                    for worker in pool_workers:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker.pid, signal.SIGCONT)
+                    raise
 
     splits = {split: _concatenate(paths) for split, paths in parts.items()}
     # Drop an older train file first: from here until the new one is renamed in, no train file

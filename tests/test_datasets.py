@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -279,6 +280,36 @@ def test_a_generation_worker_killed_midway_is_an_error_not_a_wait_forever(tmp_pa
     assert len(errors) == 1 and re.fullmatch(
         r'a dataset generation worker process \(pid \d+\) exited \(killed, or out of memory\?\)', errors[0]
     )
+
+
+def _stopped_or_failing(job):
+    """Train episode 0's worker (the first job goes first) is stopped (SIGSTOP); the other episodes fail, after
+    a second: by then that worker is stopped."""
+    if job[3:5] == ('train', 0):
+        os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(1)
+    raise RuntimeError('an episode failed')
+
+
+def test_a_generation_that_fails_ends_even_with_a_stopped_worker(tmp_path, monkeypatch):
+    """The pool's exit SIGTERMs its workers and joins them, which a stopped worker never lets end: a Ctrl-C, a
+    SIGTERM or an error hung the generation for good."""
+    monkeypatch.setattr(generate, '_work', _stopped_or_failing)  # pickled by name, as _killed
+    errors = []
+
+    def generate_it():
+        try:
+            generate.generate_dataset(
+                'cube-single', str(tmp_path), episodes=2, seed=0, workers=2, episode_length=LENGTH, progress=False
+            )
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    thread = threading.Thread(target=generate_it, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), 'the generation waits for its stopped worker to end'
+    assert errors == ['an episode failed']
 
 
 def test_generated_datasets_of_other_sizes_seeds_or_lengths_live_apart():
