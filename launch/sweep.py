@@ -283,6 +283,9 @@ TERMINATED = []
 
 def _terminate(signum, frame):
     TERMINATED.append(signum)
+    # The stop is under way: a second SIGTERM (`timeout` passes on the one its process group got) would cut short
+    # the stopping of the jobs. main() puts the handler back.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -755,6 +755,27 @@ def test_a_sweep_stopped_by_sigterm_then_ctrl_c_says_each_and_leaves_sigterms_ha
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_second_sigterm_while_the_first_stops_the_sweep_does_not_cut_its_stopping_short(
+    tmp_path, capsys, monkeypatch
+):
+    """`timeout` passes on the SIGTERM its process group got, so the sweep gets two: the second one, raised while
+    the first stopped the jobs, cut that short."""
+    stopped_jobs = []
+
+    def terminated_twice(jobs, preparations, args, runs_dir):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            stopped_jobs.append(True)
+
+    monkeypatch.setattr(sweep, 'run_jobs_in_turn', terminated_twice)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert _sweep_one_run(tmp_path, '--no-ray') == 143
+    assert stopped_jobs and _one_line_error(capsys).startswith('terminated: rerun the same command to go on')
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 def test_progress_counts_as_running_only_the_jobs_the_cluster_has_room_for():
     progress = Progress(5, enabled=False, slots=2)
     progress.update(pending=5)
