@@ -255,6 +255,25 @@ def test_interrupted_generation_leaves_no_complete_file_and_resumes(cube_single,
     assert [p.name for p in tmp_path.glob('.*')] == [f'.{train_path.name}.lock']
 
 
+def _generation_in_a_thread(tmp_path, error_type):
+    """Generates 2 episodes with 2 workers in a thread given a minute (a hung generation would never end): whether
+    it ended, and the messages of the `error_type` errors it raised."""
+    errors = []
+
+    def generate_it():
+        try:
+            generate.generate_dataset(
+                'cube-single', str(tmp_path), episodes=2, seed=0, workers=2, episode_length=LENGTH, progress=False
+            )
+        except error_type as e:
+            errors.append(str(e))
+
+    thread = threading.Thread(target=generate_it, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    return not thread.is_alive(), errors
+
+
 def _killed(job):
     """A generation job whose worker process is killed (as the out-of-memory killer would)."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -263,20 +282,8 @@ def _killed(job):
 def test_a_generation_worker_killed_midway_is_an_error_not_a_wait_forever(tmp_path, monkeypatch):
     """A killed worker takes its episode with it, which multiprocessing's pool waited for forever, without a word."""
     monkeypatch.setattr(generate, '_work', _killed)  # pickled by name: the workers import it from this module
-    errors = []
-
-    def generate_it():
-        try:
-            generate.generate_dataset(
-                'cube-single', str(tmp_path), episodes=2, seed=0, workers=2, episode_length=LENGTH, progress=False
-            )
-        except EnvWorkerError as e:
-            errors.append(str(e))
-
-    thread = threading.Thread(target=generate_it, daemon=True)  # without the check, it would never end
-    thread.start()
-    thread.join(timeout=60)
-    assert not thread.is_alive(), 'the generation still waits for the episodes of its killed workers'
+    ended, errors = _generation_in_a_thread(tmp_path, EnvWorkerError)
+    assert ended, 'the generation still waits for the episodes of its killed workers'
     assert len(errors) == 1 and re.fullmatch(
         r'a dataset generation worker process \(pid \d+\) exited \(killed, or out of memory\?\)', errors[0]
     )
@@ -295,20 +302,8 @@ def test_a_generation_that_fails_ends_even_with_a_stopped_worker(tmp_path, monke
     """The pool's exit SIGTERMs its workers and joins them, which a stopped worker never lets end: a Ctrl-C, a
     SIGTERM or an error hung the generation for good."""
     monkeypatch.setattr(generate, '_work', _stopped_or_failing)  # pickled by name, as _killed
-    errors = []
-
-    def generate_it():
-        try:
-            generate.generate_dataset(
-                'cube-single', str(tmp_path), episodes=2, seed=0, workers=2, episode_length=LENGTH, progress=False
-            )
-        except RuntimeError as e:
-            errors.append(str(e))
-
-    thread = threading.Thread(target=generate_it, daemon=True)
-    thread.start()
-    thread.join(timeout=60)
-    assert not thread.is_alive(), 'the generation waits for its stopped worker to end'
+    ended, errors = _generation_in_a_thread(tmp_path, RuntimeError)
+    assert ended, 'the generation waits for its stopped worker to end'
     assert errors == ['an episode failed']
 
 
