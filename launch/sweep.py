@@ -333,8 +333,9 @@ def _main(argv):
         if missing:
             raise UserError(f'--dataset {missing[0]}: no such file or folder')
         for agent, task in dict.fromkeys((r.agent, r.task) for r in runs):
-            agent_config(cli[agent], mode, resolve_task(task).family)  # e.g. --dataset-episodes where none is made
-            if cli[agent].dataset and resolve_task(task).family.source == 'ogbench':
+            family = resolve_task(task).family
+            agent_config(cli[agent], mode, family)  # e.g. --dataset-episodes where none is made
+            if cli[agent].dataset and family.source == 'ogbench':
                 given_dataset_path(cli[agent].dataset)  # a folder, or a file without its -val file beside it
         check_started_runs(mode, jobs)
     except (UserError, UnknownTaskError, RunFileError, DatasetError) as e:
