@@ -49,6 +49,16 @@ def test_o2o_append_grows_and_is_sampled():
     assert not np.any(np.all(np.asarray(batch['observations']) == 0, axis=1))
 
 
+def test_appended_actions_are_clipped_into_the_open_box_on_both_sides():
+    """As the dataset's: an env action at a bound (-1 or 1) or beyond it is stored at ±ACTION_CLIP."""
+    data = _dataset(n=4)
+    new = {k: np.zeros((2, *v.shape[1:]), np.float32) for k, v in data.items()}
+    new['actions'] = np.array([[-1.0, 1.0], [-2.0, 0.5]], np.float32)
+    buffer = ReplayBuffer.create(data, capacity=6).append(new)
+    clip = np.float32(ACTION_CLIP)
+    np.testing.assert_array_equal(np.asarray(buffer.data['actions'][4:]), [[-clip, clip], [-clip, 0.5]])
+
+
 def _rows(values, like):
     """One transition per value, every field filled with that value."""
     return {k: np.stack([np.full(v.shape[1:], x, np.float32) for x in values]) for k, v in like.items()}
