@@ -101,6 +101,8 @@ def _next_action_of_each_row(buffer):
 
 def test_next_actions_are_the_following_rows_and_the_newest_row_repeats_its_own():
     data = _marked(range(4), _dataset(n=4))  # row i: reward i, action i / 100
+    # Offline (the ring is the dataset, full): the last row is the newest, with no following row either.
+    assert _next_action_of_each_row(ReplayBuffer.create(data)) == {0: 1, 1: 2, 2: 3, 3: 3}
     # Partly filled (4 dataset rows, 1 appended, room for 6): the newest row has no following row.
     buffer = ReplayBuffer.create(data, capacity=6).append(_marked([4], data))
     assert _next_action_of_each_row(buffer) == {0: 1, 1: 2, 2: 3, 3: 4, 4: 4}
