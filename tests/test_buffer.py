@@ -151,9 +151,13 @@ def test_ring_state_round_trip_after_wrapping():
 
 
 def test_bad_inputs():
-    data = _dataset()
-    with pytest.raises(ValueError, match='capacity'):
-        ReplayBuffer.create(data, capacity=3)
+    data = _dataset()  # 10 rows
+    with pytest.raises(ValueError, match=r'^buffer capacity 9 is smaller than the dataset \(10 rows\)$'):
+        ReplayBuffer.create(data, capacity=9)
+    buffer = ReplayBuffer.create(data, capacity=10)  # just the dataset: the offline ring
+    with pytest.raises(ValueError, match='^cannot append 11 rows at once to a buffer of 10$'):
+        buffer.append(_rows(range(11), data))
+    assert int(buffer.append(_rows(range(10), data)).online_count) == 10  # a whole ring's worth at once is fine
     del data['masks']
     with pytest.raises(ValueError, match='masks'):
         ReplayBuffer.create(data)
