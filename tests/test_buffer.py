@@ -209,3 +209,14 @@ def test_balanced_batches_put_the_odd_row_offline_and_turn_uniform_once_no_datas
     for half in (rewards[:, :3], rewards[:, 3:]):
         values, counts = np.unique(half, return_counts=True)
         assert values.tolist() == list(range(10, 16)) and counts.min() > half.size / 6 / 2
+
+
+def test_a_balanced_batch_before_any_online_row_is_uniform_over_the_dataset():
+    """With no online row yet there is no online half: the whole batch is uniform over the dataset rows (never
+    the empty row the next append will write)."""
+    data = _dataset(n=4)  # rewards 0..3; row 4 (the pointer) is padding, reward 0
+    rewards = np.asarray(
+        ReplayBuffer.create(data, capacity=6).sample(jax.random.PRNGKey(0), 2000, balanced=True)['rewards']
+    )
+    values, counts = np.unique(rewards, return_counts=True)
+    assert values.tolist() == [0, 1, 2, 3] and counts.max() < 600  # uniform: 500 each expected
