@@ -573,14 +573,23 @@ def test_files_that_do_not_fit_are_refused_before_ogbench_reads_them(tmp_path):
     nan = np.zeros((6, 28), np.float32)
     nan[2, 0] = np.nan
     refused(_small_file(tmp_path / 'nan.npz', observations=nan), 'nan.npz has non-finite observations')
+    inf = np.zeros((6, 5), np.float32)
+    inf[4, 1] = -np.inf  # the loader's clip would turn it into -ACTION_CLIP without a word
+    refused(_small_file(tmp_path / 'inf.npz', actions=inf), 'inf.npz has non-finite actions')
     wide = _small_file(tmp_path / 'wide.npz', observations=np.zeros((6, 29), np.float32))
     refused(wide, 'observation dim 29 but env cube-single-singletask-task1-v0 expects 28')
+    narrow = _small_file(tmp_path / 'narrow.npz', actions=np.zeros((6, 4), np.float32))
+    refused(narrow, 'action dim 4 but env cube-single-singletask-task1-v0 expects 5')
     flat = _small_file(tmp_path / 'flat.npz', actions=np.zeros(6, np.float32))
     refused(flat, r'flat.npz: actions has shape \(6,\), expected \(rows, dim\)')
     column = _small_file(tmp_path / 'column.npz', terminals=np.array([[0], [0], [1], [0], [0], [1]], bool))
     refused(column, r'column.npz: terminals has shape \(6, 1\), expected rows')
     # Puzzle (and scene) files hold the button states OGBench relabels their rewards from.
     refused(_small_file(tmp_path / 'puzzle.npz'), 'puzzle.npz lacks key.*button_states', resolve_task('puzzle-3x3'))
+    refused(_small_file(tmp_path / 'scene.npz'), 'scene.npz lacks key.*button_states', resolve_task('scene'))
+    # No rows at all (every array empty): no last row to be a terminal.
+    empty = {k: v[:0] for k, v in _arrays(path).items()}
+    refused(_small_file(tmp_path / 'empty.npz', **empty), 'empty.npz is empty or does not end with a terminal row')
 
 
 def test_a_single_npy_array_named_npz_is_refused_in_one_line(tmp_path):
