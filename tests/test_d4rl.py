@@ -21,6 +21,7 @@ import minari
 import numpy as np
 import pytest
 
+from datasets.buffer import ACTION_CLIP
 from datasets.d4rl_data import D4RL_FILES, DatasetError, load_d4rl_data, minari_id
 from envs.factory import (
     MINARI_ENV_IDS,
@@ -55,16 +56,20 @@ def _task(name, backend):
 # Legacy D4RL HDF5 files
 
 
+ACTIONS = np.float32([-1, 1, -1.5, 1.5, 0.5, -0.5, 0, 0.25])
+
+
 def write_d4rl_file(path, column=False):
     """7 rows: episode A = rows 0-3 (timeout on row 3), episode B = rows 4-6 (the file's end). Row 1 is at
-    the goal (reward 1, terminal 1). Observation row i is filled with i. `column`: rewards, terminals and
-    timeouts stored as (7, 1), which d4rl.get_dataset also reads."""
+    the goal (reward 1, terminal 1). Observation row i is filled with i; actions ACTIONS (at and past the box's
+    bounds, which the loader clips). `column`: rewards, terminals and timeouts stored as (7, 1), which
+    d4rl.get_dataset also reads."""
 
     rows = 7
     shaped = (lambda a: a[:, None]) if column else (lambda a: a)  # noqa: E731
     with h5py.File(path, 'w') as f:
         f['observations'] = np.repeat(np.arange(rows, dtype=np.float32)[:, None], 29, axis=1)
-        f['actions'] = np.full((rows, 8), 0.5, np.float32)
+        f['actions'] = np.tile(ACTIONS, (rows, 1))
         f['rewards'] = shaped(np.array([0, 1, 0, 0, 0, 0, 0], np.float32))
         f['terminals'] = shaped(np.array([0, 1, 0, 0, 0, 0, 0], bool))
         f['timeouts'] = shaped(np.array([0, 0, 0, 1, 0, 0, 0], bool))
@@ -82,6 +87,8 @@ def test_legacy_file_gives_the_reference_transitions(tmp_path, column):
     np.testing.assert_array_equal(data['terminals'], [0, 0, 1, 0, 1])
     np.testing.assert_array_equal(data['masks'], [1, 0, 1, 1, 1])  # no bootstrap past the goal
     np.testing.assert_array_equal(data['rewards'], [-1, 0, -1, -1, -1])  # r - 1
+    clip = np.float32(ACTION_CLIP)  # into the open box, on both sides
+    np.testing.assert_array_equal(data['actions'], np.tile([-clip, clip, -clip, clip, 0.5, -0.5, 0, 0.25], (5, 1)))
     assert all(
         v.dtype == np.float32 and v.ndim == (2 if 'observations' in k or k == 'actions' else 1) for k, v in data.items()
     )
