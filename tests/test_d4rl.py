@@ -106,6 +106,9 @@ def test_legacy_file_missing_or_foreign_is_one_line(tmp_path, monkeypatch):
     assert 'Ant_maze_hardest-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5' in message
     assert str(tmp_path) in message and 'ant_maze_v2/' in message and '--backend minari' in message
     assert '\n' not in message
+    with pytest.raises(DatasetError) as error:  # not h5py's error, which would read as a corrupt file
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'nowhere.hdf5'))
+    assert str(error.value) == f'dataset file {tmp_path / "nowhere.hdf5"} does not exist'
     (tmp_path / 'foreign.hdf5').write_bytes(b'not hdf5')
     with pytest.raises(DatasetError, match='not a readable HDF5'):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'foreign.hdf5'))
