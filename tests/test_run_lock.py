@@ -41,9 +41,10 @@ def test_taking_the_lock_removes_temporaries_of_killed_writers(tmp_path):
     (tmp_path / '.checkpoint.msgpack.tmp-4242').write_bytes(b'partial')
     (tmp_path / 'checkpoint.msgpack').write_bytes(b'complete')
     (tmp_path / '.hidden-but-not-temporary').write_bytes(b'kept')
+    (tmp_path / 'notes.tmp-1').write_bytes(b'kept')  # a user's file: temporaries are hidden (.<name>.tmp-<pid>)
     with run_lock(tmp_path):
         kept = sorted(p.name for p in tmp_path.iterdir())
-        assert kept == ['.hidden-but-not-temporary', 'checkpoint.msgpack', LOCK_NAME]
+        assert kept == sorted(['.hidden-but-not-temporary', 'checkpoint.msgpack', 'notes.tmp-1', LOCK_NAME])
 
 
 def test_a_full_disk_when_the_holder_writes_its_name_names_the_lock_file(tmp_path, monkeypatch):
