@@ -90,9 +90,9 @@ def _marked(values, like):
     return rows
 
 
-def _next_action_of_each_row(buffer):
-    """{row's reward: the next_actions value sampled with it} over every filled row."""
-    batch = buffer.sample(jax.random.PRNGKey(0), 2000)
+def _next_action_of_each_row(buffer, batch=None):
+    """{row's reward: the next_actions value sampled with it} over every filled row (of `batch` if given)."""
+    batch = buffer.sample(jax.random.PRNGKey(0), 2000) if batch is None else batch
     rewards, next_actions = np.asarray(batch['rewards']), np.asarray(batch['next_actions'])[:, 0]
     pairs = {(float(r), float(a)) for r, a in zip(rewards, next_actions, strict=True)}
     assert len({r for r, _ in pairs}) == len(pairs), pairs  # one next action per row
@@ -110,6 +110,16 @@ def test_next_actions_are_the_following_rows_and_the_newest_row_repeats_its_own(
     # (dataset row 3) is the first appended one, and the newest (12) must not read the oldest (3).
     buffer = ReplayBuffer.create(data, capacity=4).append(_marked([10, 11, 12], data))
     assert _next_action_of_each_row(buffer) == {3: 10, 10: 11, 11: 12, 12: 12}
+
+
+def test_the_view_partway_through_an_append_that_wraps_ends_at_its_newest_row():
+    data = _marked(range(4), _dataset(n=4))
+    buffer = ReplayBuffer.create(data, capacity=5)
+    before = buffer.before_append(3)
+    buffer = buffer.append(_marked([20, 21, 22], data))  # rows 4, 0, 1: the append wraps past the end
+    # As of two visible rows, 20 (row 4) and 21 (row 0, the newest: no following row) over the dataset's 1, 2, 3.
+    batch = buffer.sample_during_append(jax.random.PRNGKey(0), 2000, before, 2)
+    assert _next_action_of_each_row(buffer, batch) == {1: 2, 2: 3, 3: 20, 20: 21, 21: 21}
 
 
 def test_append_past_the_end_wraps_and_the_view_partway_through_keeps_old_rows():
