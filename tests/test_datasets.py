@@ -619,6 +619,15 @@ def test_arrays_of_other_than_numbers_are_refused_naming_the_array(tmp_path):
             load_task_data(task, env, dataset_path=str(path))
 
 
+def test_a_dataset_file_not_named_npz_is_refused_in_one_line(tmp_path):
+    """OGBench finds the -val file by replacing '.npz' in the path: without one, the train file would be its own."""
+    task, env = resolve_task('cube-single', 1), _cube_single_env()
+    path = tmp_path / 'data.bin'
+    path.write_bytes(Path(_small_file(tmp_path / 'data.npz')).read_bytes())
+    with pytest.raises(DatasetError, match=rf'^dataset file {path} must end in \.npz'):
+        load_task_data(task, env, dataset_path=str(path))
+
+
 def test_a_file_of_one_row_episodes_is_refused_as_holding_no_transitions(tmp_path):
     """OGBench drops each episode's last row: none was left to sample (a ZeroDivisionError in the first update)."""
     task, env = resolve_task('cube-single', 1), _cube_single_env()
