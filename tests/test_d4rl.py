@@ -247,7 +247,8 @@ MINARI_STORED_REWARDS = [[0, 0, 1], [0, 0]]
 
 
 def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
-    """The episodes of MINARI_XY (none with `empty`) under `root`/<Minari id>; observation = 0.5."""
+    """The episodes of MINARI_XY (none with `empty`) under `root`/<Minari id>; observation = 0.5; action t of an
+    episode is (t / 4, 2, ..., 2)."""
     from minari.data_collector import EpisodeBuffer
 
     def episode(xy, rewards):
@@ -258,7 +259,7 @@ def write_minari_dataset(root, task_name='antmaze-umaze-v2', empty=False):
                 achieved_goal=np.asarray(xy, np.float64),
                 desired_goal=np.tile([30.0, 0.0], (steps + 1, 1)),
             ),
-            actions=np.full((steps, 8), 2.0, np.float32),  # out of range: the loader clips
+            actions=np.column_stack([np.arange(steps) / 4, np.full((steps, 7), 2.0)]).astype(np.float32),
             rewards=np.asarray(rewards, np.float64),
             terminations=np.zeros(steps, bool),
             truncations=np.eye(1, steps, steps - 1, dtype=bool)[0],
@@ -312,7 +313,8 @@ def test_minari_dataset_gives_the_reference_transitions(minari_root):
     # Relabelled for the evaluation goal, as D4RL's files are (the stored rewards, for other goals, are not used).
     np.testing.assert_array_equal(data['masks'], [0, 0, 1, 1, 1])
     np.testing.assert_array_equal(data['rewards'], [0, 0, -1, -1, -1])
-    assert np.abs(data['actions']).max() < 1
+    np.testing.assert_array_equal(data['actions'][:, 0], [0, 0.25, 0.5, 0, 0.25])  # each with its own state
+    assert (data['actions'][:, 1:] == np.float32(ACTION_CLIP)).all()  # out of range: the loader clips
 
 
 @pytest.mark.parametrize('name', D4RL_TASKS)
