@@ -257,6 +257,62 @@ def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch)
         np.testing.assert_array_equal(np.asarray(getattr(trainer, name)), np.asarray(group_keys[:, column]))
 
 
+def test_batches_exploration_and_evaluation_each_draw_from_their_own_key_of_the_run(monkeypatch):
+    """What the trainer hands each compiled call: the runs' data keys to the offline and online updates, their act
+    keys to the online step's next actions, and their eval keys to the evaluation policy, which takes each agent's
+    evaluation action with noise indexed by the training step and the episode's step."""
+    from launch import training
+
+    keys = np.arange(2 * 4 * 2, dtype=np.uint32).reshape(2, 4, 2)  # 2 runs' (agent, data, act, eval) keys
+    calls = []
+
+    def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size):
+        calls.append(('offline batches', data_keys))
+        return agents, {}, np.ones(2, bool)
+
+    def online_chunk(agents, buffer, transitions, data_keys, start_step, batch_size, observations, act_keys, balanced):
+        calls.extend([('online batches', data_keys), ('next actions', act_keys)])
+        return agents, buffer, {}, np.ones(2, bool), np.zeros((2, 2), np.float32)
+
+    def policy_action(agents, observations, keys, *indices, evaluation=False):
+        calls.append(('evaluation', agents, keys, indices, evaluation))
+        return jnp.zeros((*observations.shape[:-1], 2))
+
+    monkeypatch.setattr(training, 'offline_chunk', offline_chunk)
+    monkeypatch.setattr(training, 'online_chunk', online_chunk)
+    monkeypatch.setattr(training, 'policy_action', policy_action)
+    monkeypatch.setattr(training, 'make_env_pool', lambda tasks: None)
+    args = types.SimpleNamespace(offline_steps=1, online_steps=1, log_every=1, eval_every=1, save_every=1)
+    args.updates_per_call = args.online_updates_per_call = 1
+    args.progress = args.balanced_sampling = False
+    trainer = types.SimpleNamespace(
+        args=args,
+        step=0,
+        runs=[types.SimpleNamespace(task=types.SimpleNamespace(name='task'))] * 2,
+        buffer=None,
+        agents=types.SimpleNamespace(config=types.SimpleNamespace(batch_size=4)),
+        data_keys=keys[:, 1],
+        act_keys=keys[:, 2],
+        eval_keys=keys[:, 3],
+        online=types.SimpleNamespace(start=lambda pool: None, observations=np.zeros((2, 5), np.float32)),
+        _collect=lambda length: dict(observations=np.zeros((2, length, 5), np.float32)),
+        _after_chunk=lambda agents, info, finite, end, phase: setattr(trainer, 'step', end),
+    )
+    training.GroupTrainer.train(trainer)
+    assert [name for name, _ in calls] == ['offline batches', 'online batches', 'next actions']
+    for (_, got), column in zip(calls, (1, 1, 2), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), keys[:, column])
+    # Run 1 evaluated alone (its 3 copies), at training step 100 and episode step 4.
+    calls.clear()
+    trainer.agents, trainer.step = jnp.array([10.0, 11.0]), 100
+    act = training.GroupTrainer._evaluation_policy(trainer, [1])
+    assert act(np.zeros((3, 5), np.float32), 4).shape == (3, 2)
+    [(_, agents, used_keys, indices, evaluation)] = calls
+    np.testing.assert_array_equal(np.asarray(agents), [11.0])
+    np.testing.assert_array_equal(np.asarray(used_keys), keys[1:, 3])
+    assert indices == (100, 4) and evaluation is True
+
+
 def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_whole_interval(monkeypatch):
     """An O2O group's train rows at a --log-every boundary: each run's own metrics and finished episodes, and the
     env steps per second since the last row (every chunk of the interval), not over its last chunk alone."""
