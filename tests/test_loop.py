@@ -1257,6 +1257,24 @@ def test_a_buffer_capacity_refusal_names_its_cause(dataset, tmp_path, capsys):
     assert _buffer_capacity(types.SimpleNamespace(**{**vars(args), 'buffer_capacity': None}), 'offline', 400) == 400
 
 
+def test_a_ring_holds_the_whole_dataset_and_a_whole_call_and_each_period_ends_a_call():
+    from launch.loop import _buffer_capacity
+
+    big = 10**6  # no period ends a call before the ring is full
+    base = dict(buffer_capacity=400, balanced_sampling=False, online_updates_per_call=400, online_steps=big)
+    base.update(log_every=big, eval_every=big, save_every=big)
+    assert _buffer_capacity(types.SimpleNamespace(**base), 'o2o', 400) == 400
+    # One row short of the dataset's 400, or one transition of a call more than the ring holds: refused.
+    with pytest.raises(UserError, match='--buffer-capacity 399 is smaller than the dataset'):
+        _buffer_capacity(types.SimpleNamespace(**{**base, 'buffer_capacity': 399}), 'o2o', 400)
+    with pytest.raises(UserError, match='appends up to 401 transitions'):
+        _buffer_capacity(types.SimpleNamespace(**{**base, 'online_updates_per_call': 401}), 'o2o', 400)
+    # A logging, evaluation or save period ends a call: a K beyond any one of them appends no more than it.
+    for period in ('log_every', 'eval_every', 'save_every'):
+        args = types.SimpleNamespace(**{**base, 'online_updates_per_call': big, period: 400})
+        assert _buffer_capacity(args, 'o2o', 400) == 400, period
+
+
 def test_group_data_is_read_once_with_each_tasks_labels_and_its_origin(monkeypatch):
     """D4RL data: 'given' with --dataset, else 'official', and 'minari' on the Minari backend; the transitions
     come from the first task, the rewards and masks of every task stacked in the tasks' order."""
