@@ -1172,6 +1172,19 @@ def test_a_resume_may_change_only_what_leaves_the_result_as_it_was(tmp_path):
             check_same_run(str(tmp_path), dict(watched, **{field: 200}))
 
 
+def test_a_resume_with_another_evaluation_schedule_is_refused(tmp_path):
+    """The score is the mean success of the last 3 evaluations: other evaluation steps, episodes or copies per
+    run (each copy's episodes are seeded by its index) would score other evaluations than the run began."""
+    from launch.run_plan import check_same_run
+
+    saved = dict(seed=0, offline_steps=100, online_steps=0, eval_every=10, eval_episodes=10, eval_envs=10)
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    check_same_run(str(tmp_path), dict(saved))
+    for field in ('eval_every', 'eval_episodes', 'eval_envs'):
+        with pytest.raises(UserError, match=f'other settings: {field}=10 \\(now 20\\)'):
+            check_same_run(str(tmp_path), dict(saved, **{field: 20}))
+
+
 def test_chunks_stop_at_step_1_and_at_every_multiple_of_k_and_of_each_period():
     from launch.training import _next_boundary
 
