@@ -135,6 +135,14 @@ def test_an_unknown_env_like_no_valid_name_lists_every_environment():
     assert {'cube-single', 'puzzle-4x4', 'antmaze-umaze-v2', 'antmaze-large-diverse-v2'} <= set(listed)
 
 
+def test_a_misspelt_short_name_is_answered_with_the_short_name_first():
+    """The names a typo is matched against include the short family names (the ones --env is usually given)."""
+    with pytest.raises(UnknownTaskError) as error:
+        resolve_task('cube-dubble')  # one letter off 'cube-double'
+    listed = str(error.value).removeprefix("unknown environment 'cube-dubble'; closest valid names: ").split(', ')
+    assert listed[0] == 'cube-double' and 'cube-double-play' in listed
+
+
 @pytest.mark.parametrize('name', sorted(DEFAULT_TASK))
 def test_a_family_without_task_resolves_to_ogbenchs_default_task(name):
     task = resolve_task(FAMILIES[name].short_name)
