@@ -190,8 +190,9 @@ def test_evaluation_rounds_cover_each_run_once_on_copies_of_its_task():
     # Fewer copies than one run per task: each task still keeps one run's copies.
     copy_tasks, rounds = evaluation_rounds(tasks, copies_per_run=2, max_copies=1)
     assert len(copy_tasks) == 4 and len(rounds) == 3
-    # Enough copies: the whole group in one round.
-    assert len(evaluation_rounds(tasks, copies_per_run=2, max_copies=100)[1]) == 1
+    # Enough copies: the whole group in one round, on no more copies than its runs step (each is an env in memory).
+    copy_tasks, rounds = evaluation_rounds(tasks, copies_per_run=2, max_copies=100)
+    assert copy_tasks == ['a'] * 6 + ['b'] * 6 and len(rounds) == 1
 
 
 def test_a_group_evaluated_in_rounds_gives_each_run_the_results_of_one_round():
