@@ -313,6 +313,38 @@ def test_batches_exploration_and_evaluation_each_draw_from_their_own_key_of_the_
     assert indices == (100, 4) and evaluation is True
 
 
+def test_each_evaluation_plays_the_eval_episodes_of_every_run_and_logs_each_its_own_result(monkeypatch):
+    """--eval-episodes episodes per run (the protocol's 50), each run's result in its own log row, whatever round
+    of the evaluation it was in (the end-to-end runs play a single episode)."""
+    from launch import training
+
+    success = {3: 0.25, 4: 0.75}  # by seed
+    played = []
+
+    def evaluate(pool, act, num_episodes, run_seed_keys):
+        played.append((num_episodes, run_seed_keys))
+        return [dict(success=success[seed], episode_return=0.0, episode_length=9.0) for seed, *_ in run_seed_keys]
+
+    monkeypatch.setattr(training, 'evaluate', evaluate)
+    monkeypatch.setattr(training, 'PoolView', lambda pool, copies: None)
+    rows = [[], []]
+    trainer = types.SimpleNamespace(
+        args=types.SimpleNamespace(eval_episodes=50),
+        step=100,
+        runs=[types.SimpleNamespace(seed=s, task=types.SimpleNamespace(name='task')) for s in (3, 4)],
+        eval_rounds=[([1], [0, 1]), ([0], [0, 1])],  # run 1 first, on the same 2 copies as run 0 after it
+        eval_pool=None,
+        _evaluation_policy=lambda indices: None,
+        loggers=[types.SimpleNamespace(log=lambda kind, row, r=r: rows[r].append((kind, row))) for r in (0, 1)],
+        bar=types.SimpleNamespace(write=lambda text: None),
+    )
+    training.GroupTrainer._evaluate(trainer, 'online')
+    assert played == [(50, [(4, 1, 100)]), (50, [(3, 1, 100)])]
+    for r, seed in enumerate((3, 4)):
+        expected = dict(step=100, phase='online', success=success[seed], episode_return=0.0, episode_length=9.0)
+        assert rows[r] == [('eval', expected)]
+
+
 def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_whole_interval(monkeypatch):
     """An O2O group's train rows at a --log-every boundary: each run's own metrics and finished episodes, and the
     env steps per second since the last row (every chunk of the interval), not over its last chunk alone."""
