@@ -99,6 +99,13 @@ def test_markdown_numbers_missing_runs_and_uneven_seeds(out):
     assert 'All runs finished' in o2o
 
 
+def test_an_o2o_row_counts_its_tasks_by_the_online_score(out):
+    # RLPD has no offline score on scene task2, but its online score covers that 1 task of scene's 5: its
+    # environment cell reads (1/5 tasks), as FAV's does, not (0/5 tasks) from the offline half.
+    (_, family_row) = _rows((out / 'o2o.md').read_text(), 'scene-play')
+    assert family_row == '| scene-play | **35.0 ± 5.0 → 70.0 ± 10.0** (1/5 tasks) | — → 50.0 (1/5 tasks) |'
+
+
 def test_rows_with_runs_on_unofficial_data_are_marked(tmp_path):
     runs, out = tmp_path / 'runs', tmp_path / 'out'
     _run(runs, 'offline', TASK.format(1), 'fav', 0, 10, origin='generated')
