@@ -826,6 +826,16 @@ def test_an_unreadable_evaluation_log_or_a_success_outside_0_to_1_is_refused_in_
     assert not (tmp_path / 'out').exists()
 
 
+def test_an_evaluation_log_at_the_bounds_0_and_1_is_read_as_0_and_100(tmp_path):
+    from launch.results import read_curve
+
+    _run(tmp_path, 'offline', TASK.format(1), 'fav', 0, 100)
+    (run,) = load_runs(str(tmp_path))
+    Path(run.path, 'eval.csv').write_text('step,phase,success\n1,offline,0\n100,offline,1\n200,offline,1.0\n')
+    steps, success = read_curve(run)  # every episode failed, then every one succeeded: both are rates
+    assert steps.tolist() == [1, 100, 200] and success.tolist() == [0.0, 100.0, 100.0]
+
+
 def test_a_failure_midway_leaves_the_output_folder_as_it_was(tmp_path, capsys):
     root = tmp_path / 'runs'
     _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
