@@ -884,6 +884,25 @@ def test_curve_legend_counts_the_seeds_that_have_evaluations(tmp_path, monkeypat
     assert sorted({float(y) for x, y in band.get_paths()[0].vertices if x == 200}) == [25.0, 50.0]
 
 
+def test_a_curve_averages_each_step_over_the_seeds_that_reached_it(tmp_path, monkeypatch):
+    from launch import figures
+
+    for seed in (0, 1):
+        _run(tmp_path, 'offline', TASK.format(1), 'fav', seed, None)
+    # Seed 0 is still training: its log stops at step 100. Seed 1 reached step 200 at 50 %.
+    log = tmp_path / 'offline' / TASK.format(1) / 'fav' / 'seed0' / 'eval.csv'
+    log.write_text('step,phase,success\n1,offline,0.0\n100,offline,0.5\n')
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.training_curves(ModeResults('offline', load_runs(tmp_path)), TASK.format(1), str(tmp_path / 'c.png'))
+    (line,) = saved[0].axes[0].get_lines()
+    # Step 200 is seed 1's 50 alone, with no spread: not (0 + 50) / 2 as if seed 0 had scored 0 there.
+    np.testing.assert_allclose(line.get_ydata(), [0, 50, 50])
+    (band,) = saved[0].axes[0].collections
+    assert sorted({float(y) for x, y in band.get_paths()[0].vertices if x == 200}) == [50.0]
+    plt_close(saved)
+
+
 def test_curves_of_runs_with_no_evaluation_yet_warn_nothing(tmp_path, monkeypatch):
     """A sweep's runs just started (config.json, no eval.csv): an empty figure, without a warning on stderr."""
     import warnings
