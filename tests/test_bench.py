@@ -268,3 +268,26 @@ def test_ctrl_c_ends_a_command_in_one_line(script, interrupted_in, argv, tmp_pat
     )
     done = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stderr.strip()) == (130, 'interrupted'), done.stderr[-2000:]
+
+
+def test_the_stacked_table_is_the_timed_rates_over_one_run_the_plain_loop_and_the_runs(monkeypatch, capsys):
+    from envs.registry import resolve_task
+    from launch import bench
+
+    # Calls per second handed out in the order bench_agent times them: the plain loop (20 updates a call), then
+    # one fused chunk of K = 5 updates of each of 1, then 4 stacked runs.
+    rates = iter([10.0, 40.0, 30.0])
+    monkeypatch.setattr(bench, 'timed', lambda fn, seconds: (next(rates), 0.0))
+    args = types.SimpleNamespace(
+        hidden_dims=(8,), updates_per_call=5, plain_steps=20, seconds=0.01, stack=[1, 4], profile=None, profile_top=1
+    )
+    data = bench.random_data(37, 5, 64)
+    bench.bench_agent('fav', AGENTS['fav'], args, resolve_task('cube-double').family, data, (1e12, 1e11))
+    out = capsys.readouterr().out
+    # Plain loop: 10 × 20 = 200 updates/s. One run: 40 × 5 = 200 updates/s, 1e3 / 200 = 5 ms a step. Four
+    # runs: 30 × 5 × 4 = 600 updates/s, 3× one run and 3× the plain loop, 4e3 / 600 = 6.667 ms a stacked step.
+    assert 'plain per-step loop: 200 updates/s' in out
+    assert re.search(r'^\| 1 \| 200 \| 1\.00× \| 1\.00× \| 5\.000 \|', out, re.M), out
+    assert re.search(r'^\| 4 \| 600 \| 3\.00× \| 3\.00× \| 6\.667 \|', out, re.M), out
+    # The line through (1, 5) and (4, 20/3): 40/9 ms + 5/9 ms × runs, tending toward (40/9 + 5/9) / (5/9) = 9×.
+    assert 'stacked step ≈ 4.444 ms + 0.556 ms × runs' in out and 'tends toward 9.00× one run' in out
