@@ -291,3 +291,16 @@ def test_the_stacked_table_is_the_timed_rates_over_one_run_the_plain_loop_and_th
     assert re.search(r'^\| 4 \| 600 \| 3\.00× \| 3\.00× \| 6\.667 \|', out, re.M), out
     # The line through (1, 5) and (4, 20/3): 40/9 ms + 5/9 ms × runs, tending toward (40/9 + 5/9) / (5/9) = 9×.
     assert 'stacked step ≈ 4.444 ms + 0.556 ms × runs' in out and 'tends toward 9.00× one run' in out
+
+
+def test_the_probes_count_two_flop_per_multiply_add_and_each_byte_read_and_written(monkeypatch):
+    import jax
+
+    from launch import bench
+
+    monkeypatch.setattr(bench, 'timed', lambda fn, seconds: (3.0, 0.0))  # 3 calls per second
+    cpu = jax.default_backend() == 'cpu'
+    n = 2048 if cpu else 8192  # an n × n matmul: n³ multiply-adds of 2 FLOP each
+    assert bench.matmul_probe(0.01) == 3.0 * 2 * n**3
+    size = (32 if cpu else 512) * 2**20  # float32s, each read once and written once: 2 × 4 bytes
+    assert bench.copy_probe(0.01) == 3.0 * 2 * 4 * size
