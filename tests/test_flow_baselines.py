@@ -255,8 +255,12 @@ def test_fql_actor_loss_matches_distillation_and_q_terms():
     batch = _batch()
     for normalize in (False, True):
         agent = _agent('fql', batch, alpha=3.0, normalize_q_loss=normalize)
-        # A one-step policy whose raw outputs leave the box, so that Q must be taken at the clipped actions.
-        agent = agent.replace(actor=agent.actor.replace(params=_scaled(agent.actor.params, 3.0)))
+        # A one-step policy whose raw outputs leave the box, so that Q must be taken at the clipped actions; a
+        # target critic unlike the critic, so that Q must be the online critic's.
+        agent = agent.replace(
+            actor=agent.actor.replace(params=_scaled(agent.actor.params, 3.0)),
+            target_critic_params=_scaled(agent.critic.params, 1.5),
+        )
         key = jax.random.PRNGKey(7)
         loss, info = agent._actor_loss(agent.actor.params, batch, key)
         obs = batch['observations']
