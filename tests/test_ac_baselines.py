@@ -619,7 +619,10 @@ def test_sac_evaluates_with_tanh_of_its_mean_not_a_clip():
 def test_sac_actor_loss_by_hand():
     batch = _batch(n=8)
     agent = _tiny('sac', batch, initial_temperature=0.3)
-    agent = agent.replace(actor=agent.actor.replace(params=_scaled(agent.actor.params, 2.0)))  # a wide spread of σ
+    agent = agent.replace(
+        actor=agent.actor.replace(params=_scaled(agent.actor.params, 2.0)),  # a wide spread of σ
+        target_critic_params=_scaled(agent.critic.params, 1.5),  # the actor's Q is the online critic's
+    )
     s, key = batch['observations'], jax.random.PRNGKey(3)
     mean, log_std = (np.asarray(x, np.float64) for x in agent.actor.apply_fn(agent.actor.params, s))
     assert log_std.max() - log_std.min() > 1.0  # a state-dependent std
