@@ -244,16 +244,22 @@ def test_rebrac_critic_target_by_hand():
 def test_rebrac_smoothing_and_exploration_noise_are_clipped_by_hand():
     # σ = 0.6 and clip c = 0.3: most draws of σ·ε pass the clip, so a missing clip (or one before the scaling) shows.
     agent, batch, key = _agent('rebrac', actor_noise=0.6, actor_noise_clip=0.3), _batch(), jax.random.PRNGKey(7)
-    agent = agent.replace(target_critic_params=_scaled(agent.critic.params, 1.5))
+    # Targets unlike the online networks: the agent acts with its online actor, and only the TD target smooths
+    # the target actor's action.
+    agent = agent.replace(
+        target_actor_params=_scaled(agent.actor.params, 30.0), target_critic_params=_scaled(agent.critic.params, 1.5)
+    )
     s2 = batch['next_observations']
     raw = 0.6 * np.asarray(jax.random.normal(key, (16, 2)), np.float64)
     assert np.mean(np.abs(raw) > 0.3) > 0.4
     noise = np.clip(raw, -0.3, 0.3)
-    # Exploration: the actor's action plus the clipped noise, in the box.
+    # Exploration: the actor's action plus the clipped noise, in the box; evaluation: the actor's action alone.
     policy = np.tanh(np.asarray(agent.actor.apply_fn(agent.actor.params, s2)[0], np.float64))
     np.testing.assert_allclose(np.asarray(agent.sample_actions(s2, key)), np.clip(policy + noise, -1, 1), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(agent.eval_actions(s2, key)), policy, atol=1e-6)
     # Target policy smoothing: the target actor's action plus the same clipped noise (α_critic = 0 here).
     target_policy = np.tanh(np.asarray(agent.actor.apply_fn(agent.target_actor_params, s2)[0], np.float64))
+    assert np.abs(target_policy - policy).max() > 0.1
     next_actions = np.clip(target_policy + noise, -1, 1).astype(np.float32)
     next_q = np.asarray(agent.critic.apply_fn(agent.target_critic_params, s2, next_actions), np.float64).min(0)
     y = np.asarray(batch['rewards']) + 0.99 * np.asarray(batch['masks']) * next_q
