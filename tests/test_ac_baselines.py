@@ -135,6 +135,17 @@ def test_invalid_settings_raise_naming_the_field(name, target_field, setting, va
         MODULES[name].get_config(FAMILIES['cube-single-play'], {setting: value})
 
 
+def test_tau_of_one_is_accepted_and_copies_the_critic_into_the_target():
+    # τ ∈ (0, 1]: at τ = 1 the target is the critic of before the step (a hard copy), not a refused setting.
+    for module in MODULES.values():
+        assert module.get_config(FAMILIES['cube-single-play'], {'tau': 1.0}).tau == 1.0
+    agent = _agent('sac', tau=1.0)
+    agent = agent.replace(target_critic_params=_scaled(agent.critic.params, -1.0))
+    new, _ = agent.update(_batch())
+    for target, online in zip(_leaves(new.target_critic_params), _leaves(agent.critic.params), strict=True):
+        np.testing.assert_allclose(target, online, rtol=1e-6, atol=1e-7)
+
+
 def test_per_environment_settings_cover_every_family_and_reach_the_config():
     for table in (iql.AWR_ALPHA, rebrac.BC_COEFFICIENTS):
         assert set(table) == set(FAMILIES)
