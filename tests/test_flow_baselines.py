@@ -134,6 +134,27 @@ def test_invalid_settings_name_the_field(name, setting, words):
         AGENTS[name].get_config(FAMILIES['cube-single-play'], setting)
 
 
+def _has_layer_norm(params):
+    return any('LayerNorm' in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
+
+
+@pytest.mark.parametrize('name', ['fql', 'ifql'])
+def test_actor_layer_norm_reaches_the_bc_flow_and_the_one_step_policy(name):
+    # As in the public FQL code, actor_layer_norm is the policy networks' setting: the BC flow's (and FQL's
+    # one-step policy's), never the critic's alone.
+    batch = _batch()
+    plain, normed = (_agent(name, batch, actor_layer_norm=on) for on in (False, True))
+    networks = ['bc_flow', 'actor'] if name == 'fql' else ['bc_flow']
+    for network in networks:
+        assert not _has_layer_norm(getattr(plain, network).params), network
+        assert _has_layer_norm(getattr(normed, network).params), network
+
+
+def test_fql_alpha_of_zero_is_accepted():
+    # α >= 0: α = 0 (no distillation, the Q term alone) is the bound, not a refused setting.
+    assert fql.get_config(FAMILIES['cube-single-play'], {'alpha': 0.0}).alpha == 0.0
+
+
 # ------------------------------------------------------------------------------------------------
 # The shared BC flow: its loss and its sampler (agents/common.py)
 
