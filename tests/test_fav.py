@@ -149,6 +149,21 @@ def test_invalid_settings_fail_with_a_message(override, message):
         FAVConfig(**override).validate()
 
 
+def test_beta_of_zero_and_a_single_sample_are_accepted():
+    # β >= 0 and M >= 1: β = 0 (no Q tilt, the actor fits the reference alone) and M = 1 (one sample, no
+    # repulsion) are the bounds, ablations a run may ask for, not refused settings.
+    config = FAVConfig(beta=0.0, num_samples=1).validate()
+    assert config.beta == 0.0 and config.num_samples == 1
+
+
+def test_actor_layer_norm_reaches_the_generator():
+    obs, actions = jnp.zeros((1, 4)), jnp.zeros((1, 2))
+    plain, normed = (
+        FAVAgent.create(0, obs, actions, FAVConfig(hidden_dims=(8, 8), actor_layer_norm=on)) for on in (False, True)
+    )
+    assert not _has_layer_norm(plain.actor.params) and _has_layer_norm(normed.actor.params)
+
+
 @pytest.mark.parametrize(
     'overrides, refused',
     [
