@@ -135,6 +135,13 @@ def test_invalid_settings_raise_naming_the_field(name, target_field, setting, va
         MODULES[name].get_config(FAMILIES['cube-single-play'], {setting: value})
 
 
+def test_sac_target_entropy_multiplier_of_zero_is_accepted():
+    # multiplier >= 0: 0 (a target entropy of 0 nats) is the bound, not a refused setting.
+    config = sac.get_config(FAMILIES['cube-single-play'], {'target_entropy_multiplier': 0.0})
+    assert config.target_entropy_multiplier == 0.0
+    assert _agent('sac', target_entropy_multiplier=0.0).target_entropy == 0.0
+
+
 def test_tau_of_one_is_accepted_and_copies_the_critic_into_the_target():
     # τ ∈ (0, 1]: at τ = 1 the target is the critic of before the step (a hard copy), not a refused setting.
     for module in MODULES.values():
