@@ -142,6 +142,11 @@ def test_sac_target_entropy_multiplier_of_zero_is_accepted():
     assert _agent('sac', target_entropy_multiplier=0.0).target_entropy == 0.0
 
 
+def test_iql_alpha_of_zero_is_accepted():
+    # α >= 0: α = 0 (every AWR weight 1, plain behavior cloning) is the bound, not a refused setting.
+    assert iql.get_config(FAMILIES['cube-single-play'], {'alpha': 0.0}).alpha == 0.0
+
+
 def test_tau_of_one_is_accepted_and_copies_the_critic_into_the_target():
     # τ ∈ (0, 1]: at τ = 1 the target is the critic of before the step (a hard copy), not a refused setting.
     for module in MODULES.values():
