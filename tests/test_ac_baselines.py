@@ -483,6 +483,18 @@ def test_sac_temperature_moves_toward_the_target_entropy():
     assert float(loss) == pytest.approx(alpha * (1.0 + 0.5 * action_dim), rel=1e-6)
 
 
+def test_sac_update_steps_the_temperature_on_the_actors_entropy():
+    # H_target = 0, so α·(H − H_target) and a loss on −H have opposite signs: the step's direction tells them apart.
+    agent = _agent('sac', target_entropy_multiplier=0.0)
+    new, info = agent.update(_batch())
+    entropy, alpha = float(info['entropy']), float(info['alpha'])
+    assert abs(entropy) > 0.1
+    assert np.isclose(float(info['temperature_loss']), alpha * entropy, rtol=1e-5)
+    # d/d log α of α·H is α·H; Adam's first step moves log α by lr against that gradient's sign.
+    new_alpha = float(new.temperature.apply_fn(new.temperature.params))
+    assert np.isclose(np.log(new_alpha), np.log(alpha) - 3e-4 * np.sign(entropy), rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------
 # Actor losses and policy densities, by hand (tiny networks, seeded inputs, float64 NumPy answers)
 
