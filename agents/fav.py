@@ -198,7 +198,7 @@ class FAVAgent(flax.struct.PyTreeNode):
         critic_params = critic_net.init(critic_key, example_observations, example_actions)
         bc_flow = None
         if config.reference == 'bc_flow':
-            flow_net = FlowVelocity(config.hidden_dims, action_dim)
+            flow_net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm)
             flow_params = flow_net.init(flow_key, example_observations, example_actions, example_actions[..., :1])
             bc_flow = train_state(flow_net, flow_params, config.lr)
         return cls(

@@ -156,12 +156,17 @@ def test_beta_of_zero_and_a_single_sample_are_accepted():
     assert config.beta == 0.0 and config.num_samples == 1
 
 
-def test_actor_layer_norm_reaches_the_generator():
+def test_actor_layer_norm_reaches_the_generator_and_the_bc_flow_reference():
+    # The policy networks' setting, as FQL's and IFQL's BC flows take it; never the critic's.
     obs, actions = jnp.zeros((1, 4)), jnp.zeros((1, 2))
     plain, normed = (
-        FAVAgent.create(0, obs, actions, FAVConfig(hidden_dims=(8, 8), actor_layer_norm=on)) for on in (False, True)
+        FAVAgent.create(0, obs, actions, FAVConfig(hidden_dims=(8, 8), actor_layer_norm=on, reference='bc_flow'))
+        for on in (False, True)
     )
-    assert not _has_layer_norm(plain.actor.params) and _has_layer_norm(normed.actor.params)
+    for network in ('actor', 'bc_flow'):
+        assert not _has_layer_norm(getattr(plain, network).params), network
+        assert _has_layer_norm(getattr(normed, network).params), network
+    assert _has_layer_norm(plain.critic.params) and _has_layer_norm(normed.critic.params)
 
 
 @pytest.mark.parametrize(
