@@ -7,7 +7,10 @@ part of the program, so every chunk length shares one compile), one policy call 
 seed gives the same batches whatever K is and whichever group it trains in.
 """
 
+import contextlib
 import functools
+import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +22,35 @@ import jax.numpy as jnp
 # its spread. A loop of updates keeps them (the offline chunk, and the O2O step's K > 1 updates per call):
 # it replays one graph per trip, and offline one run made 28 % fewer updates/s without them.
 STEP_COMPILER_OPTIONS = {'xla_gpu_enable_command_buffer': ''}
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Holds SIGINT and SIGTERM back until the block ends, then delivers them (in the main thread; elsewhere
+    nothing to hold). For calls that may compile: XLA compiles in a thread of its own, and a Ctrl-C that ended
+    the wait for it let the process exit while the compile went on, which crashed it (SIGSEGV) instead of
+    stopping it with its exit code. A compile takes seconds; the waits for results stay interruptible."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):  # each once, to the handlers of before the block
+            signal.raise_signal(s)
+
+
+def _with_signals_held(function):
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        with signals_held():
+            return function(*args, **kwargs)
+
+    return call
 
 
 def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended=None, balanced=False):
@@ -52,6 +84,7 @@ def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appe
     return jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
 
 
+@_with_signals_held
 @functools.partial(jax.jit, static_argnames=('batch_size', 'balanced'))
 def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
     """`length` updates per run on batches sampled on the device: (agents, mean metrics, finite).
@@ -69,6 +102,7 @@ def _policy(agents, observations, keys, indices, evaluation=False):
     return jax.vmap(one_run)(agents, observations, keys)
 
 
+@_with_signals_held
 @functools.partial(jax.jit, static_argnames=('evaluation',))
 def policy_action(agents, observations, keys, *indices, evaluation=False):
     """One batched policy call for all runs: observations (R, ..., obs) -> actions (R, ..., act);
@@ -87,6 +121,7 @@ def _before_append(runs, count):
     return jax.vmap(lambda ring: ring.before_append(count))(runs)
 
 
+@_with_signals_held
 def online_chunk(
     agents, buffer, transitions, data_keys, start_step, batch_size, observations=None, act_keys=None, balanced=False
 ):

@@ -27,6 +27,7 @@ from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_group_checkpoints
 from launch.command_line import UserError, print_to_a_pipe
+from launch.compiled import signals_held
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
 from launch.run_plan import (
@@ -181,10 +182,11 @@ def _buffer_capacity(args, mode, offline_rows):
 def _train_group(args, mode, module, config, todo, dataset, labels, capacity, finals):
     """Trains the runs `todo` (their locks held) and records their final.json in `finals`."""
     checkpoints = load_group_checkpoints([r.checkpoint_path for r in todo])
-    buffer = GroupBuffer.create(dataset, labels, [r.task_index for r in todo], capacity)
-    keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
-    example = (buffer.runs.data['observations'][0, :1], buffer.runs.data['actions'][0, :1])
-    agents = jax.jit(jax.vmap(lambda key: module.Agent.create(key, *example, config)))(keys[:, 0])
+    with signals_held():  # compiles
+        buffer = GroupBuffer.create(dataset, labels, [r.task_index for r in todo], capacity)
+        keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in todo])  # (R, 4, 2)
+        example = (buffer.runs.data['observations'][0, :1], buffer.runs.data['actions'][0, :1])
+        agents = jax.jit(jax.vmap(lambda key: module.Agent.create(key, *example, config)))(keys[:, 0])
     # Only once they exist (allocation errors surface when the arrays are waited for): a group that did
     # not fit in memory leaves no config.json to refuse a smaller rerun.
     jax.block_until_ready((buffer, agents))

@@ -19,7 +19,7 @@ from envs.evaluation import evaluate, evaluation_rounds
 from envs.factory import make_env_pool
 from envs.pool import PoolView
 from launch.checkpoint import CheckpointError, save_group_checkpoints
-from launch.compiled import offline_chunk, online_chunk, policy_action
+from launch.compiled import offline_chunk, online_chunk, policy_action, signals_held
 from launch.online_envs import OnlineEnvs
 from launch.run_logs import RunFileError
 
@@ -58,7 +58,8 @@ def _take(tree, indices):
 def select_runs(tree, indices):
     """The runs `indices` (a list: a group of them; an int: one run) of a stacked pytree, in one
     compiled call (indexing leaf by leaf costs a dispatch each, seconds for an agent's many leaves)."""
-    return _take(tree, np.asarray(indices))
+    with signals_held():
+        return _take(tree, np.asarray(indices))
 
 
 def _same_shapes(template, restored):
@@ -119,6 +120,10 @@ class GroupTrainer:
         )
 
     def restore(self, states):
+        with signals_held():  # it compiles (the stacks, the rings' writes)
+            self._restore(states)
+
+    def _restore(self, states):
         template = select_runs(self.agents, 0)
         agents = []
         try:

@@ -1637,6 +1637,79 @@ def test_a_second_sigterm_while_the_first_stops_the_run_does_not_cut_its_cleanup
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+def test_signals_held_are_delivered_once_each_when_the_block_ends():
+    from launch.compiled import signals_held
+
+    delivered = []
+
+    def on_term(signum, frame):
+        delivered.append(signum)
+        raise RuntimeError('terminated')
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            went_on = True  # not reached had the signal been raised here
+        assert went_on and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(RuntimeError, match='terminated'), signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert delivered == []
+        assert delivered == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is on_term
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # Outside the main thread (where handlers cannot be set) there is nothing to hold.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def in_a_thread():
+        with signals_held():
+            return 'ran'
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(in_a_thread).result() == 'ran'
+
+
+@pytest.mark.parametrize('call', ['offline_chunk', 'online_chunk', 'policy_action', 'create'])
+def test_a_ctrl_c_while_a_compiled_call_traces_or_compiles_waits_for_the_call(call, monkeypatch, dataset, tmp_path):
+    """XLA compiles in a thread of its own: a Ctrl-C that ended JAX's wait for a compile let the process exit while
+    the compile went on, and it crashed (SIGSEGV, exit 139) instead of stopping with exit code 130. The loop's
+    compiled calls hold SIGINT and SIGTERM until they return. Here the signal comes while the call traces the agent
+    (a batch size no other test compiles, so the call traces and compiles anew; the loop's setup traces anew each
+    time)."""
+    went_on = []
+    methods = {'offline_chunk': 'update', 'online_chunk': 'update', 'policy_action': 'sample_actions'}
+    method = methods.get(call, 'create')
+    original = getattr(FAVAgent, method)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        went_on.append(method)  # not reached had the signal been raised here, mid-trace
+        return original(*args, **kwargs)
+
+    if call == 'create':  # the loop's setup: the rings and the stacked agents, compiled
+        monkeypatch.setattr(FAVAgent, method, classmethod(lambda cls, *args, **kwargs: interrupted(*args, **kwargs)))
+        from launch.loop import main
+
+        args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, *SMALL]
+        assert main('offline', [*args, '--run-dir', str(tmp_path / 'run')]) == 130
+        assert went_on
+        return
+    data = _synthetic_data(n=8)
+    agents, buffer, key = _agent(data), GroupBuffer.of_one_task(data, capacity=12), jax.random.PRNGKey(3)[None]
+    monkeypatch.setattr(FAVAgent, method, interrupted)
+    new = {k: np.zeros((1, 1, *v.shape[1:]), np.float32) for k, v in data.items()}
+    calls = {
+        'offline_chunk': lambda: offline_chunk(agents, buffer, key, 0, 2, 11),
+        'online_chunk': lambda: online_chunk(agents, buffer, new, key, 0, 11),
+        'policy_action': lambda: policy_action(agents, jnp.zeros((1, 3, 5)), key, 11),
+    }
+    with pytest.raises(KeyboardInterrupt):
+        calls[call]()
+    assert went_on
+
+
 def test_paths_are_read_as_the_shell_would_and_spelled_one_way(tmp_path, monkeypatch):
     """After '=' the shell leaves '~' alone: --run-dir=~/runs made a folder named '~' in the working directory.
     A trailing '/' (tab completion) made the same folder 'other settings' on a resume."""
