@@ -204,7 +204,8 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
         trainer = GroupTrainer(args, [todo[i] for i in members], *group)
         try:  # the env workers are closed however this ends
             if step:
-                trainer.restore([checkpoints[i] for i in members])
+                with signals_held():  # it compiles (the stacks, the rings' writes)
+                    trainer.restore([checkpoints[i] for i in members])
                 print(f'resuming {", ".join(r.run_dir for r in trainer.runs)} from step {trainer.step}')
             for i in members:
                 checkpoints[i] = None  # restored: not kept in host memory for the rest of the run

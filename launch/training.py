@@ -120,10 +120,6 @@ class GroupTrainer:
         )
 
     def restore(self, states):
-        with signals_held():  # it compiles (the stacks, the rings' writes)
-            self._restore(states)
-
-    def _restore(self, states):
         template = select_runs(self.agents, 0)
         agents = []
         try:
