@@ -17,6 +17,7 @@ from agents.networks import MLP, GaussianActor
 from datasets.buffer import GroupBuffer, ReplayBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, online_chunk
+from tests.agent_helpers import has_layer_norm
 from tests.cli_helpers import SMALL, assert_same_result, launch, run_killed_then_resumed
 
 MODULES = {'iql': iql, 'rebrac': rebrac, 'sac': sac}
@@ -430,19 +431,15 @@ def test_gaussian_actor_log_std_is_clipped_to_the_references_range():
         np.testing.assert_allclose(np.asarray(log_std), expected, rtol=1e-6)
 
 
-def _has_layer_norm(params):
-    return any('LayerNorm' in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
-
-
 @pytest.mark.parametrize('name', sorted(MODULES))
 @pytest.mark.parametrize('critic_layer_norm', [True, False])
 def test_critic_layer_norm_setting_reaches_every_critic_network(name, critic_layer_norm):
     agent = _agent(name, critic_layer_norm=critic_layer_norm)
-    assert _has_layer_norm(agent.critic.params) == critic_layer_norm
+    assert has_layer_norm(agent.critic.params) == critic_layer_norm
     if name == 'iql':  # IQL's value network is a critic network too
-        assert _has_layer_norm(agent.value.params) == critic_layer_norm
-    assert not _has_layer_norm(agent.actor.params)  # actor_layer_norm is off by default
-    assert _has_layer_norm(_agent(name, actor_layer_norm=True).actor.params)
+        assert has_layer_norm(agent.value.params) == critic_layer_norm
+    assert not has_layer_norm(agent.actor.params)  # actor_layer_norm is off by default
+    assert has_layer_norm(_agent(name, actor_layer_norm=True).actor.params)
 
 
 def test_rebrac_regularizers_vanish_when_the_actor_outputs_the_data_actions():

@@ -11,6 +11,7 @@ from agents.fav import FAVAgent, FAVConfig, get_config, kde_score, scott_bandwid
 from datasets.buffer import GroupBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, offline_chunk
+from tests.agent_helpers import has_layer_norm
 
 
 def _reference_phi(x, y, grad_q, sigma, beta):
@@ -164,9 +165,9 @@ def test_actor_layer_norm_reaches_the_generator_and_the_bc_flow_reference():
         for on in (False, True)
     )
     for network in ('actor', 'bc_flow'):
-        assert not _has_layer_norm(getattr(plain, network).params), network
-        assert _has_layer_norm(getattr(normed, network).params), network
-    assert _has_layer_norm(plain.critic.params) and _has_layer_norm(normed.critic.params)
+        assert not has_layer_norm(getattr(plain, network).params), network
+        assert has_layer_norm(getattr(normed, network).params), network
+    assert has_layer_norm(plain.critic.params) and has_layer_norm(normed.critic.params)
 
 
 @pytest.mark.parametrize(
@@ -184,10 +185,6 @@ def test_a_setting_the_run_would_not_use_is_refused(overrides, refused):
     used = {**overrides, 'bandwidth_method': 'fixed'} if 'sigma' in overrides else {**overrides, 'reference': 'bc_flow'}
     config = get_config(FAMILIES['cube-double-play'], used)
     assert all(getattr(config, k) == v for k, v in used.items())
-
-
-def _has_layer_norm(params):
-    return any('LayerNorm' in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
 
 
 def test_default_config_and_networks_are_the_designs():
@@ -223,7 +220,7 @@ def test_default_config_and_networks_are_the_designs():
     actor_kernels = [p for path, p in jax.tree_util.tree_leaves_with_path(agent.actor.params) if 'kernel' in str(path)]
     assert [k.shape[-1] for k in actor_kernels] == [512, 512, 512, 512, 3]
     assert actor_kernels[0].shape[0] == 5 + 3  # [s, z]
-    assert _has_layer_norm(agent.critic.params) and not _has_layer_norm(agent.actor.params)
+    assert has_layer_norm(agent.critic.params) and not has_layer_norm(agent.actor.params)
     assert agent.critic.apply_fn(agent.critic.params, obs, act).shape == (2, 1)
 
 

@@ -15,6 +15,7 @@ from agents.common import flow_actions, flow_matching_loss
 from datasets.buffer import GroupBuffer
 from envs.registry import FAMILIES
 from launch.compiled import as_group, offline_chunk
+from tests.agent_helpers import has_layer_norm
 from tests.cli_helpers import SMALL, assert_same_result, launch, run_killed_then_resumed
 
 AGENTS = {'fql': fql, 'ifql': ifql}
@@ -134,10 +135,6 @@ def test_invalid_settings_name_the_field(name, setting, words):
         AGENTS[name].get_config(FAMILIES['cube-single-play'], setting)
 
 
-def _has_layer_norm(params):
-    return any('LayerNorm' in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params))
-
-
 @pytest.mark.parametrize('name', ['fql', 'ifql'])
 def test_actor_layer_norm_reaches_the_bc_flow_and_the_one_step_policy(name):
     # As in the public FQL code, actor_layer_norm is the policy networks' setting: the BC flow's (and FQL's
@@ -146,8 +143,8 @@ def test_actor_layer_norm_reaches_the_bc_flow_and_the_one_step_policy(name):
     plain, normed = (_agent(name, batch, actor_layer_norm=on) for on in (False, True))
     networks = ['bc_flow', 'actor'] if name == 'fql' else ['bc_flow']
     for network in networks:
-        assert not _has_layer_norm(getattr(plain, network).params), network
-        assert _has_layer_norm(getattr(normed, network).params), network
+        assert not has_layer_norm(getattr(plain, network).params), network
+        assert has_layer_norm(getattr(normed, network).params), network
 
 
 def test_fql_alpha_of_zero_is_accepted():
