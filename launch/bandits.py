@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from agents.fav import kde_score
+from launch.compiled import signals_held
 
 GRID_1D = 2001  # points of the 1-D target grid on [-1, 1]
 GRID_2D = 201  # points per axis of the 2-D target grid
@@ -158,6 +159,7 @@ def wasserstein_1d(problem, samples, sigma, beta, log_prior=None):
     return wasserstein_distance(samples[:, 0], points[:, 0], v_weights=probs)
 
 
+@signals_held()  # it compiles for each new shape
 @jax.jit
 def _pair_means(x, y):
     """Mean Gaussian kernel and mean distance between the rows of x and y."""

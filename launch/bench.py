@@ -39,7 +39,7 @@ from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import FAMILIES, UnknownTaskError, resolve_task  # noqa: E402
 from launch.command_line import CommandLineParser, UserError, check_writable_folder, stop_on_ctrl_c  # noqa: E402
-from launch.compiled import offline_chunk, online_chunk, policy_action  # noqa: E402
+from launch.compiled import offline_chunk, online_chunk, policy_action, signals_held  # noqa: E402
 from launch.online_envs import OnlineEnvs  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
 
@@ -72,6 +72,7 @@ def random_data(obs_dim, act_dim, rows, seed=0):
     )
 
 
+@signals_held()  # it compiles
 def make_agents(module, config, data, runs):
     keys = jax.random.split(jax.random.PRNGKey(0), runs)
     example = (jnp.asarray(data['observations'][:1]), jnp.asarray(data['actions'][:1]))
@@ -82,7 +83,8 @@ def timed(fn, min_seconds):
     """Calls `fn` (which blocks on its result) once to compile, then until `min_seconds` have passed;
     → (calls per second, first call's seconds)."""
     started = time.perf_counter()
-    fn()
+    with signals_held():
+        fn()
     compile_s = time.perf_counter() - started
     calls, started = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - started < min_seconds:
@@ -144,13 +146,15 @@ def bench_agent(name, module, args, family, data, probes):
     plain_rate, _ = timed(plain_steps, args.seconds)
     batch = {key: jnp.asarray(v[:batch_size]) for key, v in data.items()}
     batch['next_actions'] = jnp.asarray(data['actions'][1 : batch_size + 1])
-    cost = update.lower(one, batch).compile().cost_analysis()
+    with signals_held():
+        cost = update.lower(one, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     flops, traffic = (float(cost.get(key, float('nan'))) for key in ('flops', 'bytes accessed'))
 
     rows, profiles = [], []
     for runs in args.stack:
-        buffer = GroupBuffer.of_one_task(data, runs=runs)
+        with signals_held():  # the rings compile
+            buffer = GroupBuffer.of_one_task(data, runs=runs)
         agents = make_agents(module, config, data, runs)
         data_keys = jax.random.split(jax.random.PRNGKey(1), runs)
         holder = {'agents': agents, 'step': 0}
@@ -211,7 +215,8 @@ def bench_o2o(args, family_name, runs_list):
     for runs in runs_list:
         pool = make_env_pool([task] * runs)
         extra = args.profile_steps if args.profile else 0
-        buffer = GroupBuffer.of_one_task(data, runs=runs, capacity=args.rows + args.online_steps + extra + 1)
+        with signals_held():  # the rings compile
+            buffer = GroupBuffer.of_one_task(data, runs=runs, capacity=args.rows + args.online_steps + extra + 1)
         agents = make_agents(module, config, data, runs)
         keys = jax.random.split(jax.random.PRNGKey(1), runs)
         online = OnlineEnvs(list(range(runs)), task.family.reward_shift)  # the O2O loop's env stepping
@@ -242,7 +247,8 @@ def bench_o2o(args, family_name, runs_list):
             state['actions'], _ = jax.device_get((next_actions, finite))
             return t1 - t0, time.perf_counter() - t2
 
-        env_step(0)  # compiles
+        with signals_held():
+            env_step(0)  # compiles
         spent = dict(env=0.0, call=0.0)
         started = time.perf_counter()
         for step in range(1, args.online_steps + 1):

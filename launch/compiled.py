@@ -29,7 +29,8 @@ def signals_held():
     """Holds SIGINT and SIGTERM back until the block ends, then delivers them (in the main thread; elsewhere
     nothing to hold). For calls that may compile: XLA compiles in a thread of its own, and a Ctrl-C that ended
     the wait for it let the process exit while the compile went on, which crashed it (SIGSEGV) instead of
-    stopping it with its exit code. A compile takes seconds; the waits for results stay interruptible."""
+    stopping it with its exit code. A compile takes seconds; the waits for results stay interruptible.
+    As a decorator (`@signals_held()`), it holds them for each call of the function."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -42,15 +43,6 @@ def signals_held():
             signal.signal(s, handler)
         for s in dict.fromkeys(held):  # each once, to the handlers of before the block
             signal.raise_signal(s)
-
-
-def _with_signals_held(function):
-    @functools.wraps(function)
-    def call(*args, **kwargs):
-        with signals_held():
-            return function(*args, **kwargs)
-
-    return call
 
 
 def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appended=None, balanced=False):
@@ -84,7 +76,7 @@ def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appe
     return jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
 
 
-@_with_signals_held
+@signals_held()
 @functools.partial(jax.jit, static_argnames=('batch_size', 'balanced'))
 def offline_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
     """`length` updates per run on batches sampled on the device: (agents, mean metrics, finite).
@@ -102,7 +94,7 @@ def _policy(agents, observations, keys, indices, evaluation=False):
     return jax.vmap(one_run)(agents, observations, keys)
 
 
-@_with_signals_held
+@signals_held()
 @functools.partial(jax.jit, static_argnames=('evaluation',))
 def policy_action(agents, observations, keys, *indices, evaluation=False):
     """One batched policy call for all runs: observations (R, ..., obs) -> actions (R, ..., act);
@@ -121,7 +113,7 @@ def _before_append(runs, count):
     return jax.vmap(lambda ring: ring.before_append(count))(runs)
 
 
-@_with_signals_held
+@signals_held()
 def online_chunk(
     agents, buffer, transitions, data_keys, start_step, batch_size, observations=None, act_keys=None, balanced=False
 ):

@@ -30,7 +30,7 @@ from datasets.buffer import GroupBuffer  # noqa: E402
 from datasets.files import atomic_write  # noqa: E402
 from launch import bandits  # noqa: E402
 from launch.command_line import CommandLineParser, UserError, check_writable_folder, stop_on_ctrl_c  # noqa: E402
-from launch.compiled import offline_chunk  # noqa: E402
+from launch.compiled import offline_chunk, signals_held  # noqa: E402
 
 NUM_EVAL_SAMPLES = 4096
 DATASET_SIZE = 20_000
@@ -136,7 +136,6 @@ def train(setting, plan, betas, seed=0):
     ones = np.ones((n, 1), np.float32)
     zeros = np.zeros(n, np.float32)
     data = dict(observations=ones, actions=actions, next_observations=ones, rewards=zeros, masks=zeros, terminals=ones)
-    buffer = GroupBuffer.of_one_task(data, runs=len(betas))  # one run per β, all on the same data and batches
     config = FAVConfig(
         hidden_dims=plan.hidden_dims,
         batch_size=plan.batch_size,
@@ -157,7 +156,9 @@ def train(setting, plan, betas, seed=0):
         return agent.replace(critic=critic, target_critic_params={'beta': beta})
 
     keys = jax.random.split(jax.random.PRNGKey(seed), len(betas))
-    agents = jax.vmap(create)(keys, jnp.asarray(betas, jnp.float32))
+    with signals_held():  # the rings and the agents compile
+        buffer = GroupBuffer.of_one_task(data, runs=len(betas))  # one run per β, all on the same data and batches
+        agents = jax.vmap(create)(keys, jnp.asarray(betas, jnp.float32))
     length = plan.steps // CHUNKS
     data_keys = jnp.broadcast_to(jax.random.PRNGKey(seed + 1), (len(betas), 2))
     all_finite = True
@@ -165,7 +166,8 @@ def train(setting, plan, betas, seed=0):
         agents, info, finite = offline_chunk(agents, buffer, data_keys, i * length, length, plan.batch_size)
         all_finite = all_finite and bool(np.all(finite))
     obs = jnp.ones((NUM_EVAL_SAMPLES, 1))
-    samples = jax.vmap(lambda a: a.sample_actions(obs, jax.random.PRNGKey(seed + 2)))(agents)
+    with signals_held():  # it compiles
+        samples = jax.vmap(lambda a: a.sample_actions(obs, jax.random.PRNGKey(seed + 2)))(agents)
     return np.asarray(samples, np.float64), {k: np.asarray(v) for k, v in info.items()}, all_finite
 
 

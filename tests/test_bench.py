@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -304,3 +305,26 @@ def test_the_probes_count_two_flop_per_multiply_add_and_each_byte_read_and_writt
     assert bench.matmul_probe(0.01) == 3.0 * 2 * n**3
     size = (32 if cpu else 512) * 2**20  # float32s, each read once and written once: 2 × 4 bytes
     assert bench.copy_probe(0.01) == 3.0 * 2 * 4 * size
+
+
+def test_a_ctrl_c_while_bench_compiles_waits_for_the_compile_to_end():
+    """XLA compiles in a thread of its own, and a Ctrl-C that ended the wait for a compile crashed the process
+    (SIGSEGV) instead of stopping it: bench holds SIGINT through the calls that compile (the first call of each
+    timed function, the agents' creation) and delivers it when they return."""
+    from launch import bench
+
+    went_on = []
+
+    def interrupting(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        went_on.append(True)  # not reached had the signal been raised here
+        return args[0] if args else None
+
+    with pytest.raises(KeyboardInterrupt):
+        bench.timed(interrupting, 0.0)
+    assert went_on == [True]  # stopped after the first call, before the timed ones
+    module = types.SimpleNamespace(Agent=types.SimpleNamespace(create=interrupting))
+    data = bench.random_data(3, 2, 4)
+    with pytest.raises(KeyboardInterrupt):
+        bench.make_agents(module, None, data, 2)
+    assert went_on == [True, True]

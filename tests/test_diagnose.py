@@ -8,6 +8,7 @@ Gaussian with precision 2/σ + 2β and mean (2μ0/σ + 2βc)/(2/σ + 2β). β fo
 import dataclasses
 import functools
 import os
+import signal
 import subprocess
 import sys
 
@@ -451,3 +452,45 @@ def test_density_panels_past_1d_show_the_samples_against_the_target(name, monkey
         np.testing.assert_allclose(line.get_ydata(), probs / dx)
         assert line.get_ydata().sum() * dx == pytest.approx(1.0)
     plt.close(fig)
+
+
+@pytest.mark.parametrize('method', ['create', 'sample_actions'])
+def test_a_ctrl_c_while_train_compiles_its_agents_or_samples_waits_for_the_compile(method, monkeypatch):
+    """XLA compiles in a thread of its own, and a Ctrl-C that ended the wait for a compile crashed the process
+    (SIGSEGV) instead of stopping it: the setup and the final sampling hold SIGINT until they return."""
+    went_on = []
+    original = getattr(diagnose.FAVAgent, method)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        went_on.append(method)  # not reached had the signal been raised here, mid-trace
+        return original(*args, **kwargs)
+
+    def chunk(agents, buffer, data_keys, start, length, batch_size):
+        return agents, {}, np.ones(len(data_keys), bool)
+
+    monkeypatch.setattr(diagnose, 'offline_chunk', chunk)
+    if method == 'create':
+        monkeypatch.setattr(diagnose.FAVAgent, method, classmethod(lambda cls, *args, **kwargs: interrupted(*args)))
+    else:
+        monkeypatch.setattr(diagnose.FAVAgent, method, interrupted)
+    plan = dataclasses.replace(diagnose.QUICK, steps=diagnose.CHUNKS, hidden_dims=(8,), batch_size=16)
+    with pytest.raises(KeyboardInterrupt):
+        diagnose.train(diagnose.Setting('gauss1d', 0.1), plan, (0.0, 1.0))
+    assert went_on
+
+
+def test_a_ctrl_c_while_the_sample_distances_compile_waits_for_the_compile(monkeypatch):
+    went_on = []
+
+    class Interrupting(float):
+        def __pow__(self, power):  # read while the distances' program traces
+            os.kill(os.getpid(), signal.SIGINT)
+            went_on.append(True)  # not reached had the signal been raised here, mid-trace
+            return float(self) ** power
+
+    monkeypatch.setattr(bandits, 'MMD_LENGTHSCALE', Interrupting(bandits.MMD_LENGTHSCALE))
+    x = np.zeros((5, 7), np.float32)  # a shape no other test uses: the program traces anew
+    with pytest.raises(KeyboardInterrupt):
+        bandits.mmd_and_energy(x, x)
+    assert went_on
