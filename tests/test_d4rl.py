@@ -318,12 +318,13 @@ def test_minari_dataset_gives_the_reference_transitions(minari_root):
 
 
 @pytest.mark.parametrize('name', D4RL_TASKS)
-def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name):
+def test_minari_evaluation_maze_has_the_walls_of_the_data_maze(name, tmp_path, monkeypatch):
     """Minari's data was collected on each env's own map; its evaluation map must keep those walls and only
     place a start and a goal (Minari's umaze evaluation map is turned 180°, Farama-Foundation/Minari#304)."""
     import gymnasium_robotics
 
     gymnasium.register_envs(gymnasium_robotics)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # where the env writes its maze's XML (and leaves it)
     data_env = gymnasium.make(MINARI_ENV_IDS[name])
     walls = lambda maze: [[int(cell == 1) for cell in row] for row in maze]  # noqa: E731
     try:
