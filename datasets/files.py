@@ -39,9 +39,10 @@ def atomic_write(path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is not None or e.errno is None:
+        if e.errno is None or e.filename not in (None, tmp):
             raise
-        # A write, flush or fsync that fails (a full disk) names no file: name the one it was writing.
+        # A write, flush or fsync that fails (a full disk) names no file, and a folder deleted meanwhile names the
+        # temporary file, which the user never made: name the one it was writing.
         raise OSError(e.errno, e.strerror, os.fspath(path)) from None
     finally:
         if os.path.exists(tmp):

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1785,6 +1786,18 @@ def test_a_run_directory_replaced_while_the_run_trains_stops_it_at_its_next_save
     with pytest.raises(RunFileError, match=rf'^{replaced} lost its config\.json while the run trained'):
         GroupTrainer.save(trainer)
     assert list(replaced.iterdir()) == []
+
+
+def test_a_write_into_a_run_directory_deleted_meanwhile_names_the_file_it_was_writing(tmp_path):
+    """A run directory deleted while its run trained: the next CSV write failed naming atomic_write's temporary
+    file (.train.csv.tmp-<pid>), a name the user never made."""
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    logger = RunLogger(str(run_dir))
+    shutil.rmtree(run_dir)
+    with pytest.raises(FileNotFoundError) as caught:
+        logger.log('train', {'step': 1, 'loss': 0.5})
+    assert caught.value.filename == str(run_dir / 'train.csv')
 
 
 def test_a_file_system_error_is_one_line_and_other_os_errors_are_not_hidden(monkeypatch, capsys):
