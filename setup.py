@@ -25,7 +25,8 @@ setup(
     packages=['agents', 'envs', 'datasets', 'launch'],
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=8', 'scipy>=1.11', *TABLES, *SWEEP, *MINARI, *WANDB],
+        # pytest-timeout: a test that hangs fails alone, with its stack, instead of stalling the whole run.
+        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'scipy>=1.11', *TABLES, *SWEEP, *MINARI, *WANDB],
         'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
         'wandb': WANDB,
         'tables': TABLES,
