@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -23,6 +24,11 @@ def pytest_configure(config):
         os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
     # As the entry points do; the CLIs the tests start inherit it.
     turn_off_ynn_fusions()
+    # A session a shell starts in the background (`nohup ... &`, `&` in a script) inherits SIGINT ignored, and
+    # the tests of Ctrl-C would see nothing: they need Python's own handler, as in a terminal (the CLIs they start
+    # get it back too: an exec resets a handled signal).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config):
