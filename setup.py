@@ -28,6 +28,7 @@ setup(
         # pytest-timeout: a test that hangs fails alone, with its stack, instead of stalling the whole run.
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'scipy>=1.11', *TABLES, *SWEEP, *MINARI, *WANDB],
         'diagnose': ['matplotlib>=3.8', 'scipy>=1.11'],
+        'dev': ['ruff==0.17.6'],  # the lint and format check (settings in pyproject.toml)
         'wandb': WANDB,
         'tables': TABLES,
         'sweep': SWEEP,
