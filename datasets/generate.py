@@ -19,6 +19,10 @@ import pathlib
 import shutil
 import signal
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import tqdm
@@ -34,7 +38,7 @@ DEFAULT_DATASET_DIR = '~/.ogbench/data'  # OGBench's own default
 _SPLITS = {'train': 0, 'val': 1}
 # A dataset is trained from a replay ring of fewer rows (datasets/buffer.py's RING_ROW_LIMIT: int32 counts).
 ROW_LIMIT = 2**31
-WORKER_CHECK_S = 1  # how often a generation waiting for its workers checks that none was killed
+PARENT_CHECK_S = 1  # how often a generation worker checks that its parent is alive
 
 
 class GenerationError(ValueError):
@@ -241,22 +245,7 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
             for job in jobs:
                 bar.update(_work(job))
         else:
-            # A fresh interpreter per worker: forking a process that holds MuJoCo or JAX state is unsafe.
-            context = multiprocessing.get_context('spawn')
-            others = set(multiprocessing.active_children())
-            with context.Pool(min(workers, len(jobs)), initializer=_ignore_ctrl_c) as pool:
-                pool_workers = set(multiprocessing.active_children()) - others
-                results = pool.imap_unordered(_work, jobs)
-                try:
-                    for _ in jobs:
-                        bar.update(_next_result(results, pool_workers))
-                except BaseException:
-                    # The pool's exit SIGTERMs its workers and joins them: a stopped one (SIGSTOP) would never end.
-                    # (Not SIGKILL: a worker killed while it holds the task queue's lock would hang that exit.)
-                    for worker in pool_workers:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(worker.pid, signal.SIGCONT)
-                    raise
+            _generate_in_workers(jobs, workers, bar)
 
     splits = {split: _concatenate(paths) for split, paths in parts.items()}
     # Drop an older train file first: from here until the new one is renamed in, no train file
@@ -269,23 +258,50 @@ def _write_pair(family, train_path, val_path, episodes, seed, workers, episode_l
         parts_root.rmdir()
 
 
-def _next_result(results, pool_workers):
-    """The next finished episode's steps. A worker killed meanwhile (out of memory, say) takes its episode with it,
-    which the pool would wait for forever, without a word: that is an EnvWorkerError."""
-    while True:
-        try:
-            return results.next(timeout=WORKER_CHECK_S)
-        except multiprocessing.TimeoutError:
-            for worker in pool_workers:
-                if worker.exitcode is not None:  # they never end on their own while there is work
-                    raise EnvWorkerError(
-                        f'a dataset generation worker process (pid {worker.pid}) exited (killed, or out of memory?)'
-                    ) from None
+def _generate_in_workers(jobs, workers, bar):
+    """Runs the jobs in worker processes. concurrent.futures' pool, not multiprocessing's: a worker killed while
+    it waited for work (holding the task queue's lock) made multiprocessing's pool hang at its exit, without a
+    word; this one reports any killed worker (BrokenProcessPool), which is an EnvWorkerError here."""
+    # A fresh interpreter per worker: forking a process that holds MuJoCo or JAX state is unsafe.
+    context = multiprocessing.get_context('spawn')
+    others = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
+    )
+    pool_workers = set()
+    try:
+        futures = [pool.submit(_work, job) for job in jobs]
+        pool_workers = set(multiprocessing.active_children()) - others  # started by the submits
+        for future in as_completed(futures):
+            bar.update(future.result())
+    except BaseException as error:
+        pool_workers |= set(multiprocessing.active_children()) - others  # when stopped among the submits
+        # Ended at once, not after the episodes already running; SIGCONT too, as a stopped worker (SIGSTOP)
+        # would never take its SIGTERM, and the pool waits for every worker to end.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in pool_workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+                os.kill(worker.pid, signal.SIGCONT)
+        pool.shutdown(wait=True)
+        if not isinstance(error, BrokenProcessPool):
+            raise
+        raise EnvWorkerError('a dataset generation worker process exited (killed, or out of memory?)') from None
+    pool.shutdown(wait=True)
 
 
-def _ignore_ctrl_c():
-    # Ctrl-C reaches the whole process group: the parent stops, the pool's exit stops the workers.
+def _start_worker(parent_pid):
+    # Ctrl-C reaches the whole process group: the parent stops, and its error path stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent that dies without that path (SIGKILL, or a SIGTERM the command line does not handle) would leave its
+    # workers waiting for work forever: each one ends once its parent is gone.
+    threading.Thread(target=_end_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _end_with_parent(parent_pid):
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
 
 
 def _concatenate(paths):

@@ -3,7 +3,6 @@ interruption, and clear errors for files and names that cannot be used."""
 
 import itertools
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -284,9 +283,82 @@ def test_a_generation_worker_killed_midway_is_an_error_not_a_wait_forever(tmp_pa
     monkeypatch.setattr(generate, '_work', _killed)  # pickled by name: the workers import it from this module
     ended, errors = _generation_in_a_thread(tmp_path, EnvWorkerError)
     assert ended, 'the generation still waits for the episodes of its killed workers'
-    assert len(errors) == 1 and re.fullmatch(
-        r'a dataset generation worker process \(pid \d+\) exited \(killed, or out of memory\?\)', errors[0]
+    assert errors == ['a dataset generation worker process exited (killed, or out of memory?)']
+
+
+def _idle_sibling_killed(job):
+    """Train episode 0's worker waits until the other worker has done the other episodes and waits for work
+    (holding the task queue's lock, in multiprocessing's pool), then kills it, as the out-of-memory killer would."""
+    folder = Path(os.environ['FAV_TEST_WORKER_PIDS'])
+    (folder / str(os.getpid())).touch()
+    if job[3:5] != ('train', 0):
+        return 0
+    for _ in range(300):
+        siblings = [int(p.name) for p in folder.iterdir() if int(p.name) != os.getpid()]
+        if siblings:
+            break
+        time.sleep(0.1)
+    time.sleep(2)  # the sibling ends its episodes and waits for more
+    for pid in siblings:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(60)
+    return 0
+
+
+def test_a_generation_worker_killed_while_it_waits_for_work_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    """multiprocessing's pool hung at its exit when a worker died holding its task queue's lock."""
+    monkeypatch.setattr(generate, '_work', _idle_sibling_killed)  # pickled by name, as _killed
+    (tmp_path / 'pids').mkdir()
+    monkeypatch.setenv('FAV_TEST_WORKER_PIDS', str(tmp_path / 'pids'))  # the spawned workers inherit it
+    ended, errors = _generation_in_a_thread(tmp_path / 'out', EnvWorkerError)
+    assert ended, 'the generation hangs after its idle worker was killed'
+    assert len(list((tmp_path / 'pids').iterdir())) == 2  # both workers took episodes: one was idle when killed
+    assert errors == ['a dataset generation worker process exited (killed, or out of memory?)']
+
+
+def _record_pid_and_wait(job):
+    (Path(os.environ['FAV_TEST_WORKER_PIDS']) / str(os.getpid())).touch()
+    time.sleep(120)
+
+
+def _running(pid):
+    """Whether `pid` is a live process (an orphan's zombie, left unreaped by a container's init, is not)."""
+    try:
+        return 'State:\tZ' not in Path(f'/proc/{pid}/status').read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_generation_workers_end_when_their_parent_is_killed(tmp_path):
+    """A generation killed with SIGKILL (or a SIGTERM the command line does not handle) left its workers waiting
+    for work forever."""
+    pids = tmp_path / 'pids'
+    pids.mkdir()
+    script = (
+        'import sys; from datasets import generate; import tests.test_datasets as t; '
+        'generate._work = t._record_pid_and_wait; '
+        f'generate.generate_dataset("cube-single", sys.argv[1], 2, workers=2, episode_length={LENGTH}, progress=False)'
     )
+    env = dict(os.environ, FAV_TEST_WORKER_PIDS=str(pids))
+    parent = subprocess.Popen([sys.executable, '-c', script, str(tmp_path / 'out')], cwd=REPO, env=env)
+    try:
+        for _ in range(600):
+            if len(list(pids.iterdir())) == 2:
+                break
+            time.sleep(0.1)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2, 'the workers did not start'
+    finally:
+        parent.kill()
+        parent.wait()
+    for _ in range(100):
+        if not any(_running(pid) for pid in workers):
+            break
+        time.sleep(0.1)
+    still = [pid for pid in workers if _running(pid)]
+    for pid in still:
+        os.kill(pid, signal.SIGKILL)
+    assert still == [], 'workers outlived their parent'
 
 
 def _stopped_or_failing(job):
