@@ -265,29 +265,25 @@ def _generate_in_workers(jobs, workers, bar):
     # A fresh interpreter per worker: forking a process that holds MuJoCo or JAX state is unsafe.
     context = multiprocessing.get_context('spawn')
     others = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
-    )
-    pool_workers = set()
     try:
-        futures = [pool.submit(_work, job) for job in jobs]
-        pool_workers = set(multiprocessing.active_children()) - others  # started by the submits
-        for future in as_completed(futures):
-            bar.update(future.result())
-    except BaseException as error:
-        pool_workers |= set(multiprocessing.active_children()) - others  # when stopped among the submits
-        # Ended at once, not after the episodes already running; SIGCONT too, as a stopped worker (SIGSTOP)
-        # would never take its SIGTERM, and the pool waits for every worker to end.
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in pool_workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGTERM)
-                os.kill(worker.pid, signal.SIGCONT)
-        pool.shutdown(wait=True)
-        if not isinstance(error, BrokenProcessPool):
-            raise
+        with ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
+        ) as pool:
+            try:
+                futures = [pool.submit(_work, job) for job in jobs]
+                for future in as_completed(futures):
+                    bar.update(future.result())
+            except BaseException:
+                # Ended at once, not after the episodes already running; SIGCONT too, as a stopped worker
+                # (SIGSTOP) would never take its SIGTERM, and the pool's exit waits for every worker to end.
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in set(multiprocessing.active_children()) - others:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGTERM)
+                        os.kill(worker.pid, signal.SIGCONT)
+                raise
+    except BrokenProcessPool:
         raise EnvWorkerError('a dataset generation worker process exited (killed, or out of memory?)') from None
-    pool.shutdown(wait=True)
 
 
 def _start_worker(parent_pid):

@@ -55,11 +55,11 @@ def _take(tree, indices):
     return jax.tree_util.tree_map(lambda x: x[indices], tree)
 
 
+@signals_held()
 def select_runs(tree, indices):
     """The runs `indices` (a list: a group of them; an int: one run) of a stacked pytree, in one
     compiled call (indexing leaf by leaf costs a dispatch each, seconds for an agent's many leaves)."""
-    with signals_held():
-        return _take(tree, np.asarray(indices))
+    return _take(tree, np.asarray(indices))
 
 
 def _same_shapes(template, restored):
