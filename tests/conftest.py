@@ -12,9 +12,14 @@ from launch.xla_cpu import turn_off_ynn_fusions
 
 def pytest_configure(config):
     # The CLI tests start many short processes (a run, a killed run, its resumption) that compile the same
-    # programs: one persistent compilation cache for the session, shared by them all, saves most of those
-    # compiles. A user's own JAX_COMPILATION_CACHE_DIR is left as it is.
-    if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    # programs: one persistent compilation cache per test process, shared by the CLI runs it starts, saves most
+    # of those compiles. Not one for all the test processes (pytest-xdist's workers, which run at once): JAX
+    # writes an entry in place, and a process reading it half-written warns on its stderr, which the tests of
+    # one-line errors read. (JAX locks its cache only when given a size limit, whose bookkeeping, a scan of the
+    # whole cache at each write, made the suite 1.8 times slower.) A user's own JAX_COMPILATION_CACHE_DIR is left
+    # as it is.
+    runs_tests = hasattr(config, 'workerinput') or not getattr(config.option, 'numprocesses', None)
+    if runs_tests and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
         config.jax_cache_dir = tempfile.mkdtemp(prefix='fav-rl-jax-cache-')
         os.environ['JAX_COMPILATION_CACHE_DIR'] = config.jax_cache_dir
         os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
