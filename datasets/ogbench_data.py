@@ -156,6 +156,14 @@ def _check_file(path, task, env):
             raise DatasetError(f'dataset {path} has {name} dim {dim} but env {task.env_id} expects {expected}')
         if not np.isfinite(arrays[k]).all():
             raise DatasetError(f'dataset file {path} has non-finite {k}')
+    # OGBench relabels rewards from fixed qpos columns: a file of another model's joints, even a wider one,
+    # would be read without an error and give wrong rewards.
+    model = env.unwrapped.model
+    for k, expected, what in (('qpos', model.nq, 'joint positions'), ('qvel', model.nv, 'joint velocities')):
+        if arrays[k].shape[1] != expected:
+            raise DatasetError(
+                f'dataset {path} has {k} width {arrays[k].shape[1]} but env {task.env_id} has {expected} {what}'
+            )
 
 
 def _read_array(file, key, path):
@@ -208,7 +216,7 @@ def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episo
     # The full task name makes OGBench relabel rewards and masks for this task (from qpos, button states).
     try:
         train, val = ogbench.make_env_and_datasets(task.name, dataset_path=path, dataset_only=True, cur_env=env)
-    except (ValueError, IndexError) as e:  # numpy's, from relabelling: e.g. qpos of another environment's width
+    except (ValueError, IndexError) as e:  # numpy's, from relabelling: e.g. button states of another puzzle's size
         raise DatasetError(
             f'dataset {path} (or its -val file) does not fit {task.name}: OGBench could not relabel its rewards '
             f'({_one_line(e)}); is it {task.family.name} data?'

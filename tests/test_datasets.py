@@ -612,9 +612,13 @@ def test_bad_files_fail_with_a_message_naming_the_file(cube_single, tmp_path):
 
 
 def _cube_single_env():
-    """Just cube-single's spaces (28-dim observations, 5-dim actions): the checks compare the file's to them."""
+    """Just cube-single's spaces (28-dim observations, 5-dim actions) and its model's 21 joint positions and 20
+    velocities: the checks compare the file's to them."""
     box = lambda n: gymnasium.spaces.Box(-1, 1, (n,))  # noqa: E731
-    return types.SimpleNamespace(observation_space=box(28), action_space=box(5))
+    model = types.SimpleNamespace(nq=21, nv=20)
+    return types.SimpleNamespace(
+        observation_space=box(28), action_space=box(5), unwrapped=types.SimpleNamespace(model=model)
+    )
 
 
 def _small_file(path, **changes):
@@ -623,8 +627,8 @@ def _small_file(path, **changes):
         observations=np.zeros((6, 28), np.float32),
         actions=np.zeros((6, 5), np.float32),
         terminals=np.array([0, 0, 1, 0, 0, 1], bool),
-        qpos=np.zeros((6, 19), np.float32),
-        qvel=np.zeros((6, 17), np.float32),
+        qpos=np.zeros((6, 21), np.float32),
+        qvel=np.zeros((6, 20), np.float32),
     )
     arrays.update(changes)
     for p in (path, ogbench_data.val_path(str(path))):
@@ -656,6 +660,11 @@ def test_files_that_do_not_fit_are_refused_before_ogbench_reads_them(tmp_path):
     refused(flat, r'flat.npz: actions has shape \(6,\), expected \(rows, dim\)')
     column = _small_file(tmp_path / 'column.npz', terminals=np.array([[0], [0], [1], [0], [0], [1]], bool))
     refused(column, r'column.npz: terminals has shape \(6, 1\), expected rows')
+    # Wider qpos passed OGBench's relabelling, which reads fixed columns: rewards from some other model's joints.
+    wide_qpos = _small_file(tmp_path / 'wide_qpos.npz', qpos=np.zeros((6, 28), np.float32))
+    refused(wide_qpos, 'wide_qpos.npz has qpos width 28 but env cube-single-singletask-task1-v0 has 21 joint positions')
+    narrow_qvel = _small_file(tmp_path / 'narrow_qvel.npz', qvel=np.zeros((6, 17), np.float32))
+    refused(narrow_qvel, 'narrow_qvel.npz has qvel width 17 but env .* has 20 joint velocities')
     # Puzzle (and scene) files hold the button states OGBench relabels their rewards from.
     refused(_small_file(tmp_path / 'puzzle.npz'), 'puzzle.npz lacks key.*button_states', resolve_task('puzzle-3x3'))
     refused(_small_file(tmp_path / 'scene.npz'), 'scene.npz lacks key.*button_states', resolve_task('scene'))
@@ -709,18 +718,20 @@ def test_a_file_of_one_row_episodes_is_refused_as_holding_no_transitions(tmp_pat
 
 
 def test_a_file_ogbench_cannot_relabel_is_refused_in_one_line(tmp_path):
-    """qpos too narrow for the task's cubes: numpy's broadcast error from OGBench's relabelling was a traceback."""
-    task = resolve_task('cube-single', 1)
+    """Button states of another puzzle's size (4 for 3×3's 9): numpy's broadcast error from OGBench's relabelling
+    was a traceback."""
+    task = resolve_task('puzzle-3x3', 1)
     env = make_env(task)
     try:
-        path = _small_file(tmp_path / 'narrow.npz', qpos=np.zeros((6, 3), np.float32))
+        sizes = dict(observations=55, actions=5, qpos=23, qvel=23, button_states=4)
+        path = _small_file(tmp_path / 'narrow.npz', **{k: np.zeros((6, n), np.float32) for k, n in sizes.items()})
         with pytest.raises(DatasetError) as refused:
             load_task_data(task, env, dataset_path=path)
     finally:
         env.close()
     message = str(refused.value)
     assert message.startswith(f'dataset {path} (or its -val file) does not fit {task.name}: OGBench could not')
-    assert message.endswith('is it cube-single-play data?') and '\n' not in message
+    assert message.endswith('is it puzzle-3x3-play data?') and '\n' not in message
 
 
 def test_an_official_file_without_its_val_file_is_downloaded_again(tmp_path, monkeypatch):
