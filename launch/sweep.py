@@ -7,7 +7,8 @@ task and agent as one stacked group (`--group seeds`), or the 5 tasks of a famil
 family`), or each run alone (`--group none`). Every run has its directory
 <runs-dir>/<mode>/<task>/<agent>/seed<seed>, so a killed job resumes from its runs' checkpoints when
 the sweep is rerun, and a finished run is never redone. Settings the sweep does not know (e.g.
-`--offline-steps 300 --agent.hidden_dims=64,64`) are passed to every run.
+`--offline-steps 300 --agent.hidden_dims=64,64`) are passed to every run (--offline-steps not to RLPD's,
+which have no offline phase).
 """
 
 import ctypes
@@ -230,7 +231,8 @@ def build_parser():
         prog='launch/sweep.py',
         allow_abbrev=False,  # '--seed 1' must reach the check below, not be read as '--seeds 1'
         description=__doc__.split('\n\n')[0],
-        epilog='Other options (--offline-steps, --eval-every, --agent.FIELD=VALUE, ...) are passed to every run.',
+        epilog='Other options (--offline-steps, --eval-every, --agent.FIELD=VALUE, ...) are passed to every run '
+        "(--offline-steps not to RLPD's, which have no offline phase).",
     )
     p.add_argument(
         '--suite', required=True, help='offline56, o2o30, an environment (cube-single) or a task; several: A,B'

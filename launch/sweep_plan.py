@@ -117,15 +117,31 @@ def make_jobs(runs, settings, group, runs_dir):
     jobs = {}
     for run in runs:
         jobs.setdefault(key(run), []).append(run)
-    return [Job(tuple(rs), _settings_for(rs[0].task, settings), runs_dir) for rs in jobs.values()]
+    return [Job(tuple(rs), _settings_for(rs[0].task, rs[0].agent, settings), runs_dir) for rs in jobs.values()]
 
 
-def _settings_for(task, settings):
-    """The passed-through settings a job of `task` gets. --backend (the D4RL AntMaze tasks' data and envs)
-    only reaches D4RL tasks, so that `--suite offline56 --backend minari` leaves the OGBench tasks alone.
-    Paths are made absolute: jobs run in the repository, not in the directory the sweep was started from."""
+def _agent_settings(agent, settings):
+    """The passed-through settings of `agent`'s jobs: all of them, but --offline-steps not to RLPD, which has no
+    offline phase (its CLI refuses the setting), so that one O2O sweep compares RLPD with agents whose offline
+    phase it shortens."""
+    if agent != 'rlpd':
+        return list(settings)
+    kept, items = [], iter(settings)
+    for item in items:
+        if item == '--offline-steps':
+            next(items, None)  # its value
+        elif not item.startswith('--offline-steps='):
+            kept.append(item)
+    return kept
+
+
+def _settings_for(task, agent, settings):
+    """The passed-through settings a job of `agent` on `task` gets (`agent_settings`). --backend (the D4RL
+    AntMaze tasks' data and envs) only reaches D4RL tasks, so that `--suite offline56 --backend minari` leaves
+    the OGBench tasks alone. Paths are made absolute: jobs run in the repository, not in the directory the
+    sweep was started from."""
     d4rl = resolve_task(task).family.source == 'd4rl'
-    kept, items, i = [], list(settings), 0
+    kept, items, i = [], _agent_settings(agent, settings), 0
     while i < len(items):
         name, equals, value = items[i].partition('=')
         separate = not equals and name in ('--backend', *PATH_SETTINGS) and i + 1 < len(items)  # '--flag value'
@@ -190,7 +206,9 @@ def parse_passed_settings(mode, passed, runs):
     task = runs[0].task
     if any(item.split('=', 1)[0] == '--backend' for item in passed):  # checked on a task it reaches: D4RL's
         task = next((r.task for r in runs if resolve_task(r.task).family.source == 'd4rl'), task)
-    parsed = {agent: parse_args([*passed, '--env', task, '--agent', agent], mode) for agent in agents}
+    parsed = {
+        agent: parse_args([*_agent_settings(agent, passed), '--env', task, '--agent', agent], mode) for agent in agents
+    }
     families = dict.fromkeys(resolve_task(run.task).family for run in runs)
     for settings in parsed.values():  # the CLI's checks, once here rather than failing in every job
         validate_args(settings, mode)

@@ -158,6 +158,18 @@ def test_rlpd_is_swept_in_o2o_mode_only(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize('steps', [['--offline-steps', '200'], ['--offline-steps=200']])
+def test_an_o2o_sweep_gives_its_offline_steps_to_every_agent_but_rlpd(steps, tmp_path, capsys):
+    """RLPD has no offline phase and its CLI refuses --offline-steps: the sweep was refused as a whole, so one
+    short O2O sweep could not compare RLPD with FAV."""
+    argv = ['--suite', TASK.format(2), '--mode', 'o2o', '--agent', 'fav', '--agent', 'rlpd', '--seeds', '0-1']
+    assert sweep.main([*argv, *steps, '--online-steps', '300', '--runs-dir', str(tmp_path), '--dry-run']) == 0
+    fav, rlpd = capsys.readouterr().out.splitlines()[1:]
+    tail = f'--seeds 0-1 --runs-dir {tmp_path} --no-progress'
+    assert fav == f'python launch/o2o.py --env {TASK.format(2)} --agent fav {tail} {" ".join(steps)} --online-steps 300'
+    assert rlpd == f'python launch/o2o.py --env {TASK.format(2)} --agent rlpd {tail} --online-steps 300'
+
+
 @pytest.mark.parametrize(
     'argv, words',
     [
