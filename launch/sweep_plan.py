@@ -136,7 +136,7 @@ def _agent_settings(agent, settings):
 
 
 def _settings_for(task, agent, settings):
-    """The passed-through settings a job of `agent` on `task` gets (`agent_settings`). --backend (the D4RL
+    """The passed-through settings a job of `agent` on `task` gets (`_agent_settings`). --backend (the D4RL
     AntMaze tasks' data and envs) only reaches D4RL tasks, so that `--suite offline56 --backend minari` leaves
     the OGBench tasks alone. Paths are made absolute: jobs run in the repository, not in the directory the
     sweep was started from."""
