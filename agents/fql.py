@@ -49,7 +49,8 @@ OFFLINE_ALPHA = {
     'antmaze-large-play-v2': 3.0,
     'antmaze-large-diverse-v2': 3.0,
 }
-# Offline-to-online runs differ only here (same source, "Offline-to-online RL" commands).
+# Offline-to-online runs differ only here (same source, "Offline-to-online RL" commands). Those commands have
+# no antmaze-giant or humanoidmaze-large run, so those two keep their offline α (docs/agents.md).
 O2O_ALPHA = {**OFFLINE_ALPHA, 'humanoidmaze-medium-navigate': 100.0, 'antsoccer-arena-navigate': 30.0}
 
 
