@@ -4,7 +4,8 @@ agent (Agarwal et al., 2021).
 
 rliable needs a (runs × tasks) score matrix per agent. So the aggregates use the tasks on which every
 agent has a finished run, and per agent as many runs per task as its least-run task has (the lowest
-seeds); the notes say what was used.
+seeds); the notes say what was used. An agent with no finished run on the suite's tasks yet (a sweep just
+started) is left out, with a note, rather than leaving no task for the others.
 """
 
 import dataclasses
@@ -24,6 +25,7 @@ class Aggregates:
     estimates: dict  # agent → {'IQM': (point, low, high), 'Mean': (...)}
     improvement: dict  # baseline → (P(reference > baseline), low, high)
     reference: str | None = None  # the agent compared with each other: FAV, or its first variant
+    left_out: tuple = ()  # agents with no finished run on the suite's tasks
 
 
 def probability_of_improvement(x, y):
@@ -36,10 +38,12 @@ def probability_of_improvement(x, y):
 
 
 def score_matrices(results):
-    """(tasks, {agent: runs × tasks matrix}) of the mode's main score, or (tasks, {}) if none fit."""
+    """(tasks, {agent: runs × tasks matrix}) of the mode's main score, or ([], {}) if no task has finished
+    runs of every agent that has any on the suite's tasks."""
     key = MAIN_SCORE[results.mode]
     scores = {a: results.scores(a, key) for a in results.agents}
-    tasks = [t for t in results.suite_tasks if all(scores[a].get(t) for a in results.agents)]
+    scores = {a: s for a, s in scores.items() if any(s.get(t) for t in results.suite_tasks)}
+    tasks = [t for t in results.suite_tasks if scores and all(s.get(t) for s in scores.values())]
     if not tasks:
         return [], {}
     matrices = {}
@@ -53,6 +57,7 @@ def compute(results, reps, seed=0):
     tasks, matrices = score_matrices(results)
     if not tasks:
         return Aggregates(results.mode, [], {}, {}, {})
+    left_out = tuple(a for a in results.agents if a not in matrices)
     np.random.seed(seed)  # rliable's bootstrap draws from NumPy's global generator
 
     def iqm_and_mean(scores):
@@ -70,4 +75,4 @@ def compute(results, reps, seed=0):
             points, intervals = rly.get_interval_estimates(pairs, probability_of_improvement, reps=reps)
             improvement = {b: (float(points[b]), *np.ravel(intervals[b])) for b in pairs}
     runs = {a: m.shape[0] for a, m in matrices.items()}
-    return Aggregates(results.mode, tasks, runs, estimates, improvement, reference)
+    return Aggregates(results.mode, tasks, runs, estimates, improvement, reference, left_out)

@@ -23,31 +23,43 @@ def _save(fig, path):
 
 
 def summary_bars(by_mode, path, published=None):
-    """Suite average per agent; O2O bars are the offline score plus the online gain on top.
-    `published`: mode → agent → numbers, drawn as hatched outlines beside the measured bars."""
+    """Suite average per agent, over the tasks it has finished runs on (named under each agent); O2O: the
+    offline and the online score side by side. `published`: mode → agent → numbers, drawn as hatched
+    outlines of the paper's (online) score beside the measured bars."""
     fig, axes = plt.subplots(1, len(by_mode), figsize=(4.5 * len(by_mode), 3.2), squeeze=False)
     for ax, (mode, results) in zip(axes[0], by_mode.items(), strict=True):
         agents = results.agents
         cells = [results.cell(a, results.suite_tasks) for a in agents]
-        x = np.arange(len(agents))
-        width = 0.4 if published else 0.7
-        first = np.array([np.nan if c[0].mean is None else c[0].mean for c in cells])
-        std = np.array([c[-1].std or 0.0 for c in cells])
-        if mode == 'o2o':
-            online = np.array([np.nan if c[1].mean is None else c[1].mean for c in cells])
-            offline = np.nan_to_num(first)  # RLPD-like runs have no offline phase: the gain starts at 0
-            ax.bar(x, offline, width, color='tab:blue', label='offline')
-            ax.bar(x, online - offline, width, bottom=offline, color='tab:orange', yerr=std, label='online gain')
-        else:
-            ax.bar(x, first, width, color='tab:blue', yerr=std, label='measured')
+        labels = ('offline', 'online') if mode == 'o2o' else ('measured',)
+        colors = ('tab:blue', 'tab:orange')
+        # (label, heights, stds, style) per bar of a group; a score with no finished run (RLPD's offline) is NaN.
+        series = [
+            (
+                label,
+                [np.nan if c[i].mean is None else c[i].mean for c in cells],
+                [c[i].std or 0.0 for c in cells],
+                dict(color=colors[i]),
+            )
+            for i, label in enumerate(labels)
+        ]
         if published:
             numbers = [published[mode].get(base_agent(a)) for a in agents]  # a variant: its agent's numbers
             heights = [np.nan if n is None else n[-1] for n in numbers]
-            ax.bar(x + width, heights, width, fill=False, hatch='//', label='published (paper)')
-        ax.set_xticks(x + (width / 2 if published else 0), [display_name(a) for a in agents])
+            label = 'published (paper, online)' if mode == 'o2o' else 'published (paper)'
+            series.append((label, heights, None, dict(fill=False, hatch='//')))
+        x = np.arange(len(agents))
+        width = 0.7 if len(series) == 1 else 0.8 / len(series)
+        for i, (label, heights, stds, style) in enumerate(series):
+            offset = (i - (len(series) - 1) / 2) * width
+            ax.bar(x + offset, heights, width, yerr=stds, label=label, **style)
+        covered = [
+            f'{display_name(a)}\n{c[-1].tasks} task{"s" * (c[-1].tasks != 1)}'
+            for a, c in zip(agents, cells, strict=True)
+        ]
+        ax.set_xticks(x, covered)
         ax.set_ylim(0, 100)
         ax.set_ylabel('average success (%)')
-        ax.set_title(f'{MODE_TITLES[mode]} ({len(results.suite_tasks)} tasks with runs)')
+        ax.set_title(f'{MODE_TITLES[mode]}: suite average over tasks with runs', fontsize='medium')
         ax.legend(fontsize='small')
     return _save(fig, path)
 

@@ -113,7 +113,7 @@ def _best(row):
 def _notes(results):
     score = 'offline → online score' if results.mode == 'o2o' else 'score'
     notes = [
-        f'Mean ± std over seeds of the {score} (0-100, mean success of the last 3 evaluations). '
+        f'Mean ± std over seeds (population std) of the {score} (0-100, mean success of the last 3 evaluations). '
         'Environment and suite rows: mean of the task means over the tasks that have finished runs '
         '(shown as k/n tasks when some have none); ± over the seeds finished on all of them, of the per-seed '
         'mean. No ± with fewer than 2 such seeds. Bold: best per row, where the means cover the same tasks.'
@@ -280,6 +280,9 @@ def aggregate_table(aggregates):
         f'{score} 0-100; [95 % stratified-bootstrap CI].'
         + (f' {better}: probability of improvement.' if better else '')
     ]
+    if aggregates.left_out:
+        names = ', '.join(display_name(a) for a in aggregates.left_out)
+        notes.append(f"Left out: {names}, with no finished run on the suite's tasks yet.")
     if min(runs.values(), default=2) < 2:
         notes.append(
             'No CI for an agent with 1 run per task (for P, where either agent has 1): the stratified bootstrap '
@@ -332,6 +335,10 @@ def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
             written.append(figures.interval_plot(found, os.path.join(out, f'{mode}_intervals.png')))
             if found.improvement:
                 written.append(figures.improvement_plot(found, os.path.join(out, f'{mode}_improvement.png')))
+        elif results.suite_tasks:
+            print(f'{mode}: no rliable aggregates: no task of the suite has finished runs of every agent that has any')
+        else:
+            print(f'{mode}: no rliable aggregates or suite average: no run is on a task of the {mode} suite')
         for task in results.tasks:
             written.append(figures.training_curves(results, task, os.path.join(out, 'curves', mode, f'{task}.png')))
     written.append(figures.summary_bars(by_mode, os.path.join(out, 'summary.png'), PUBLISHED if published else None))

@@ -79,10 +79,12 @@ def run_killed_then_resumed(script, args, run_dir, kill_after_step, run_dirs=1):
 
 
 def assert_same_result(whole, killed):
-    """Same final.json (but the wall time), evaluations and parameters, exactly."""
+    """Same final.json (but the wall time, and the code version that finished it: a commit made while the
+    test runs must not fail it), evaluations and parameters, exactly."""
 
     def final(run_dir):
-        return {k: v for k, v in json.loads(Path(run_dir, 'final.json').read_text()).items() if k != 'wall_time_s'}
+        record = json.loads(Path(run_dir, 'final.json').read_text())
+        return {k: v for k, v in record.items() if k not in ('wall_time_s', 'code_version')}
 
     assert final(killed) == final(whole)
     assert Path(killed, 'eval.csv').read_text() == Path(whole, 'eval.csv').read_text()

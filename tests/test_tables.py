@@ -254,6 +254,36 @@ def test_iqm_drops_the_outer_quarters_and_the_mean_does_not(tmp_path):
     assert found.improvement['fql'][0] == pytest.approx(8 / 64)
 
 
+def test_an_agent_with_no_finished_run_yet_is_left_out_of_rliable_with_a_note(tmp_path):
+    """IQL's only run has just started: FAV and FQL are still aggregated (an empty overlap of tasks used to
+    drop every rliable output without a word), and the table says IQL was left out."""
+    for task in (1, 2):
+        for seed in (0, 1):
+            _run(tmp_path / 'runs', 'offline', TASK.format(task), 'fav', seed, 40 + 10 * seed)
+            _run(tmp_path / 'runs', 'offline', TASK.format(task), 'fql', seed, 20 + 10 * seed)
+    _run(tmp_path / 'runs', 'offline', TASK.format(1), 'iql', 0, None)
+    out = tmp_path / 'out'
+    assert tables.main([str(tmp_path / 'runs'), '--out', str(out), '--reps', '10']) == 0
+    rliable_md = (out / 'offline_rliable.md').read_text()
+    assert '| FAV | 2 | 45.0 [' in rliable_md and '| FQL | 2 | 25.0 [' in rliable_md and '| IQL |' not in rliable_md
+    assert "Left out: IQL, with no finished run on the suite's tasks yet." in rliable_md
+    assert (out / 'offline_intervals.png').exists() and (out / 'offline_improvement.png').exists()
+
+
+def test_tables_say_why_there_are_no_rliable_aggregates(tmp_path, capsys):
+    """FAV ran task 1 and FQL task 2: no task to aggregate over, which the tables print instead of silently
+    writing no rliable files; O2O runs only on a task outside the O2O suite likewise."""
+    _run(tmp_path / 'runs', 'offline', TASK.format(1), 'fav', 0, 40)
+    _run(tmp_path / 'runs', 'offline', TASK.format(2), 'fql', 0, 20)
+    _run(tmp_path / 'runs', 'o2o', TASK.format(1), 'fav', 0, 30, 60)
+    out = tmp_path / 'out'
+    assert tables.main([str(tmp_path / 'runs'), '--out', str(out), '--reps', '10']) == 0
+    printed = capsys.readouterr().out
+    assert 'offline: no rliable aggregates: no task of the suite has finished runs of every agent' in printed
+    assert 'o2o: no rliable aggregates or suite average: no run is on a task of the o2o suite' in printed
+    assert not list(out.glob('*_rliable.*'))
+
+
 def test_the_rliable_matrix_keeps_the_lowest_seeds_in_number_order_not_folder_order(tmp_path):
     from launch import aggregates
 
@@ -919,7 +949,13 @@ def test_curves_of_runs_with_no_evaluation_yet_warn_nothing(tmp_path, monkeypatc
     assert saved[0].axes[0].get_legend() is None and not saved[0].axes[0].get_lines()
 
 
-def test_summary_bars_stack_the_online_gain_on_the_offline_score_over_the_suites_tasks(tmp_path, monkeypatch):
+def _error_bars(ax):
+    """(low, high) of each bar's error bar, per series with error bars, in drawing order."""
+    containers = [c for c in ax.containers if getattr(c, 'errorbar', None) is not None]
+    return [[tuple(seg[:, 1]) for seg in c.errorbar.lines[2][0].get_segments()] for c in containers]
+
+
+def test_summary_bars_draw_the_offline_and_online_scores_side_by_side_over_the_suites_tasks(tmp_path, monkeypatch):
     from launch import figures
 
     for seed, (score, online) in enumerate([(30, 60), (40, 80)]):
@@ -930,27 +966,61 @@ def test_summary_bars_stack_the_online_gain_on_the_offline_score_over_the_suites
     monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
     figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'), tables.PUBLISHED)
     offline, o2o = saved[0].axes[:2]
-    # (bottom, height): the measured suite average, then the paper's (hatched); O2O: offline 35, the gain
-    # to online 70 on top of it, then the paper's online score.
+    # (bottom, height): the measured suite average, then the paper's (hatched); O2O: offline 35 and online 70
+    # side by side, then the paper's online score.
     assert [(p.get_y(), p.get_height()) for p in offline.patches] == [(0, 15.0), (0, 54)]
-    assert [(p.get_y(), p.get_height()) for p in o2o.patches] == [(0, 35.0), (35.0, 35.0), (0, 69)]
-    # Error bars: ± the std over seeds of the score the bar ends at: offline 10, 20 → 15 ± 5; O2O online
-    # 60, 80 → 70 ± 10 (the offline scores' std, 5, is not the online one's).
-    for ax, top, std in ((offline, 15.0, 5.0), (o2o, 70.0, 10.0)):
-        (bars,) = [c for c in ax.containers if getattr(c, 'errorbar', None) is not None]
-        (segment,) = bars.errorbar.lines[2][0].get_segments()
-        np.testing.assert_allclose(segment[:, 1], [top - std, top + std])
+    assert [(p.get_y(), p.get_height()) for p in o2o.patches] == [(0, 35.0), (0, 70.0), (0, 69)]
+    # Error bars: ± the std over seeds of each score: offline 10, 20 → 15 ± 5; O2O offline 30, 40 → 35 ± 5,
+    # online 60, 80 → 70 ± 10. The paper's bars have none.
+    assert _error_bars(offline) == [[(10, 20)]]
+    assert _error_bars(o2o) == [[(30, 40)], [(60, 80)]]
+    plt_close(saved)
 
 
-def test_summary_bars_start_the_online_gain_at_0_for_an_agent_without_an_offline_phase(tmp_path, monkeypatch):
+def test_summary_bars_draw_an_online_drop_below_the_offline_score(tmp_path, monkeypatch):
+    """An online score under the offline one is drawn as it is (a gain stacked on the offline bar was drawn
+    downward over it, so a drop from 50 to 40 read as 40 plus a gain of 10)."""
     from launch import figures
 
-    # RLPD has no offline score: its offline bar is 0 high and its gain bar rises from 0 to its online 50.
+    _run(tmp_path, 'o2o', SCENE, 'fav', 0, 50, 40)
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'))
+    (ax,) = saved[0].axes
+    assert [(p.get_y(), p.get_height()) for p in ax.patches] == [(0, 50.0), (0, 40.0)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ['offline', 'online']
+    plt_close(saved)
+
+
+def test_summary_bars_leave_out_the_offline_bar_of_an_agent_without_an_offline_phase(tmp_path, monkeypatch):
+    from launch import figures
+
+    # RLPD has no offline score: no offline bar (not a bar at 0), and its online bar at 50.
     _run(tmp_path, 'o2o', SCENE, 'rlpd', 0, None, 50, offline_steps=0)
     saved = []
     monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
     figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'))
-    assert [(p.get_y(), p.get_height()) for p in saved[0].axes[0].patches] == [(0, 0.0), (0.0, 50.0)]
+    offline_bar, online_bar = saved[0].axes[0].patches
+    assert np.isnan(offline_bar.get_height()) and online_bar.get_height() == 50.0
+    plt_close(saved)
+
+
+def test_summary_bars_name_under_each_agent_the_tasks_its_average_is_over(tmp_path, monkeypatch):
+    """Each bar is an agent's mean over its own tasks with runs: the count is under its name (the title
+    counted the tasks any agent ran, so an agent with fewer looked comparable)."""
+    from launch import figures
+
+    for task in (1, 2, 3):
+        _run(tmp_path, 'offline', TASK.format(task), 'fav', 0, 10 * task)
+    _run(tmp_path, 'offline', TASK.format(1), 'fql', 0, 20)
+    _run(tmp_path, 'offline', TASK.format(2), 'fql', 0, None)  # unfinished: not among its tasks
+    saved = []
+    monkeypatch.setattr(figures, '_save', lambda fig, path: saved.append(fig) or path)
+    figures.summary_bars(results_by_mode(load_runs(str(tmp_path))), str(tmp_path / 's.png'))
+    (ax,) = saved[0].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ['FAV\n3 tasks', 'FQL\n1 task']
+    assert [p.get_height() for p in ax.patches] == [20.0, 20.0]
+    plt_close(saved)
 
 
 def test_a_config_naming_its_task_by_an_alias_counts_as_that_task(tmp_path):
@@ -1019,10 +1089,10 @@ def test_summary_bars_draw_the_published_numbers_beside_the_measured_ones(tmp_pa
     figures.summary_bars(by_mode, str(tmp_path / 's.png'), tables.PUBLISHED)
     figures.summary_bars(by_mode, str(tmp_path / 's.png'))
     (published,), (alone,) = saved[0].axes, saved[1].axes
-    # Measured bars at 0, 1 (width 0.4), the paper's just right of them, ticks between each pair.
+    # Measured bars (width 0.4) just left of the ticks at 0, 1, the paper's just right of them.
     bars = [(p.get_x(), p.get_width()) for p in published.patches]
-    np.testing.assert_allclose(bars, [(-0.2, 0.4), (0.8, 0.4), (0.2, 0.4), (1.2, 0.4)])
-    np.testing.assert_allclose(published.get_xticks(), [0.2, 1.2])
+    np.testing.assert_allclose(bars, [(-0.4, 0.4), (0.6, 0.4), (0.0, 0.4), (1.0, 0.4)], atol=1e-12)
+    np.testing.assert_allclose(published.get_xticks(), [0, 1])
     np.testing.assert_allclose([(p.get_x(), p.get_width()) for p in alone.patches], [(-0.35, 0.7), (0.65, 0.7)])
     np.testing.assert_allclose(alone.get_xticks(), [0, 1])
     plt_close(saved)
