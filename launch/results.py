@@ -351,6 +351,18 @@ class ModeResults:
                 counts[r.dataset_origin] = counts.get(r.dataset_origin, 0) + 1
         return counts
 
+    def mixed_settings(self):
+        """(environment, agent, {field: 'agent.beta=1.0 vs 3.0'}) where an agent's tasks of one environment were
+        run with different settings: its environment row averages them (the data's origin is marked apart, by †)."""
+        first, mixed = {}, {}
+        for run in self.runs:
+            other = first.setdefault((run.family, run.agent), run)
+            for difference in _differences(other, run):
+                if difference[0] != 'dataset_origin':
+                    texts = mixed.setdefault((run.family, run.agent), {})
+                    texts.setdefault(difference[0], _difference_text(other, run, difference))
+        return [(family, agent, texts) for (family, agent), texts in mixed.items()]
+
     def runs_of(self, task, agent):
         return [r for r in self.runs if r.task == task and r.agent == agent]
 

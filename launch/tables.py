@@ -138,6 +138,13 @@ def _notes(results):
             f'{len(outside)} task(s) with runs are not in the {results.mode} suite ({", ".join(outside)}): they have '
             'rows of their own but are left out of the suite average.'
         )
+    for family, agent, differences in results.mixed_settings():
+        fields = sorted(differences, key=lambda field: not differences[field].startswith('agent.'))
+        notes.append(
+            f"{family}: {display_name(agent)}'s tasks were run with different settings "
+            f'({", ".join(differences[f] for f in fields)}); its row averages them (--variant {fields[0]} '
+            'splits them into columns).'
+        )
     unofficial = results.unofficial_data(results.tasks)
     if unofficial:
         counts = ', '.join(f'{n} on {DATA_ORIGINS.get(origin, origin)}' for origin, n in sorted(unofficial.items()))

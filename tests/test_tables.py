@@ -254,6 +254,32 @@ def test_iqm_drops_the_outer_quarters_and_the_mean_does_not(tmp_path):
     assert found.improvement['fql'][0] == pytest.approx(8 / 64)
 
 
+def test_a_note_names_the_settings_that_differ_among_an_agents_tasks_of_one_environment(tmp_path):
+    """FAV's cube-single tasks ran with β 1 and 3 (and one with 50 evaluation episodes): the row averages them,
+    which a note says. Settings that differ between environments (each has its own σ) are not named."""
+    for task, beta in ((1, 1.0), (2, 3.0)):
+        _run(tmp_path, 'offline', TASK.format(task), 'fav', 0, 40, agent_config=dict(beta=beta, sigma=0.05))
+    _run(
+        tmp_path,
+        'offline',
+        TASK.format(3),
+        'fav',
+        0,
+        40,
+        agent_config=dict(beta=1.0, sigma=0.05),
+        options=dict(eval_episodes=50),
+    )
+    _run(tmp_path, 'offline', SCENE, 'fav', 0, 40, agent_config=dict(beta=0.5, sigma=0.1))
+    _run(tmp_path, 'offline', SCENE.replace('task2', 'task3'), 'fav', 0, 40, agent_config=dict(beta=0.5, sigma=0.1))
+    _run(tmp_path, 'offline', TASK.format(1), 'fql', 0, 40, agent_config=dict(alpha=300.0))
+    notes = tables.build_tables(ModeResults('offline', load_runs(str(tmp_path))))[0].notes
+    mixed = [n for n in notes if 'different settings' in n]
+    assert mixed == [
+        "cube-single-play: FAV's tasks were run with different settings (agent.beta=1.0 vs 3.0, "
+        'eval_episodes=unset vs 50); its row averages them (--variant beta splits them into columns).'
+    ]
+
+
 def test_an_agent_with_no_finished_run_yet_is_left_out_of_rliable_with_a_note(tmp_path):
     """IQL's only run has just started: FAV and FQL are still aggregated (an empty overlap of tasks used to
     drop every rliable output without a word), and the table says IQL was left out."""
