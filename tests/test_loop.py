@@ -1045,6 +1045,22 @@ def test_o2o_group_matches_runs_alone_and_resumes_after_kill(dataset, tmp_path):
     _assert_close_to_alone(run_dirs[1], alone)
 
 
+@pytest.mark.slow
+def test_o2o_run_with_several_env_steps_per_call_resumes_after_kill(dataset, tmp_path):
+    """--online-updates-per-call 5: the env steps and appends of a call are one compiled loop, and a checkpoint
+    falls between calls. Killed mid-episode with the ring wrapped, the rerun gives the uninterrupted result."""
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '20', '--seed', '0']
+    args += '--online-steps 280 --eval-every 300 --save-every 50 --log-every 50 --eval-envs 1'.split() + SMALL
+    args += ['--updates-per-call', '20', '--online-updates-per-call', '5', '--buffer-capacity', '500']
+    whole = str(tmp_path / 'whole')
+    result = launch('o2o', *args, '--run-dir', whole)
+    assert result.returncode == 0, result.stderr
+    assert _final(whole)['steps'] == 300
+    killed = str(tmp_path / 'killed')
+    run_killed_then_resumed('o2o', args, killed, 250)
+    assert_same_result(whole, killed)
+
+
 NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
 
 
