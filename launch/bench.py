@@ -285,12 +285,25 @@ def device_memory():
     return None
 
 
+def update_working_bytes(agent, batch):
+    """Bytes one update holds beyond its inputs, by XLA's memory analysis of it compiled on this device: the
+    new agent state (the old one is not reused for it) and the scratch buffers; 0 where XLA does not say."""
+    with signals_held():  # it compiles
+        analysis = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile().memory_analysis()
+    if analysis is None:
+        return 0
+    return analysis.output_size_in_bytes + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes
+
+
 def bench_memory(args):
-    """Bytes of the group buffer and agent state, from array sizes (nothing allocated)."""
+    """Bytes of one O2O run on the device: its ring and agent state from array sizes, and one update's
+    working memory from XLA (nothing allocated)."""
     memory = device_memory()
-    print('\n## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows + agent state, FAV)')
-    print('| family | per run (its ring: dataset + online rows, agent) | runs that fit |')
-    print('| --- | --- | --- |')
+    print('\n## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows, agent state, update; FAV)')
+    print(
+        '| family | ring (data + online rows) | agent state | update (new state + scratch) | per run | runs that fit |'
+    )
+    print('| --- | --- | --- | --- | --- | --- |')
     module = AGENTS['fav']
     for family_name in ('cube-double-play', 'humanoidmaze-large-navigate'):
         task = resolve_task(family_name)
@@ -301,9 +314,16 @@ def bench_memory(args):
         example = (jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim)))
         agent = jax.eval_shape(lambda key, c=config, e=example: module.Agent.create(key, *e, c), jax.random.PRNGKey(0))
         state = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(agent))
-        per_run = ring + state
+        sizes = dict(observations=obs_dim, next_observations=obs_dim, actions=act_dim, next_actions=act_dim)
+        batch = {k: jax.ShapeDtypeStruct((config.batch_size, d), jnp.float32) for k, d in sizes.items()}
+        batch.update(
+            {k: jax.ShapeDtypeStruct((config.batch_size,), jnp.float32) for k in ('rewards', 'masks', 'terminals')}
+        )
+        working = update_working_bytes(agent, batch)
+        per_run = ring + state + working
         fits = 'unknown' if memory is None else f'{int(0.9 * memory // per_run)}'
-        print(f'| {family_name} | {per_run / 2**30:.2f} GiB | {fits} |')
+        gib = [f'{b / 2**30:.2f} GiB' for b in (ring, state, working, per_run)]
+        print(f'| {family_name} | {" | ".join(gib)} | {fits} |')
     if memory is not None:
         print(f'(device memory {memory / 2**30:.1f} GiB, 90 % of it usable)')
 

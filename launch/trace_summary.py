@@ -3,7 +3,8 @@
 `jax.profiler.trace(dir, create_perfetto_trace=True)` writes the trace as Perfetto JSON: one complete
 event per Python call, XLA operation, host-device transfer and, on a GPU, kernel, each on its process
 (the host; each device) and thread. An event's self time is its duration less that of the events nested
-in it on the same thread, so the self times of a thread add up to the time it was busy.
+in it on the same thread, so the self times of a thread add up to the time it spent in events: busy, or
+waiting inside one (for the device in `block_until_ready`, for an XLA operation to complete).
 """
 
 import collections
@@ -55,13 +56,13 @@ def self_times(events, processes):
 
 
 def print_summary(trace_dir, steps, top=20, out=print, unit='step'):
-    """Per process, its busy time per `unit` (the trace holds `steps` of them); then the `top` events by
-    self time per unit, as Markdown."""
+    """Per process, its threads' time in events per `unit` (the trace holds `steps` of them; waits inside
+    events count, so it can exceed the wall time); then the `top` events by self time per unit, as Markdown."""
     totals = self_times(*load_trace(trace_dir))
     busy = collections.Counter()
     for (process, _), (micros, _) in totals.items():
         busy[process] += micros
-    out(f'| process (threads and streams summed) | busy ms per {unit} |')
+    out(f'| process (threads and streams summed) | ms in events per {unit}, waits included |')
     out('| --- | --- |')
     for process, micros in busy.most_common():
         out(f'| {process} | {micros / steps / 1e3:.3f} |')

@@ -152,12 +152,15 @@ def test_bench_refuses_a_profile_folder_it_cannot_write_before_benchmarking(tmp_
 
 def test_bench_with_no_agents_and_no_o2o_runs_prints_only_the_memory_table():
     out = subprocess.run(
-        [sys.executable, 'launch/bench.py', '--agents', '', '--o2o-runs', '', '--seconds', '0.05', '--rows', '500'],
+        [sys.executable, 'launch/bench.py', '--agents', '', '--o2o-runs', '', '--seconds', '0.05', '--rows', '500',
+         '--hidden-dims', '8,8'],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     headings = re.findall(r'^##+ .*', out.stdout, re.M)
-    assert headings == ['## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows + agent state, FAV)']
+    assert headings == [
+        '## Device memory of an O2O run (its replay ring of max(2M, N + 1) rows, agent state, update; FAV)'
+    ]
     assert '| cube-double-play |' in out.stdout and '| humanoidmaze-large-navigate |' in out.stdout
 
 
@@ -224,7 +227,7 @@ def test_the_summary_reads_the_newest_trace(tmp_path):
     assert lines[-1] == '| 1 | `current` | 0.010 | 1.00 |'
 
 
-def test_memory_table_is_the_ring_and_agent_bytes_and_the_runs_that_fit_in_90_percent(monkeypatch, capsys):
+def test_memory_table_is_the_ring_agent_and_update_bytes_and_the_runs_that_fit_in_90_percent(monkeypatch, capsys):
     import jax.numpy as jnp
 
     from launch import bench
@@ -234,17 +237,42 @@ def test_memory_table_is_the_ring_and_agent_bytes_and_the_runs_that_fit_in_90_pe
         def create(key, observations, actions, config):
             return {'params': jnp.zeros(1000, jnp.float32)}
 
-    fake = types.SimpleNamespace(Agent=Agent, get_config=lambda family, changes, mode: None)
+    fake = types.SimpleNamespace(
+        Agent=Agent, get_config=lambda family, changes, mode: types.SimpleNamespace(batch_size=4)
+    )
     monkeypatch.setitem(bench.AGENTS, 'fav', fake)
     monkeypatch.setattr(bench, 'device_memory', lambda: 2**34)
+    monkeypatch.setattr(bench, 'update_working_bytes', lambda agent, batch: 10**8)  # 0.09 GiB
     bench.bench_memory(types.SimpleNamespace(hidden_dims=(8,)))
     out = capsys.readouterr().out
     # A row: observations and next observations, the action, reward, mask, terminal, as float32. Rings:
     # cube-double 2M rows (obs 37, act 5), humanoidmaze-large 2M + 1 rows (2M of data; obs 69, act 21).
-    cube = 4 * 2_000_000 * (2 * 37 + 5 + 3) + 4000
-    humanoid = 4 * 2_000_001 * (2 * 69 + 21 + 3) + 4000
-    assert f'| cube-double-play | {cube / 2**30:.2f} GiB | {int(0.9 * 2**34 // cube)} |' in out  # 0.61 GiB, 23
-    assert f'| humanoidmaze-large-navigate | {humanoid / 2**30:.2f} GiB | {int(0.9 * 2**34 // humanoid)} |' in out
+    cube_ring, humanoid_ring = 4 * 2_000_000 * (2 * 37 + 5 + 3), 4 * 2_000_001 * (2 * 69 + 21 + 3)
+    for family, ring in (('cube-double-play', cube_ring), ('humanoidmaze-large-navigate', humanoid_ring)):
+        per_run = ring + 4000 + 10**8
+        gib = ' | '.join(f'{b / 2**30:.2f} GiB' for b in (ring, 4000, 10**8, per_run))
+        assert f'| {family} | {gib} | {int(0.9 * 2**34 // per_run)} |' in out  # cube-double: 0.70 GiB, 22
+
+
+def test_an_updates_working_memory_holds_the_new_agent_state_and_the_scratch_xla_counts():
+    """The update does not write the new agent state over the old one: its working memory is at least the
+    state's size, plus XLA's scratch, so a run needs more than its ring and state."""
+    import jax
+    import jax.numpy as jnp
+
+    from agents import fav
+    from envs.registry import resolve_task
+    from launch import bench
+
+    config = fav.get_config(resolve_task('cube-double').family, dict(hidden_dims=(16, 16), batch_size=8))
+    agent = fav.Agent.create(0, jnp.zeros((1, 37)), jnp.zeros((1, 5)), config)
+    batch = {k: jnp.zeros((8, d)) for k, d in (('observations', 37), ('next_observations', 37), ('actions', 5))}
+    batch.update(next_actions=jnp.zeros((8, 5)), rewards=jnp.zeros(8), masks=jnp.ones(8), terminals=jnp.zeros(8))
+    state = sum(jnp.asarray(x).nbytes for x in jax.tree_util.tree_leaves(agent))
+    analysis = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile().memory_analysis()
+    working = bench.update_working_bytes(agent, batch)
+    assert working == analysis.output_size_in_bytes + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes
+    assert working > state and analysis.temp_size_in_bytes > 0
 
 
 @pytest.mark.parametrize(
