@@ -209,9 +209,9 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
                 print(f'resuming {", ".join(r.run_dir for r in trainer.runs)} from step {trainer.step}')
             for i in members:
                 checkpoints[i] = None  # restored: not kept in host memory for the rest of the run
-            for r, rows in zip(trainer.runs, trainer.logger_rows, strict=True):
+            for r, rows, wandb_id in zip(trainer.runs, trainer.logger_rows, trainer.wandb_ids, strict=True):
                 trainer.loggers.append(
-                    RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows, alone=len(members) == 1)
+                    RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows, len(members) == 1, wandb_id)
                 )
             trainer.train()
         finally:

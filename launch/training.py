@@ -83,7 +83,7 @@ class GroupTrainer:
         self.buffer, self.agents = buffer, agents
         self.data_keys, self.act_keys, self.eval_keys = keys[:, 1], keys[:, 2], keys[:, 3]
         self.step = 0
-        self.logger_rows, self.loggers = [None] * len(runs), []
+        self.logger_rows, self.wandb_ids, self.loggers = [None] * len(runs), [None] * len(runs), []
         self.prior_elapsed, self.started = 0.0, time.time()
         tasks = {r.task.name: r.task for r in runs}
         copy_tasks, self.eval_rounds = evaluation_rounds(
@@ -111,6 +111,7 @@ class GroupTrainer:
             step=self.step,
             elapsed=self.elapsed(),
             rows=self.loggers[r].rows,
+            wandb_id=self.loggers[r].wandb_id or '',  # '' while the run has had no wandb run
             online_rows=online_rows,
             online_count=online_count,
             **self.online.state(r, action_dim),
@@ -128,6 +129,7 @@ class GroupTrainer:
                 self.buffer = self.buffer.restore_online_rows(r, state['online_rows'], int(state['online_count']))
                 self.online.restore(r, state)
                 self.logger_rows[r] = {k: list(v) for k, v in state['rows'].items()}
+                self.wandb_ids[r] = state.get('wandb_id') or None
             self.step = int(states[0]['step'])
             self.prior_elapsed = float(states[0]['elapsed'])
             pending = [state['next_action'] for state in states]

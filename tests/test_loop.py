@@ -3,6 +3,7 @@
 import argparse
 import csv
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -617,9 +618,70 @@ def test_each_run_of_a_group_mirrors_to_its_own_wandb_run(tmp_path, monkeypatch)
     ]
     for logger in loggers:
         logger.finish()
-    resumed = RunLogger(str(dirs[1]), 'offline', dict(seed=1))
+    resumed = RunLogger(str(dirs[1]), 'offline', dict(seed=1), rows=loggers[1].rows, wandb_id=loggers[1].wandb_id)
     assert resumed.wandb_run.id == runs[1].id and resumed.wandb_run.settings.console != 'off'
     resumed.finish()
+    # Trained again from step 0 in the same directory (deleted, or its checkpoint was): a wandb run of its own,
+    # whose steps from 0 wandb would otherwise drop as lower than the old run's.
+    again = RunLogger(str(dirs[1]), 'offline', dict(seed=1))
+    assert again.wandb_run.id not in (runs[0].id, runs[1].id)
+    again.finish()
+    # A checkpoint from before the id was kept in it: the id the run had then, from its directory's path.
+    old = RunLogger(str(dirs[1]), 'offline', dict(seed=1), rows=loggers[1].rows)
+    assert old.wandb_id == hashlib.sha1(os.path.abspath(dirs[1]).encode()).hexdigest()[:16]
+    old.finish()
+
+
+def test_a_runs_checkpoint_keeps_its_wandb_id_for_the_resume(dataset, tmp_path, monkeypatch):
+    """The id of the run's wandb run goes into its checkpoint, and a resume hands it to its logger."""
+    from launch import loop
+
+    monkeypatch.setenv('WANDB_SILENT', 'true')
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+    made = []
+    monkeypatch.setattr(loop, 'RunLogger', lambda *a, **k: made.append(RunLogger(*a, **k)) or made[-1])
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '20', '--eval-every', '20']
+    args += ['--save-every', '10', '--wandb', 'offline', '--run-dir', str(tmp_path / 'r'), *SMALL]
+    assert loop.main('offline', args) == 0
+    wandb_id = made[0].wandb_id
+    assert load_checkpoint(str(tmp_path / 'r' / 'checkpoint.msgpack'))['wandb_id'] == wandb_id
+    assert list((tmp_path / 'r' / 'wandb').glob(f'offline-run-*-{wandb_id}'))
+    (tmp_path / 'r' / 'final.json').unlink()  # as if killed after its last checkpoint: the rerun resumes
+    assert loop.main('offline', args) == 0
+    assert len(made) == 2 and made[1].wandb_id == wandb_id
+
+
+@pytest.mark.parametrize('wandb_step, sent_steps', [(50, [50, 50, 75]), (0, [1, 25, 50, 50, 75])])
+def test_a_resumed_run_sends_wandb_the_checkpoints_rows_it_may_not_have(wandb_step, sent_steps, tmp_path, monkeypatch):
+    """SIGKILL takes wandb's unsent rows with it while the checkpoint keeps them: on resume the logger sends the
+    restored rows from the wandb run's current step on (online: where the server's history ends; offline: 0,
+    a new local record), train and eval merged in step order, since wandb drops a step below its current one."""
+
+    class FakeRun:
+        step = wandb_step
+
+        def __init__(self):
+            self.sent = []
+
+        def log(self, data, step):
+            self.sent.append((step, data))
+
+    fake = types.SimpleNamespace(init=lambda **kwargs: FakeRun(), Settings=lambda **kwargs: kwargs)
+    monkeypatch.setitem(sys.modules, 'wandb', fake)
+    rows = dict(
+        train=[dict(step=s, phase='offline', critic_loss=s / 100) for s in (25, 50, 75)],
+        eval=[dict(step=s, phase='offline', success=s / 100) for s in (1, 50)],
+    )
+    logger = RunLogger(str(tmp_path), 'offline', {}, rows=rows)
+    assert [step for step, _ in logger.wandb_run.sent] == sent_steps
+    assert logger.wandb_run.sent[-3:] == [
+        (50, {'train/phase': 'offline', 'train/critic_loss': 0.5}),
+        (50, {'eval/phase': 'offline', 'eval/success': 0.5}),
+        (75, {'train/phase': 'offline', 'train/critic_loss': 0.75}),
+    ]
+    logger.log('train', dict(step=100, phase='offline', critic_loss=1.0))  # then the new rows, as before
+    assert logger.wandb_run.sent[-1] == (100, {'train/phase': 'offline', 'train/critic_loss': 1.0})
 
 
 def test_only_a_run_training_alone_gives_its_logger_the_console(dataset, tmp_path, monkeypatch):
