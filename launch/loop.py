@@ -211,7 +211,9 @@ def _train_group(args, mode, module, config, todo, dataset, labels, capacity, fi
                 checkpoints[i] = None  # restored: not kept in host memory for the rest of the run
             for r, rows, wandb_id in zip(trainer.runs, trainer.logger_rows, trainer.wandb_ids, strict=True):
                 trainer.loggers.append(
-                    RunLogger(r.run_dir, args.wandb, jsonable(r.settings), rows, len(members) == 1, wandb_id)
+                    RunLogger(
+                        r.run_dir, args.wandb, jsonable(r.settings), rows, alone=len(members) == 1, wandb_id=wandb_id
+                    )
                 )
             trainer.train()
         finally:
