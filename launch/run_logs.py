@@ -43,13 +43,13 @@ class RunLogger:
         self.run_dir = run_dir
         self.rows = rows or {'train': [], 'eval': []}
         self.wandb_run = None
-        if wandb_id is None and rows is not None:  # a checkpoint from before ids were kept in it
-            wandb_id = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:16]
         self.wandb_id = wandb_id  # kept in the checkpoint: a resume continues this wandb run
         if wandb_mode != 'disabled':
             import wandb  # optional dependency: only imported when asked for
 
-            if self.wandb_id is None:  # from step 0: a wandb run of its own, not that of a deleted run of this path
+            if self.wandb_id is None and rows is not None:  # a checkpoint from before ids were kept in it
+                self.wandb_id = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+            elif self.wandb_id is None:  # from step 0: a wandb run of its own, not that of a deleted run of this path
                 self.wandb_id = uuid.uuid4().hex[:16]
             self.wandb_run = wandb.init(
                 project='fav-rl',
