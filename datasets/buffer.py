@@ -18,6 +18,7 @@ TRANSITION_KEYS = ('observations', 'actions', 'next_observations', 'rewards', 'm
 ACTION_CLIP = 1 - 1e-5
 REFERENCE_MIN_CAPACITY = 2_000_000  # the reference's ring holds max(2M, N + 1) rows
 RING_ROW_LIMIT = 2**31  # a ring holds fewer rows than this: its size and pointer are int32
+ROWS_PER_READ = 2**16  # a checkpoint copies a run's online rows to the host in blocks of this many
 
 
 def default_capacity(dataset_rows, balanced=False):
@@ -203,11 +204,22 @@ class GroupBuffer(flax.struct.PyTreeNode):
     def online_rows(self, r):
         """Host copy of the rows run r's online appends have written, from row `offline_size` on
         (wrapping; at most `capacity` rows), and their count: all a checkpoint needs to rebuild its
-        ring. Read from the stacked rings, one gather per field."""
-        capacity = self.runs.data['observations'].shape[1]
+        ring. Read in blocks of one size, so that every checkpoint of a run reuses one compiled read
+        (a read of exactly the rows written so far would compile anew at each checkpoint)."""
+        data = self.runs.data
+        capacity = data['observations'].shape[1]
         online_count = int(self.runs.online_count[r])
-        idx = (int(self.runs.offline_size[r]) + np.arange(min(online_count, capacity))) % capacity
-        return {k: np.asarray(v[r, idx]) for k, v in self.runs.data.items()}, online_count
+        count = min(online_count, capacity)
+        block = min(capacity, ROWS_PER_READ)
+        first = int(self.runs.offline_size[r])
+        reads = [_read_ring_rows(data, r, (first + i) % capacity, block) for i in range(0, count, block)]
+        rows = {
+            k: np.concatenate([np.asarray(read[k]) for read in reads])[:count]
+            if reads
+            else np.zeros((0, *v.shape[2:]), v.dtype)
+            for k, v in data.items()
+        }
+        return rows, online_count
 
     def select_runs(self, indices):
         """The group of runs `indices` (a list)."""
@@ -228,6 +240,14 @@ class GroupBuffer(flax.struct.PyTreeNode):
             blocks.append((0, {k: v[first:] for k, v in rows.items()}))
         counters = (min(offline + online_count, capacity), (offline + online_count) % capacity, online_count)
         return self.replace(runs=_write_run_rows(self.runs, r, blocks, counters))
+
+
+@functools.partial(jax.jit, static_argnames=('rows',))
+def _read_ring_rows(data, r, first, rows):
+    """`rows` rows of run r's ring from row `first` on, wrapping past its last row; r and first are traced."""
+    capacity = data['observations'].shape[1]
+    idx = (first + jnp.arange(rows)) % capacity
+    return {k: v[r, idx] for k, v in data.items()}
 
 
 @functools.partial(jax.jit, donate_argnums=0)

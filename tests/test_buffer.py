@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import datasets.buffer as buffer_module
 from datasets.buffer import ACTION_CLIP, TRANSITION_KEYS, GroupBuffer, ReplayBuffer
 
 
@@ -135,8 +136,12 @@ def test_append_past_the_end_wraps_and_the_view_partway_through_keeps_old_rows()
     assert set(np.unique(seen)) == {20, 1, 2, 3, 10}
 
 
-def test_ring_state_round_trip_after_wrapping():
+@pytest.mark.parametrize('rows_per_read', [2**16, 4])  # one read per checkpoint, or several joined
+def test_ring_state_round_trip_after_wrapping(rows_per_read, monkeypatch):
+    monkeypatch.setattr(buffer_module, 'ROWS_PER_READ', rows_per_read)
     data = _dataset(n=4)
+    rows, count = GroupBuffer.of_one_task(data, capacity=6).online_rows(0)  # no appends yet
+    assert count == 0 and {k: v.shape for k, v in rows.items()} == {k: (0, *data[k].shape[1:]) for k in data}
     for appended in ([10, 11], [10, 11, 12, 13, 14], list(range(10, 23))):  # not full, wrapped, wrapped twice
         buffer = _appended(ReplayBuffer.create(data, capacity=6), data, appended, chunk=3)
         # Read from run 1 of a group whose run 0 has other online rows.
