@@ -318,9 +318,15 @@ def write_text(path, text):
     return path
 
 
+def made_by_the_extra(name):
+    """Whether output `name` comes from the `tables` extra (rliable aggregates, figures), not the plain tables."""
+    return name.endswith('.png') or '_rliable.' in os.path.basename(name)
+
+
 def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
-    """Reads the runs, writes every table and figure; returns the paths written and the suite-average
-    tables in Markdown. `variants`: agent settings whose values split an agent into columns."""
+    """Reads the runs, writes every table and figure; returns the paths written, the suite-average tables in
+    Markdown, and whether the `tables` extra made its part. `variants`: agent settings whose values split an
+    agent into columns."""
     by_mode = results_by_mode(load_runs(runs_dir, variants))
     written, summary = [], []
     for mode, results in by_mode.items():
@@ -332,7 +338,7 @@ def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
         from launch import aggregates, figures  # the `tables` extra: rliable, matplotlib
     except ImportError as e:
         print(f'rliable aggregates and figures skipped: {e.name} is missing (pip install -e ".[tables]")')
-        return written, summary
+        return written, summary, False
     for mode, results in by_mode.items():
         found = aggregates.compute(results, reps)
         if found.tasks:
@@ -349,7 +355,7 @@ def write_all(runs_dir, out, published=False, reps=10_000, variants=()):
         for task in results.tasks:
             written.append(figures.training_curves(results, task, os.path.join(out, 'curves', mode, f'{task}.png')))
     written.append(figures.summary_bars(by_mode, os.path.join(out, 'summary.png'), PUBLISHED if published else None))
-    return written, summary
+    return written, summary, True
 
 
 def _earlier_outputs(out):
@@ -428,11 +434,15 @@ def main(argv=None):
         print(f'error: --out {args.out}: cannot write in {nearest} ({e.strerror}); pass another --out', file=sys.stderr)
         return 2
     try:
-        written, summary = write_all(args.runs_dir, staging, args.published, args.reps, args.variant)
+        written, summary, extra_made = write_all(args.runs_dir, staging, args.published, args.reps, args.variant)
         names = [os.path.relpath(path, staging) for path in written]
-        write_text(os.path.join(staging, OUTPUTS_LIST), '\n'.join(names) + '\n')
         # An earlier run's tables of a mode, agent or task these runs no longer have; a folder there is not ours.
         stale = [n for n in sorted(set(_earlier_outputs(out)) - set(names)) if not os.path.isdir(os.path.join(out, n))]
+        # Without the extra, its earlier figures and aggregates stay (nothing here could make them again), listed
+        # as outputs still, so that a run with the extra replaces or removes them.
+        kept = [] if extra_made else [n for n in stale if made_by_the_extra(n)]
+        stale = [n for n in stale if n not in kept]
+        write_text(os.path.join(staging, OUTPUTS_LIST), '\n'.join([*names, *kept]) + '\n')
         _check_destinations(out, [*names, OUTPUTS_LIST], stale, staging)  # all are replaced, or none
         for name in [*names, OUTPUTS_LIST]:
             target = os.path.join(out, name)
@@ -463,6 +473,8 @@ def main(argv=None):
     print(f'wrote {len(written)} files to {args.out}')
     if stale:
         print(f'removed {len(stale)} file(s) an earlier run wrote there that this one did not: {", ".join(stale)}')
+    if kept:
+        print(f'kept {len(kept)} figure and rliable file(s) of an earlier run, not updated: {", ".join(kept)}')
     return 0
 
 

@@ -518,6 +518,34 @@ def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, 
     assert f'removed {len(gone)} file(s) an earlier run wrote there that this one did not: ' in capsys.readouterr().out
 
 
+def test_a_rerun_without_the_tables_extra_keeps_the_earlier_figures_and_aggregates(tmp_path, capsys, monkeypatch):
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
+    _run(root, 'offline', TASK.format(1), 'fql', 0, 20)
+    _run(root, 'o2o', SCENE, 'fav', 0, 30, 60)
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
+    first = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    extra = {n for n in first if tables.made_by_the_extra(n)}
+    assert {'summary.png', 'offline_rliable.md', f'curves/o2o/{SCENE}.png'} <= extra
+    # rliable missing on this machine (as on a node without the extra); the O2O runs are gone too.
+    import launch
+
+    monkeypatch.delattr(launch, 'aggregates', raising=False)
+    monkeypatch.setitem(sys.modules, 'launch.aggregates', None)
+    shutil.rmtree(root / 'o2o')
+    capsys.readouterr()
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
+    printed = capsys.readouterr().out
+    second = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    assert first - second == {'o2o.md', 'o2o.tex'}  # the plain tables of runs no longer there go; nothing else
+    assert 'rliable aggregates and figures skipped' in printed and f'kept {len(extra)} figure and rliable' in printed
+    # Still listed as the tables' own: a run with the extra removes the O2O figures it no longer makes.
+    monkeypatch.undo()
+    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
+    third = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    assert f'curves/o2o/{SCENE}.png' not in third and 'summary.png' in third
+
+
 def test_an_outputs_list_naming_files_outside_out_removes_none_of_them(tmp_path, capsys):
     root, out = tmp_path / 'runs', tmp_path / 'out'
     _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
