@@ -214,7 +214,8 @@ def load_runs(root, variants=()):
         if _length_text(other) != _length_text(run):
             raise ResultsError(
                 f'{other.path} ({_length_text(other)} steps) and {run.path} ({_length_text(run)}) are {run.agent} '
-                f'{run.mode} runs of different lengths, which one column would average; pass a folder that holds one'
+                f'{run.mode} runs of different lengths, which one column would average; pass a folder that holds one, '
+                'or split them with --variant offline_steps (or online_steps)'
             )
     first_in_cell = {}
     for run in runs:  # a cell averages its seeds: they may differ in nothing else that can change the numbers

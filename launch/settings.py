@@ -178,7 +178,9 @@ def parse_args(argv, mode):
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
-        raise UserError(f'unknown agent setting --agent.{unknown[0]}; valid: {", ".join(sorted(defaults))}')
+        raise UserError(
+            f'unknown agent setting --agent.{unknown[0]} for --agent {args.agent}; valid: {", ".join(sorted(defaults))}'
+        )
     args.agent_overrides = {k: _parse_value(v, defaults[k], k) for k, v in raw.items()}
     if mode == 'offline':
         args.online_steps, args.online_updates_per_call, args.balanced_sampling = 0, 1, False

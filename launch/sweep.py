@@ -323,7 +323,8 @@ def _main(argv):
         local_cpus = args.local_cpus if args.local_cpus is not None else os.cpu_count()
         if not args.address and local_cpus < args.cpus_per_job:  # Ray would wait forever for a job's CPUs
             raise UserError(
-                f'a local cluster of {local_cpus} CPU(s) cannot give a job --cpus-per-job {args.cpus_per_job}'
+                f'a local cluster of {local_cpus} CPU(s) cannot give a job --cpus-per-job {args.cpus_per_job}: '
+                'pass a smaller --cpus-per-job or a larger --local-cpus'
             )
         runs_dir = os.path.abspath(os.path.expanduser(args.runs_dir))
         # Refused here, not in every job (a dry run writes nothing: a folder it could not write is its reader's)

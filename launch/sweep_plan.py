@@ -7,7 +7,7 @@ import os
 
 from datasets import generate
 from datasets.ogbench_data import EPISODE_LENGTH
-from envs.registry import FAMILIES, SUITES, resolve_task
+from envs.registry import FAMILIES, SUITES, UnknownTaskError, resolve_task
 from launch import loop
 from launch.command_line import UserError
 from launch.run_logs import STOPPED_NAME, read_json
@@ -166,13 +166,16 @@ def expand_suite(suite):
     """Task names of a suite (offline56, o2o30), an environment (cube-single) or one task; several
     separated by commas."""
     if ',' in suite:
-        return list(dict.fromkeys(t for part in suite.split(',') for t in expand_suite(part)))
+        return list(dict.fromkeys(t for part in suite.split(',') for t in expand_suite(part.strip())))
     if suite in SUITE_NAMES:
         return list(SUITES[SUITE_NAMES[suite]])
     for family in FAMILIES.values():
         if suite in (family.name, family.short_name):
             return family.task_names()
-    return [resolve_task(suite).name]  # a full task name, or a one-line error naming close ones
+    try:
+        return [resolve_task(suite).name]  # a full task name, or a one-line error naming close ones
+    except UnknownTaskError as e:
+        raise UnknownTaskError(f'{e} (or a suite: {", ".join(SUITE_NAMES)})') from None
 
 
 def plan(args, settings):

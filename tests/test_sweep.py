@@ -36,6 +36,8 @@ def test_seeds_and_suites(tmp_path, capsys):
     assert sweep_plan.expand_suite('cube-single') == [TASK.format(k) for k in range(1, 6)]
     assert len(sweep_plan.expand_suite('offline56')) == 56 and len(sweep_plan.expand_suite('o2o30')) == 30
     assert sweep_plan.expand_suite(TASK.format(3)) == [TASK.format(3)]
+    # Spaces after the commas, as a list is often written.
+    assert sweep_plan.expand_suite(f'{TASK.format(3)}, cube-single ') == [TASK.format(k) for k in (3, 1, 2, 4, 5)]
 
 
 def test_dry_run_groups_seeds_skips_finished_runs_and_estimates_gpu_hours(tmp_path, capsys):
@@ -174,6 +176,7 @@ def test_an_o2o_sweep_gives_its_offline_steps_to_every_agent_but_rlpd(steps, tmp
     'argv, words',
     [
         (['--suite', 'cube-singel'], 'unknown environment'),
+        (['--suite', 'offline5'], '(or a suite: offline56, o2o30)'),  # a suite's name mistyped
         (['--suite', 'cube-single', '--seeds', 'a-b'], '--seeds a-b'),
         (['--suite', 'cube-single', '--seeds', '0,5-3'], '--seeds 0,5-3: expected seeds like 0-7'),  # not only 0
         (['--suite', 'cube-single', '--seeds', '0-4294967296'], 'seeds must be < 4294967296'),  # refused, not listed
@@ -182,6 +185,8 @@ def test_an_o2o_sweep_gives_its_offline_steps_to_every_agent_but_rlpd(steps, tmp
         (['--suite', 'cube-single', '--agent.nope=1'], 'unknown agent setting --agent.nope'),
         # Checked for every agent of the sweep, not only the first: IQL has no sigma.
         (['--suite', 'cube-single', '--agent', 'fav', '--agent', 'iql', '--agent.sigma=0.1'], '--agent.sigma'),
+        # The agent that lacks it is named: the valid settings listed are that agent's.
+        (['--suite', 'cube-single', '--agent', 'fav', '--agent', 'fql', '--agent.alpha=3'], 'alpha for --agent fav;'),
         # The agents' own checks for every agent too: FQL takes flow_steps, FAV refuses it without its BC flow.
         (
             ['--suite', 'cube-single', '--agent', 'fql', '--agent', 'fav', '--agent.flow_steps=5'],
@@ -193,7 +198,7 @@ def test_an_o2o_sweep_gives_its_offline_steps_to_every_agent_but_rlpd(steps, tmp
         (['--suite', 'cube-single', '--eval-every', '0'], '--eval-every must be >= 1'),
         (['--suite', 'cube-single', '--agent.sigma=-1'], 'sigma'),  # the agent's own checks
         (['--suite', 'antmaze-umaze-v2', '--dataset-episodes', '3'], 'D4RL AntMaze reads its datasets'),
-        (['--suite', 'cube-single', '--local-cpus', '0'], 'cannot give a job --cpus-per-job 1.0'),
+        (['--suite', 'cube-single', '--local-cpus', '0'], 'cannot give a job --cpus-per-job 1.0: pass a smaller'),
         # Each resource flag on its own, with the value given.
         (['--suite', 'cube-single', '--max-retries', '-1'], 'error: --max-retries must be >= 0, got -1'),
         (['--suite', 'cube-single', '--cpus-per-job', '0'], 'error: --cpus-per-job must be > 0 and finite, got 0'),

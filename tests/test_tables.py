@@ -572,6 +572,10 @@ def test_runs_of_different_lengths_do_not_share_a_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'seed0 (300 offline steps)' in err and '(1000000 offline)' in err
     assert 'different lengths' in err and not out.exists()
+    assert err.endswith('or split them with --variant offline_steps (or online_steps)')  # which works:
+    split = tmp_path / 'split'
+    assert tables.main([str(root), '--out', str(split), '--variant', 'offline_steps', '--reps', '50']) == 0
+    assert 'FAV[offline_steps=300]' in (split / 'offline.md').read_text()
     # A column's length is one across its tasks too: a trial on task1 beside a full run on task2 would be
     # averaged into the environment's row.
     other = tmp_path / 'other'
