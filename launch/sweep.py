@@ -90,7 +90,12 @@ class Progress:
     """tqdm bar over the jobs to run, with done / running / queued / failed counts and tqdm's ETA."""
 
     def __init__(self, total, enabled, slots=1):
-        self.bar = tqdm(total=total, desc='sweep', unit='job', disable=not enabled, dynamic_ncols=True)
+        # The bar is redrawn as the wait for jobs polls, once a second: into a log file (a sweep under nohup) that
+        # is a line a second for days, so there it is redrawn at most once a minute.
+        refresh_s = 0.1 if sys.stderr.isatty() else 60
+        self.bar = tqdm(
+            total=total, desc='sweep', unit='job', disable=not enabled, dynamic_ncols=True, mininterval=refresh_s
+        )
         self.slots = slots  # jobs the cluster runs at once; the others wait for resources
         self.pending = self.failed = self.done = 0  # counted here: a disabled tqdm counts nothing
         self.counts = {}

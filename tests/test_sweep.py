@@ -2,6 +2,7 @@
 killed midway and rerun."""
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -799,6 +800,25 @@ def test_progress_counts_as_running_only_the_jobs_the_cluster_has_room_for():
     assert progress.counts == dict(done=0, running=2, queued=3, failed=0)
     progress.update(done=4, pending=1, failed=1)
     assert progress.counts == dict(done=4, running=1, queued=0, failed=1)
+
+
+@pytest.mark.parametrize('terminal, most_redraws', [(True, 200), (False, 4)])
+def test_the_progress_bar_redraws_each_poll_in_a_terminal_and_once_a_minute_in_a_file(
+    terminal, most_redraws, monkeypatch
+):
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return terminal
+
+    monkeypatch.setattr(sys, 'stderr', Stderr())
+    progress = Progress(5, enabled=True)
+    clock = iter(range(int(progress.bar.start_t) + 1, 10**12))
+    progress.bar._time = lambda: next(clock)  # a second per poll
+    for _ in range(120):  # two minutes of the wait for jobs polling
+        progress.update(pending=5)
+    redraws = sys.stderr.getvalue().count('\r')
+    assert (redraws > 100) == terminal and redraws <= most_redraws, redraws
+    progress.close()
 
 
 def test_an_agent_given_twice_is_swept_once(tmp_path, capsys):
