@@ -364,7 +364,9 @@ def _main(argv):
             f'to train them again), e.g. {stopped[0].run_dir}'
         )
     if args.dry_run:
-        print_to_a_pipe('\n'.join(' '.join(['python', *job.arguments()]) for job in todo))
+        # The jobs run in the repository; the commands printed run from here (the same where here is the repository).
+        commands = [[os.path.relpath(REPO / script), *rest] for script, *rest in (job.arguments() for job in todo)]
+        print_to_a_pipe('\n'.join(' '.join(['python', *command]) for command in commands))
         return 0
     if not todo:
         return 0

@@ -821,6 +821,15 @@ def test_the_progress_bar_redraws_each_poll_in_a_terminal_and_once_a_minute_in_a
     progress.close()
 
 
+def test_a_dry_run_from_another_folder_prints_commands_that_run_from_there(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(['--suite', TASK.format(1), '--seeds', '0', '--runs-dir', 'runs', '--dry-run']) == 0
+    python, script, *rest = capsys.readouterr().out.splitlines()[1].split()
+    assert python == 'python' and Path(script).resolve() == sweep.REPO / 'launch' / 'offline.py'
+    assert not Path(script).is_absolute()  # relative to the folder the sweep was started in
+    assert rest[rest.index('--run-dir') + 1].startswith(str(tmp_path / 'runs'))
+
+
 def test_an_agent_given_twice_is_swept_once(tmp_path, capsys):
     argv = ['--suite', 'cube-single', '--agent', 'fav', '--agent', 'fav', '--seeds', '0-7', '--dry-run']
     assert sweep.main([*argv, '--runs-dir', str(tmp_path)]) == 0
