@@ -496,13 +496,19 @@ def test_a_config_value_of_the_wrong_type_is_refused_in_one_line(key, value, exp
     assert not (tmp_path / 'out').exists()
 
 
-def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, capsys):
+def _tables_of_two_agents_and_two_modes(tmp_path):
+    """Runs of FAV and FQL offline and FAV O2O, and their tables in out; → runs folder, out, the files written."""
     root, out = tmp_path / 'runs', tmp_path / 'out'
     _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
     _run(root, 'offline', TASK.format(1), 'fql', 0, 20)
     _run(root, 'o2o', SCENE, 'fav', 0, 30, 60)
     assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
     first = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    return root, out, first
+
+
+def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, capsys):
+    root, out, first = _tables_of_two_agents_and_two_modes(tmp_path)
     assert {'o2o.md', 'offline_improvement.png', f'curves/o2o/{SCENE}.png'} <= first
     (out / 'notes.md').write_text('mine')
     # The same folder without the O2O runs and without FQL: the O2O tables and the FAV-vs-FQL plot go.
@@ -519,12 +525,7 @@ def test_a_rerun_into_the_same_out_removes_only_its_own_earlier_files(tmp_path, 
 
 
 def test_a_rerun_without_the_tables_extra_keeps_the_earlier_figures_and_aggregates(tmp_path, capsys, monkeypatch):
-    root, out = tmp_path / 'runs', tmp_path / 'out'
-    _run(root, 'offline', TASK.format(1), 'fav', 0, 10)
-    _run(root, 'offline', TASK.format(1), 'fql', 0, 20)
-    _run(root, 'o2o', SCENE, 'fav', 0, 30, 60)
-    assert tables.main([str(root), '--out', str(out), '--reps', '50']) == 0
-    first = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file()}
+    root, out, first = _tables_of_two_agents_and_two_modes(tmp_path)
     extra = {n for n in first if tables.made_by_the_extra(n)}
     assert {'summary.png', 'offline_rliable.md', f'curves/o2o/{SCENE}.png'} <= extra
     # rliable missing on this machine (as on a node without the extra); the O2O runs are gone too.
