@@ -364,7 +364,7 @@ def _main(argv):
             f'to train them again), e.g. {stopped[0].run_dir}'
         )
     if args.dry_run:
-        # The jobs run in the repository; the commands printed run from here (the same where here is the repository).
+        # The jobs run in the repository; the printed commands name the CLI from the folder the sweep started in.
         commands = [[os.path.relpath(REPO / script), *rest] for script, *rest in (job.arguments() for job in todo)]
         print_to_a_pipe('\n'.join(' '.join(['python', *command]) for command in commands))
         return 0
