@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 
 from launch import bandits, diagnose
+from tests.agent_helpers import trained_offline_chunk
 
 BEHAVIOR_MEAN, Q_OPTIMUM = -0.3, 0.5
 # Small networks, M = 32 samples per state: with M = 8 SVGD's finite-particle shrinkage alone puts the
@@ -30,7 +32,8 @@ def _exact(sigma, beta):
 
 def _train(sigma, betas, **changes):
     setting = diagnose.Setting('gauss1d', sigma, 'softmax', num_samples=32, **changes)
-    samples, info, finite = diagnose.train(setting, PLAN, betas)
+    with mock.patch.object(diagnose, 'offline_chunk', trained_offline_chunk):  # the same program, compiled to run fast
+        samples, info, finite = diagnose.train(setting, PLAN, betas)
     assert finite
     return samples[..., 0], info
 

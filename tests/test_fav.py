@@ -10,8 +10,8 @@ import pytest
 from agents.fav import FAVAgent, FAVConfig, get_config, kde_score, scott_bandwidth, svgd_direction
 from datasets.buffer import GroupBuffer
 from envs.registry import FAMILIES
-from launch.compiled import as_group, offline_chunk
-from tests.agent_helpers import has_layer_norm
+from launch.compiled import as_group
+from tests.agent_helpers import has_layer_norm, trained_offline_chunk
 
 
 def _reference_phi(x, y, grad_q, sigma, beta):
@@ -619,7 +619,8 @@ def _train_bandit(beta, steps=1000):
         hidden_dims=(64, 64), batch_size=64, sigma=0.05, beta=beta, discount=0.0, lr=1e-3, prior_score='softmax'
     )
     agent = FAVAgent.create(jax.random.PRNGKey(0), np.ones((1, 1), np.float32), actions[:1], config)
-    agents, _, finite = offline_chunk(as_group(agent), buffer, jax.random.PRNGKey(1)[None], 0, steps, config.batch_size)
+    data_key = jax.random.PRNGKey(1)[None]
+    agents, _, finite = trained_offline_chunk(as_group(agent), buffer, data_key, 0, steps, config.batch_size)
     assert bool(finite[0])
     agent = jax.tree_util.tree_map(lambda x: x[0], agents)
     sampled = np.asarray(agent.sample_actions(jnp.ones((4000, 1)), jax.random.PRNGKey(2)))[:, 0]

@@ -14,8 +14,8 @@ from agents import fql, ifql
 from agents.common import flow_actions, flow_matching_loss
 from datasets.buffer import GroupBuffer
 from envs.registry import FAMILIES
-from launch.compiled import as_group, offline_chunk
-from tests.agent_helpers import has_layer_norm
+from launch.compiled import as_group
+from tests.agent_helpers import has_layer_norm, trained_offline_chunk
 from tests.cli_helpers import SMALL, assert_same_result, launch, run_killed_then_resumed
 
 AGENTS = {'fql': fql, 'ifql': ifql}
@@ -322,7 +322,7 @@ def test_fql_bc_flow_reproduces_a_bimodal_behavior():
     )
     config = fql.FQLConfig(hidden_dims=(32, 32), batch_size=128, lr=2e-3)
     agent = fql.Agent.create(0, np.ones((1, 1), np.float32), actions[:1], config)
-    agents, _, finite = offline_chunk(as_group(agent), buffer, jax.random.PRNGKey(1)[None], 0, 1000, 128)
+    agents, _, finite = trained_offline_chunk(as_group(agent), buffer, jax.random.PRNGKey(1)[None], 0, 1000, 128)
     assert bool(finite[0])
     agent = jax.tree_util.tree_map(lambda x: x[0], agents)
     sampled = np.asarray(agent.flow_actions(jnp.ones((4000, 1)), jax.random.normal(jax.random.PRNGKey(2), (4000, 1))))[
