@@ -24,7 +24,8 @@ def pytest_configure(config):
         os.environ['JAX_COMPILATION_CACHE_DIR'] = config.jax_cache_dir
         os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
     # The tests run tiny networks for a few hundred steps, where compiling is most of the time: XLA's
-    # backend (LLVM) optimizations off compiles about a third faster; what a program computes is the same.
+    # backend (LLVM) optimizations off compiles about a third faster; what a program computes is the same. (The
+    # few tests that train a thousand updates in this process compile that loop with them on: agent_helpers.py.)
     if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
         os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
     # As the entry points do; the CLIs the tests start inherit it.
