@@ -11,7 +11,6 @@ its keys come from its seed alone, and update `i` draws its batch with `fold_in(
 import contextlib
 import errno
 import os
-import signal
 import sys
 
 import jax
@@ -40,6 +39,7 @@ from launch.run_plan import (
     resolve_tasks,
 )
 from launch.settings import agent_config, agent_module, parse_args, validate_args
+from launch.stops import Terminated, raise_if_stopped, stops_raised
 from launch.training import GroupTrainer, NonFiniteError, select_runs
 
 
@@ -259,27 +259,14 @@ RERUN_TO_GO_ON = (
 )
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cluster's scheduler, `kill`): stopped like Ctrl-C, keeping the last checkpoint."""
-
-
-def _terminate(signum, frame):
-    # The stop is under way: a second SIGTERM (`timeout` passes on the one its process group got) would cut its
-    # cleanup short with a traceback (in a worker pool's lock, say). main() puts the handler back.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated
-
-
 def main(mode, argv=None):
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with stops_raised():
         return _main(mode, argv)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(mode, argv):
     try:
+        raise_if_stopped()  # a Ctrl-C or SIGTERM that came while the entry point imported JAX
         args = parse_args(sys.argv[1:] if argv is None else argv, mode)
         if args.list_tasks:
             print_to_a_pipe('\n'.join(suite_tasks(args.list_tasks)))

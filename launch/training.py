@@ -22,6 +22,7 @@ from launch.checkpoint import CheckpointError, save_group_checkpoints
 from launch.compiled import offline_chunk, online_chunk, policy_action, signals_held
 from launch.online_envs import OnlineEnvs
 from launch.run_logs import RunFileError
+from launch.stops import raise_if_stopped
 
 
 class NonFiniteError(Exception):
@@ -72,6 +73,19 @@ def _same_shapes(template, restored):
             where = jax.tree_util.keystr(path)
             raise ValueError(f"its agent{where} has shape {np.shape(got)}, this run's {np.shape(want)}")
     return restored
+
+
+def check_run_dirs_kept(runs):
+    """Before each write into the run directories. One deleted or replaced while its run trained: logs or a
+    checkpoint there, without the settings, would start a folder the rerun refuses or overwrites (a deleted
+    one failed at the write, naming the file as if it were a wrong path)."""
+    for run in runs:
+        if not os.path.exists(os.path.join(run.run_dir, 'config.json')):
+            raise RunFileError(
+                f'{run.run_dir} lost its config.json while the run trained (its run directory deleted or '
+                'replaced?); stopped before writing there: put the run directory back and rerun the same '
+                'command to resume, or delete it to train the run again'
+            )
 
 
 class GroupTrainer:
@@ -141,15 +155,7 @@ class GroupTrainer:
         self.agents = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
 
     def save(self):
-        for run in self.runs:
-            # Its run directory deleted or replaced while it trained: a checkpoint there, without the settings,
-            # would be refused by the rerun (a deleted one fails at the write, naming a temporary file).
-            if not os.path.exists(os.path.join(run.run_dir, 'config.json')):
-                raise RunFileError(
-                    f'{run.run_dir} lost its config.json while the run trained (its run directory deleted or '
-                    'replaced?); stopped before writing a checkpoint there: put the run directory back and rerun the '
-                    'same command to resume, or delete it to train the run again'
-                )
+        check_run_dirs_kept(self.runs)
         agents = jax.device_get(self.agents)  # one transfer for every run
         states = (self.run_state(r, agents) for r in range(len(self.runs)))  # one at a time in host memory
         save_group_checkpoints([run.checkpoint_path for run in self.runs], self.step, states)
@@ -195,6 +201,7 @@ class GroupTrainer:
                 self._after_chunk(agents, info, finite, end, 'online')
 
     def _after_chunk(self, agents, info, finite, end, phase):
+        raise_if_stopped()  # a stop whose exception Python swallowed (launch/stops.py): before this chunk counts
         start, args = self.step, self.args
         finite = np.asarray(finite)
         if not finite.all():
@@ -212,6 +219,7 @@ class GroupTrainer:
         self.agents, self.step = agents, end
         self.bar.update(end - start)
         if end % args.log_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps):
+            check_run_dirs_kept(self.runs)
             info = {k: np.asarray(v) for k, v in info.items()}
             # Over the whole logging interval, evaluations and checkpoints included.
             now = time.time()
@@ -239,6 +247,7 @@ class GroupTrainer:
         return act
 
     def _evaluate(self, phase):
+        check_run_dirs_kept(self.runs)
         runs = len(self.runs)
         results = [None] * runs
         for indices, copies in self.eval_rounds:

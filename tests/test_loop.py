@@ -206,6 +206,65 @@ def test_an_o2o_run_stopped_as_its_online_phase_starts_resumes_after_every_offli
     assert 'interrupted' in capsys.readouterr().err
 
 
+class _SwallowsItsException:
+    """Raises a Ctrl-C while it is deleted: Python prints "Exception ignored" and goes on, as it does for an
+    exception raised in a garbage-collection callback (where JAX's own callback met real Ctrl-Cs)."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_ctrl_c_whose_exception_python_swallowed_still_stops_the_run(dataset, tmp_path, monkeypatch, capsys):
+    from launch import loop, training
+
+    real_chunk, calls = training.offline_chunk, []
+
+    def chunk_with_a_swallowed_ctrl_c(*args, **kwargs):
+        calls.append(True)
+        if len(calls) == 3:  # steps 10..20 (the first chunk is step 1, for the evaluation at step 1)
+            _SwallowsItsException()  # deleted at once: its Ctrl-C is raised and swallowed here
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(training, 'offline_chunk', chunk_with_a_swallowed_ctrl_c)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '40']
+    args += ['--save-every', '10', '--eval-every', '1000', '--updates-per-call', '10', '--run-dir', str(tmp_path)]
+    assert loop.main('offline', [*args, *SMALL]) == 130
+    assert len(calls) == 3  # stopped after the chunk the Ctrl-C came in, not trained to the end
+    assert load_checkpoint(str(tmp_path / 'checkpoint.msgpack'))['step'] == 10
+    assert not (tmp_path / 'final.json').exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f'interrupted: {RERUN_TO_GO_ON}'
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+# Run as a child: the entry point, sent a stop while it imports JAX.
+_STOPPED_WHILE_IMPORTING = """
+import os, runpy, signal, sys
+
+class StopAtJax:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'jax':
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.{stop})
+        return None
+
+sys.meta_path.insert(0, StopAtJax())
+sys.argv = ['launch/offline.py', *sys.argv[1:]]
+runpy.run_path('launch/offline.py', run_name='__main__')
+"""
+
+
+@pytest.mark.parametrize('stop, code, word', [('SIGINT', 130, 'interrupted'), ('SIGTERM', 143, 'terminated')])
+def test_a_stop_while_the_entry_point_imports_jax_is_one_line_and_writes_nothing(stop, code, word, tmp_path):
+    """Raised inside an import, a Ctrl-C printed a traceback (or crashed the process); it now waits for the
+    imports, then stops the run before it starts."""
+    run_dir = tmp_path / 'run'
+    command = [sys.executable, '-c', _STOPPED_WHILE_IMPORTING.format(stop=stop), '--env', 'cube-single']
+    result = subprocess.run([*command, '--run-dir', str(run_dir)], cwd=REPO, capture_output=True, text=True)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (code, [f'{word}: {RERUN_TO_GO_ON}'])
+    assert not run_dir.exists()
+
+
 def test_a_resumed_runs_wall_time_adds_the_time_trained_before_the_stop(dataset, tmp_path, monkeypatch):
     from launch import loop, training
 
@@ -315,7 +374,7 @@ def test_batches_exploration_and_evaluation_each_draw_from_their_own_key_of_the_
     assert indices == (100, 4) and evaluation is True
 
 
-def test_each_evaluation_plays_the_eval_episodes_of_every_run_and_logs_each_its_own_result(monkeypatch):
+def test_each_evaluation_plays_the_eval_episodes_of_every_run_and_logs_each_its_own_result(monkeypatch, tmp_path):
     """--eval-episodes episodes per run (the protocol's 50), each run's result in its own log row, whatever round
     of the evaluation it was in (the end-to-end runs play a single episode)."""
     from launch import training
@@ -330,10 +389,12 @@ def test_each_evaluation_plays_the_eval_episodes_of_every_run_and_logs_each_its_
     monkeypatch.setattr(training, 'evaluate', evaluate)
     monkeypatch.setattr(training, 'PoolView', lambda pool, copies: None)
     rows = [[], []]
+    (tmp_path / 'config.json').write_text('{}')  # the runs' directory, still there
+    task = types.SimpleNamespace(name='task')
     trainer = types.SimpleNamespace(
         args=types.SimpleNamespace(eval_episodes=50),
         step=100,
-        runs=[types.SimpleNamespace(seed=s, task=types.SimpleNamespace(name='task')) for s in (3, 4)],
+        runs=[types.SimpleNamespace(seed=s, task=task, run_dir=str(tmp_path)) for s in (3, 4)],
         eval_rounds=[([1], [0, 1]), ([0], [0, 1])],  # run 1 first, on the same 2 copies as run 0 after it
         eval_pool=None,
         _evaluation_policy=lambda indices: None,
@@ -347,14 +408,15 @@ def test_each_evaluation_plays_the_eval_episodes_of_every_run_and_logs_each_its_
         assert rows[r] == [('eval', expected)]
 
 
-def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_whole_interval(monkeypatch):
+def test_each_runs_log_row_has_its_own_online_episodes_and_the_rate_over_the_whole_interval(monkeypatch, tmp_path):
     """An O2O group's train rows at a --log-every boundary: each run's own metrics and finished episodes, and the
     env steps per second since the last row (every chunk of the interval), not over its last chunk alone."""
     from launch import training
 
     monkeypatch.setattr(training, 'make_env_pool', lambda tasks: None)  # no envs: the online episodes are set here
     task = resolve_task('cube-single', 1)
-    runs = [types.SimpleNamespace(seed=s, task=task, settings=dict(eval_envs=1)) for s in (0, 1)]
+    (tmp_path / 'config.json').write_text('{}')  # the runs' directory, still there
+    runs = [types.SimpleNamespace(seed=s, task=task, settings=dict(eval_envs=1), run_dir=str(tmp_path)) for s in (0, 1)]
     args = types.SimpleNamespace(max_eval_envs=2, offline_steps=100, online_steps=900, log_every=20)
     args.eval_every = args.save_every = 1000
     trainer = training.GroupTrainer(args, runs, None, None, np.zeros((2, 4, 2), np.uint32))
@@ -1851,19 +1913,33 @@ def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_array():
         GroupTrainer.restore(trainer, [dict(agent=serialization.to_state_dict(small))])
 
 
-def test_a_run_directory_replaced_while_the_run_trains_stops_it_at_its_next_save(tmp_path):
-    """`rm -rf` of the run directory and a new one made in its place: the run trained on into the new folder,
-    without a word, and finished there without config.json, which the rerun refused."""
-    from launch.run_logs import RunFileError
-    from launch.training import GroupTrainer
+@pytest.mark.parametrize('replaced', [True, False], ids=['replaced', 'deleted'])
+def test_a_run_directory_lost_while_the_run_trains_stops_it_before_its_next_write(
+    replaced, dataset, tmp_path, monkeypatch, capsys
+):
+    """`rm -rf` of the run directory (and a new one made in its place): the run trained on into the new folder
+    and finished there without config.json, which the rerun refused; deleted, its next log write failed with a
+    message about the paths given. Logs come before checkpoints (every 5000 steps against 100000): both stop."""
+    from launch import loop, training
 
-    replaced = tmp_path / 'seed0'
-    replaced.mkdir()  # the new, empty folder; the one the run started in is gone
-    run = types.SimpleNamespace(run_dir=str(replaced), checkpoint_path=str(replaced / 'checkpoint.msgpack'))
-    trainer = types.SimpleNamespace(runs=[run], agents={}, step=50, run_state=lambda r, agents: dict(step=50))
-    with pytest.raises(RunFileError, match=rf'^{replaced} lost its config\.json while the run trained'):
-        GroupTrainer.save(trainer)
-    assert list(replaced.iterdir()) == []
+    run_dir = tmp_path / 'run'
+    real_chunk, calls = training.offline_chunk, []
+
+    def chunk_then_lose_the_run_dir(*args, **kwargs):
+        calls.append(True)
+        if len(calls) == 3:  # steps 10..20: logged at 10, not saved yet
+            shutil.rmtree(run_dir)
+            if replaced:
+                run_dir.mkdir()
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(training, 'offline_chunk', chunk_then_lose_the_run_dir)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '40', '--log-every', '10']
+    args += ['--save-every', '1000', '--eval-every', '20', '--updates-per-call', '10', '--run-dir', str(run_dir)]
+    assert loop.main('offline', [*args, *SMALL]) == 2
+    assert capsys.readouterr().err.startswith(f'error: {run_dir} lost its config.json while the run trained')
+    assert len(calls) == 3
+    assert list(run_dir.iterdir()) == [] if replaced else not run_dir.exists()  # nothing written there
 
 
 def test_a_write_into_a_run_directory_deleted_meanwhile_names_the_file_it_was_writing(tmp_path):

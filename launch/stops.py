@@ -1,0 +1,62 @@
+"""Ctrl-C (SIGINT) and SIGTERM stop a run, and none is lost.
+
+Python raises a signal's exception wherever the main thread is, and where that is a garbage-collection callback
+(JAX runs one at each collection) or a `__del__`, Python prints "Exception ignored" and goes on: a run then
+trained to its end. So each stop is also recorded, and the training loop calls `raise_if_stopped()` between its
+chunks. Before the loop's handlers are in place (the seconds `import jax` takes), a stop is only recorded:
+raised inside an import it printed a traceback, or crashed the process, instead of one line.
+"""
+
+import contextlib
+import signal
+
+_stops = []  # the signals received since record_stops() or stops_raised() began
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's scheduler, `kill`): stopped like Ctrl-C, keeping the last checkpoint."""
+
+
+def _record(signum, frame):
+    _stops.append(signum)
+
+
+def _record_and_raise(signum, frame):
+    _stops.append(signum)
+    raise_if_stopped()
+
+
+def raise_if_stopped():
+    """Raises Terminated after a SIGTERM, KeyboardInterrupt after a SIGINT; nothing if none came."""
+    if signal.SIGTERM in _stops:
+        # The stop is under way: a second SIGTERM (`timeout` passes on the one its process group got) would cut
+        # its cleanup short with a traceback (in a worker pool's lock, say). stops_raised() puts the handler back.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+    if _stops:
+        raise KeyboardInterrupt
+
+
+def _stop_signals():
+    # A SIGINT ignored from the start (a background job of a non-interactive shell) stays ignored, as Python does.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    return (signal.SIGTERM,) if ignored else (signal.SIGINT, signal.SIGTERM)
+
+
+def record_stops():
+    """For an entry point, before its slow imports: a stop is recorded, to be raised by stops_raised()."""
+    for s in _stop_signals():
+        signal.signal(s, _record)
+
+
+@contextlib.contextmanager
+def stops_raised():
+    """Within the block, SIGINT raises KeyboardInterrupt and SIGTERM Terminated, at once (a stop recorded before
+    the block is raised by the block's first raise_if_stopped()). The handlers of before are put back at its end."""
+    previous = {s: signal.signal(s, _record_and_raise) for s in _stop_signals()}
+    try:
+        yield
+    finally:
+        _stops.clear()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
