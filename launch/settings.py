@@ -4,6 +4,7 @@ is written. `launch/run_plan.py` turns the settings into the group's runs and th
 """
 
 import dataclasses
+import difflib
 import os
 
 from agents import AGENTS
@@ -155,6 +156,14 @@ def _parse_value(text, default, name):
     return value
 
 
+def _flag_hint(option, parser):
+    """The flag a mistyped one was most likely meant to be, or how agent settings are written."""
+    if option.startswith('--agent.'):
+        return ' (agent settings are written --agent.FIELD=VALUE)'
+    close = difflib.get_close_matches(option, [o for o in parser._option_string_actions if o.startswith('--')], n=1)
+    return f'; did you mean {close[0]}?' if close else f' (see {parser.prog} --help)'
+
+
 def parse_args(argv, mode):
     """argparse plus `--agent.FIELD=VALUE` overrides, checked against the agent's config fields."""
     parser = build_parser(mode)
@@ -165,7 +174,7 @@ def parse_args(argv, mode):
             option = item.split('=', 1)[0]
             if mode == 'offline' and option in build_parser('o2o')._option_string_actions:
                 raise UserError(f'{option} is an O2O setting: use launch/o2o.py (or --mode o2o in a sweep)')
-            raise UserError(f'unrecognized argument {item} (agent settings are written --agent.FIELD=VALUE)')
+            raise UserError(f'unrecognized argument {item}{_flag_hint(option, parser)}')
         key, value = item[len('--agent.') :].split('=', 1)
         raw[key] = value
     if args.agent == 'rlpd':

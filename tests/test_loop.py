@@ -1208,7 +1208,9 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         ('offline', ['--env', 'cube-single', '--dataset', 'd.npz', '--dataset-episodes', '3'], 'not both'),
         ('offline', ['--env', 'cube-single', '--online-steps', '5'], 'an O2O setting: use launch/o2o.py'),
         ('offline', ['--env', 'cube-single', '--offline-steps', '-5'], '--offline-steps must be >= 1, got -5'),
-        ('offline', ['--env', 'cube-single', '--bogus'], 'unrecognized argument --bogus'),
+        ('offline', ['--env', 'cube-single', '--bogus'], 'argument --bogus (see launch/offline.py --help)'),
+        ('o2o', ['--env', 'cube-single', '--eval-episode', '3'], '--eval-episode; did you mean --eval-episodes?'),
+        ('offline', ['--env', 'cube-single', '--agent.beta', '3'], 'agent settings are written --agent.FIELD=VALUE'),
         # With --dataset nowhere.npz, a setting that slipped through would stop at the data, not generate it.
         ('offline', [*NOWHERE, '--agent.sigma=inf'], 'agent.sigma must be finite, got inf'),
         ('o2o', [*NOWHERE, '--agent', 'iql', '--agent.lr=inf'], 'agent.lr must be finite, got inf'),
