@@ -26,6 +26,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from launch.stops import record_stops  # noqa: E402
+
+if __name__ == '__main__':  # not when imported: the importer's own Ctrl-C stays as it was
+    record_stops()  # a Ctrl-C during the imports below ends the command once they are done, in one line
+
 from launch.xla_cpu import turn_off_ynn_fusions  # noqa: E402
 
 turn_off_ynn_fusions()  # before anything starts JAX's backend

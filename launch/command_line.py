@@ -6,6 +6,7 @@ import sys
 import tempfile
 
 from datasets.files import nearest_existing
+from launch.stops import Terminated, raise_if_stopped, stops_raised
 
 
 class UserError(Exception):
@@ -59,10 +60,13 @@ def check_writable_folder(flag, path):
 
 
 def stop_on_ctrl_c(main):
-    """Runs a command's main(): Ctrl-C ends it in one line with exit code 130, as the training commands stop,
-    not with a traceback."""
-    try:
-        return main()
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        return 130
+    """Runs a command's main(): Ctrl-C ends it in one line with exit code 130 (SIGTERM: 143), as the training
+    commands stop, not with a traceback; one that came while the command imported (record_stops) before main()."""
+    with stops_raised():
+        try:
+            raise_if_stopped()
+            return main()
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            print('terminated' if terminated else 'interrupted', file=sys.stderr)
+            return 143 if terminated else 130

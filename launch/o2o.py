@@ -11,7 +11,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from launch.stops import record_stops  # noqa: E402
 from launch.xla_cpu import turn_off_ynn_fusions  # noqa: E402
 
-record_stops()  # a Ctrl-C during the imports below is raised, in one line, once they are done
+if __name__ == '__main__':  # not when imported: the importer's own Ctrl-C stays as it was
+    record_stops()  # a Ctrl-C during the imports below is raised, in one line, once they are done
 turn_off_ynn_fusions()  # before anything starts JAX's backend
 
 from launch.loop import main  # noqa: E402

@@ -20,6 +20,11 @@ import tempfile
 # Run as a script, Python puts launch/ on the path; the project's packages live one level up.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from launch.stops import record_stops  # noqa: E402
+
+if __name__ == '__main__':  # not when imported: the importer's own Ctrl-C stays as it was
+    record_stops()  # a Ctrl-C during the imports below ends the command once they are done, in one line
+
 from envs.registry import SUITES  # noqa: E402
 from launch.command_line import CommandLineParser, UserError, check_folder, stop_on_ctrl_c  # noqa: E402
 from launch.results import ResultsError, base_agent, display_name, load_runs, results_by_mode  # noqa: E402

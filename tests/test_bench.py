@@ -299,6 +299,30 @@ def test_ctrl_c_ends_a_command_in_one_line(script, interrupted_in, argv, tmp_pat
     assert (done.returncode, done.stderr.strip()) == (130, 'interrupted'), done.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    'script, stop, ending',
+    [('bench', 'SIGINT', (130, 'interrupted')), ('diagnose', 'SIGTERM', (143, 'terminated'))]
+    + [('tables', 'SIGINT', (130, 'interrupted'))],
+)
+def test_a_stop_while_a_command_imports_ends_it_in_one_line(script, stop, ending, tmp_path):
+    """Raised inside an import (the seconds `import numpy` and JAX take), a Ctrl-C was a traceback; it now waits
+    for the imports and ends the command before it starts. SIGTERM ends it in one line too (exit 143)."""
+    program = (
+        'import os, runpy, signal, sys\n'
+        'class StopAtNumpy:\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        '        if name == "numpy":\n'
+        '            sys.meta_path.remove(self)\n'
+        f'            os.kill(os.getpid(), signal.{stop})\n'
+        'sys.meta_path.insert(0, StopAtNumpy())\n'
+        f'sys.argv = [{script!r}, "--out", {str(tmp_path / "out")!r}]\n'
+        f'runpy.run_path("launch/{script}.py", run_name="__main__")\n'
+    )
+    done = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr.strip()) == ending, done.stderr[-2000:]
+    assert not (tmp_path / 'out').exists()
+
+
 def test_the_stacked_table_is_the_timed_rates_over_one_run_the_plain_loop_and_the_runs(monkeypatch, capsys):
     from envs.registry import resolve_task
     from launch import bench
