@@ -6,7 +6,7 @@ import sys
 import tempfile
 
 from datasets.files import nearest_existing
-from launch.stops import Terminated, raise_if_stopped, stops_raised
+from launch.stops import how_it_stopped, raise_if_stopped, stops_raised
 
 
 class UserError(Exception):
@@ -67,6 +67,6 @@ def stop_on_ctrl_c(main):
             raise_if_stopped()
             return main()
         except KeyboardInterrupt as e:
-            terminated = isinstance(e, Terminated)
-            print('terminated' if terminated else 'interrupted', file=sys.stderr)
-            return 143 if terminated else 130
+            stopped, code = how_it_stopped(e)
+            print(stopped, file=sys.stderr)
+            return code

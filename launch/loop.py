@@ -39,7 +39,7 @@ from launch.run_plan import (
     resolve_tasks,
 )
 from launch.settings import agent_config, agent_module, parse_args, validate_args
-from launch.stops import Terminated, raise_if_stopped, stops_raised
+from launch.stops import how_it_stopped, raise_if_stopped, stops_raised
 from launch.training import GroupTrainer, NonFiniteError, select_runs
 
 
@@ -301,7 +301,7 @@ def _main(mode, argv):
         )
         return 1
     except KeyboardInterrupt as e:
-        stopped, code = ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
+        stopped, code = how_it_stopped(e)
         print(f'{stopped}: {RERUN_TO_GO_ON}', file=sys.stderr)
         return code
     return 0

@@ -17,6 +17,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a cluster's scheduler, `kill`): stopped like Ctrl-C, keeping the last checkpoint."""
 
 
+def how_it_stopped(stop):
+    """('terminated', 143) for a SIGTERM's Terminated, ('interrupted', 130) for a Ctrl-C's KeyboardInterrupt:
+    the word a command prints and its exit code (128 + the signal's number, as a shell reports it)."""
+    return ('terminated', 143) if isinstance(stop, Terminated) else ('interrupted', 130)
+
+
 def _record(signum, frame):
     _stops.append(signum)
 

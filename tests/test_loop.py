@@ -1915,13 +1915,16 @@ def test_a_checkpoint_of_other_network_sizes_is_refused_naming_the_array():
         GroupTrainer.restore(trainer, [dict(agent=serialization.to_state_dict(small))])
 
 
-@pytest.mark.parametrize('replaced', [True, False], ids=['replaced', 'deleted'])
+@pytest.mark.parametrize(
+    'replaced, log_every', [(True, '10'), (False, '10'), (True, '1000')], ids=['replaced', 'deleted', 'eval-first']
+)
 def test_a_run_directory_lost_while_the_run_trains_stops_it_before_its_next_write(
-    replaced, dataset, tmp_path, monkeypatch, capsys
+    replaced, log_every, dataset, tmp_path, monkeypatch, capsys
 ):
     """`rm -rf` of the run directory (and a new one made in its place): the run trained on into the new folder
     and finished there without config.json, which the rerun refused; deleted, its next log write failed with a
-    message about the paths given. Logs come before checkpoints (every 5000 steps against 100000): both stop."""
+    message about the paths given. Logs come before checkpoints (every 5000 steps against 100000): both stop,
+    and so does an evaluation that comes first (eval-first: the next log row is at the phase's end)."""
     from launch import loop, training
 
     run_dir = tmp_path / 'run'
@@ -1936,12 +1939,13 @@ def test_a_run_directory_lost_while_the_run_trains_stops_it_before_its_next_writ
         return real_chunk(*args, **kwargs)
 
     monkeypatch.setattr(training, 'offline_chunk', chunk_then_lose_the_run_dir)
-    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '40', '--log-every', '10']
-    args += ['--save-every', '1000', '--eval-every', '20', '--updates-per-call', '10', '--run-dir', str(run_dir)]
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '40']
+    args += ['--log-every', log_every, '--save-every', '1000', '--eval-every', '20', '--updates-per-call', '10']
+    args += ['--run-dir', str(run_dir)]
     assert loop.main('offline', [*args, *SMALL]) == 2
     assert capsys.readouterr().err.startswith(f'error: {run_dir} lost its config.json while the run trained')
     assert len(calls) == 3
-    assert list(run_dir.iterdir()) == [] if replaced else not run_dir.exists()  # nothing written there
+    assert (list(run_dir.iterdir()) == []) if replaced else not run_dir.exists()  # nothing written there
 
 
 def test_a_write_into_a_run_directory_deleted_meanwhile_names_the_file_it_was_writing(tmp_path):
