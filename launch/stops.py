@@ -18,9 +18,10 @@ class Terminated(KeyboardInterrupt):
 
 
 def how_it_stopped(stop):
-    """('terminated', 143) for a SIGTERM's Terminated, ('interrupted', 130) for a Ctrl-C's KeyboardInterrupt:
-    the word a command prints and its exit code (128 + the signal's number, as a shell reports it)."""
-    return ('terminated', 143) if isinstance(stop, Terminated) else ('interrupted', 130)
+    """('terminated', 143) for a SIGTERM, ('interrupted', 130) for a Ctrl-C: the word a command prints and its exit
+    code (128 + the signal's number, as a shell reports it). Asked of the signals received too, not only of the
+    exception: Ray's waits turn any KeyboardInterrupt raised in them into a plain one."""
+    return ('terminated', 143) if isinstance(stop, Terminated) or signal.SIGTERM in _stops else ('interrupted', 130)
 
 
 def _record(signum, frame):
@@ -66,3 +67,10 @@ def stops_raised():
         _stops.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def take_back_stop_signals():
+    """Within stops_raised(), after a library set handlers of its own (ray.init: a SIGTERM printed Ray's stack
+    dump and exited with code 1), puts the block's back."""
+    for s in _stop_signals():
+        signal.signal(s, _record_and_raise)

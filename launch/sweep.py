@@ -25,6 +25,11 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from launch.stops import record_stops  # noqa: E402
+
+if __name__ == '__main__':  # not when imported: the importer's own Ctrl-C stays as it was
+    record_stops()  # a Ctrl-C during the imports below (JAX's, with the agents) is raised once they are done
+
 from tqdm import tqdm  # noqa: E402
 
 from agents import AGENTS  # noqa: E402
@@ -39,6 +44,7 @@ from launch.command_line import (  # noqa: E402
 )
 from launch.run_logs import STOPPED_NAME, RunFileError  # noqa: E402
 from launch.settings import agent_config  # noqa: E402
+from launch.stops import how_it_stopped, raise_if_stopped, stops_raised, take_back_stop_signals  # noqa: E402
 from launch.sweep_plan import (  # noqa: E402
     GROUPINGS,
     check_started_runs,
@@ -124,7 +130,7 @@ def run_jobs_with_ray(jobs, preparations, args, runs_dir):
             raise UserError(_no_cluster(args.address, str(e).splitlines()[0])) from None
     else:
         ray.init(num_cpus=args.local_cpus, logging_level='WARNING', log_to_driver=False, include_dashboard=False)
-    signal.signal(signal.SIGTERM, _terminate)  # Ray's own handler printed a stack dump and exited with code 1
+    take_back_stop_signals()  # Ray's own SIGTERM handler printed a stack dump and exited with code 1
     resources = ray.cluster_resources()
     gpus = args.gpus_per_job if args.gpus_per_job is not None else (1 if resources.get('GPU') else 0)
     if not args.address and gpus > resources.get('GPU', 0):  # Ray would wait forever for a job's GPUs
@@ -187,6 +193,7 @@ def _collect(ray, pending, progress, args, submit):
     attempts, failures = {}, {}
     try:
         while pending:
+            raise_if_stopped()  # a Ctrl-C Python swallowed (raised in a garbage-collection callback) stops it too
             progress.update(pending=len(pending))
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -213,6 +220,7 @@ def run_jobs_in_turn(jobs, preparations, args, runs_dir):
     failures = {}
     try:
         for job in jobs:
+            raise_if_stopped()  # a Ctrl-C Python swallowed (raised in a garbage-collection callback) stops it too
             progress.update(pending=len(jobs) - progress.done)
             after = [prepared[f] for f in {resolve_task(r.task).family.name for r in job.runs} if f in prepared]
             for _ in range(args.max_retries + 1):
@@ -283,26 +291,20 @@ def build_parser():
     return p
 
 
-# SIGTERM (a cluster's scheduler, `kill`) stops the sweep as Ctrl-C does, in one line. It is told apart by this
-# flag, not by an exception type: Ray's waits turn any KeyboardInterrupt raised in them into a plain one.
-TERMINATED = []
-
-
-def _terminate(signum, frame):
-    TERMINATED.append(signum)
-    # The stop is under way: a second SIGTERM (`timeout` passes on the one its process group got) would cut short
-    # the stopping of the jobs. main() puts the handler back.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
-    TERMINATED.clear()
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return _main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """SIGTERM (a cluster's scheduler, `kill`) stops the sweep as Ctrl-C does, in one line."""
+    with stops_raised():
+        try:
+            raise_if_stopped()  # a Ctrl-C or SIGTERM that came while the sweep imported JAX
+            return _main(argv)
+        except KeyboardInterrupt as e:  # the jobs' runs stop too (their group, or with their parent)
+            stopped, code = how_it_stopped(e)
+            print(
+                f'{stopped}: rerun the same command to go on (finished runs are kept, the others resume from their '
+                'checkpoints)',
+                file=sys.stderr,
+            )
+            return code
 
 
 def _main(argv):
@@ -398,14 +400,6 @@ def _main(argv):
             raise
         print(f'error: {e.filename}: {e.strerror}; pass a --runs-dir that can be written', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the jobs' runs stop too (their group, or with their parent)
-        terminated = bool(TERMINATED)
-        print(
-            f'{"terminated" if terminated else "interrupted"}: rerun the same command to go on (finished runs are '
-            'kept, the others resume from their checkpoints)',
-            file=sys.stderr,
-        )
-        return 143 if terminated else 130
     print(f'{len(todo) - len(failures)} of {len(todo)} job(s) finished in {time.time() - start:.0f} s')
     for job, (code, last) in failures.items():
         print(f'failed (exit {code}): {job.name}: {last}  [log: {log_path(job)}]')

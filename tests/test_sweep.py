@@ -841,3 +841,46 @@ def test_every_sweep_flag_with_a_default_names_it_in_help():
         if action.default in (None, False, True, argparse.SUPPRESS) or action.default == []:
             continue
         assert f'default: {action.default}' in (action.help or ''), f'{action.option_strings[0]}: {action.help!r}'
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')  # the swallowed Ctrl-C, reported
+def test_a_ctrl_c_python_swallowed_still_stops_the_sweep_before_its_next_job(tmp_path, capsys, monkeypatch):
+    """Raised in a garbage-collection callback or a `__del__` (JAX runs one at each collection), a Ctrl-C's
+    KeyboardInterrupt is printed as "Exception ignored" and lost: the sweep went on to its next job."""
+    started = []
+
+    class InterruptedWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def run_command(arguments, log_path, *after):
+        started.append(arguments)
+        InterruptedWhenCollected()  # collected at once: the KeyboardInterrupt is raised in __del__ and swallowed
+        return 0, 'done'
+
+    monkeypatch.setattr(sweep, 'run_command', run_command)
+    assert _sweep_one_run(tmp_path, '--no-ray', '--seeds', '0-1', '--group', 'none') == 130
+    assert len(started) == 1  # of two jobs
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith('interrupted: rerun the same command to go on')
+
+
+@pytest.mark.parametrize('stop, ending', [('SIGINT', (130, 'interrupted')), ('SIGTERM', (143, 'terminated'))])
+def test_a_stop_while_the_sweep_imports_ends_it_in_one_line(stop, ending, tmp_path):
+    """Raised inside an import (the seconds JAX takes, with the agents), a Ctrl-C was a traceback; it now waits for
+    the imports and ends the sweep before it plans anything."""
+    program = (
+        'import os, runpy, signal, sys\n'
+        'class StopAtJax:\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        '        if name == "jax":\n'
+        '            sys.meta_path.remove(self)\n'
+        f'            os.kill(os.getpid(), signal.{stop})\n'
+        'sys.meta_path.insert(0, StopAtJax())\n'
+        f'sys.argv = ["sweep", "--suite", {TASK.format(1)!r}, "--runs-dir", {str(tmp_path / "runs")!r}, "--no-ray"]\n'
+        'runpy.run_path("launch/sweep.py", run_name="__main__")\n'
+    )
+    done = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True, text=True, timeout=300)
+    code, word = ending
+    assert done.returncode == code and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert done.stderr.startswith(f'{word}: rerun the same command to go on')
+    assert not (tmp_path / 'runs').exists()
