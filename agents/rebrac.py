@@ -26,7 +26,8 @@ from agents.networks import CriticEnsemble, GaussianActor
 # (α_actor, α_critic) per environment. Source: the FQL paper's (Park et al., ICML 2025) appendix table of
 # baseline hyperparameters; humanoidmaze-medium (0.01, 0.01) is also in the FQL README's run commands and
 # cube-single (1, 1) in InFOM's (Zheng et al., 2025); docs/agents.md says which values were checked where.
-# The D4RL AntMaze tasks use antmaze-large-navigate's values, a documented default. Offline = O2O.
+# The D4RL AntMaze tasks take ReBRAC's own per-dataset values (Tarasov et al., 2023, its authors' configs); its
+# other D4RL settings (3×256 networks, γ 0.999, a smaller critic learning rate) are not taken. Offline = O2O.
 BC_COEFFICIENTS = {
     'antmaze-large-navigate': (0.003, 0.01),
     'antmaze-giant-navigate': (0.003, 0.01),
@@ -38,12 +39,12 @@ BC_COEFFICIENTS = {
     'scene-play': (0.1, 0.01),
     'puzzle-3x3-play': (0.3, 0.01),
     'puzzle-4x4-play': (0.3, 0.01),
-    'antmaze-umaze-v2': (0.003, 0.01),
-    'antmaze-umaze-diverse-v2': (0.003, 0.01),
-    'antmaze-medium-play-v2': (0.003, 0.01),
-    'antmaze-medium-diverse-v2': (0.003, 0.01),
-    'antmaze-large-play-v2': (0.003, 0.01),
-    'antmaze-large-diverse-v2': (0.003, 0.01),
+    'antmaze-umaze-v2': (0.003, 0.002),
+    'antmaze-umaze-diverse-v2': (0.003, 0.0005),
+    'antmaze-medium-play-v2': (0.003, 0.0),
+    'antmaze-medium-diverse-v2': (0.002, 0.0005),
+    'antmaze-large-play-v2': (0.002, 0.002),
+    'antmaze-large-diverse-v2': (0.002, 0.002),
 }
 
 

@@ -32,8 +32,10 @@ def test_rebrac_bc_coefficients():
     listed, rest = _after('(α_actor, α_critic) per environment (offline and O2O alike): ').split(';', 1)
     pairs = re.findall(r'([a-z0-9x-]+) \(([0-9.]+), ([0-9.]+)\)', listed)
     documented = {SHORT[env]: (float(actor), float(critic)) for env, actor, critic in pairs}
-    d4rl_source = re.match(r" the six D4RL AntMaze tasks use ([a-z0-9x-]+)'s", rest).group(1)
-    assert {**documented, **dict.fromkeys(D4RL, documented[SHORT[d4rl_source]])} == rebrac.BC_COEFFICIENTS
+    d4rl = re.match(r" the six D4RL AntMaze tasks take ReBRAC's own per-dataset values [^:]*: (.+?)\. ReBRAC's", rest)
+    d4rl_pairs = re.findall(r'([a-z-]+) \(([0-9.]+), ([0-9.]+)\)', d4rl.group(1))
+    documented.update({f'antmaze-{task}-v2': (float(actor), float(critic)) for task, actor, critic in d4rl_pairs})
+    assert documented == rebrac.BC_COEFFICIENTS
 
 
 def test_fql_distillation_weights_offline_and_o2o():
