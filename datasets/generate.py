@@ -16,6 +16,7 @@ import itertools
 import multiprocessing
 import os
 import pathlib
+import re
 import shutil
 import signal
 import sys
@@ -61,6 +62,12 @@ def generated_dir(dataset_dir, episodes, seed, episode_length=DEFAULT_EPISODE_LE
     """Where the loader looks for (and puts) a generated dataset of `episodes` episodes."""
     length = '' if episode_length == DEFAULT_EPISODE_LENGTH else f'-len{episode_length}'
     return pathlib.Path(dataset_dir).expanduser() / 'generated' / f'ep{episodes}-seed{seed}{length}'
+
+
+def is_generated_dir(folder):
+    """Whether `folder` is one generated_dir() names."""
+    folder = pathlib.Path(folder)
+    return folder.parent.name == 'generated' and re.fullmatch(r'ep\d+-seed\d+(-len\d+)?', folder.name) is not None
 
 
 def output_paths(family, out_dir):
