@@ -294,9 +294,10 @@ def _main(mode, argv):
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
         if isinstance(e, jax.errors.JaxRuntimeError) and not _out_of_memory(str(e)):
             raise
+        smaller = '--agent.batch_size or --agent.hidden_dims' + (', or --buffer-capacity' if mode == 'o2o' else '')
         print(
             f'error: out of memory ({_first_line(e)}); train fewer runs at once (--seeds, --task all) or give a '
-            'smaller --buffer-capacity or --agent.batch_size; a rerun resumes each run from its last checkpoint',
+            f'smaller {smaller}; a rerun resumes each run from its last checkpoint',
             file=sys.stderr,
         )
         return 1

@@ -1558,7 +1558,11 @@ def test_out_of_memory_is_one_line_and_leaves_no_config_to_refuse_a_smaller_reru
     assert main('o2o', argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f'error: out of memory ({message})') and '\n' not in err
-    assert 'train fewer runs at once (--seeds, --task all)' in err
+    assert 'train fewer runs at once (--seeds, --task all) or give a smaller --agent.batch_size or ' in err
+    # What an offline run takes: it has no --buffer-capacity (its buffer is the dataset).
+    assert main('offline', argv) == 1
+    offline = capsys.readouterr().err
+    assert 'smaller --agent.batch_size or --agent.hidden_dims;' in offline and '--buffer-capacity' not in offline
     # The two runs' directories were made (and locked) before the buffer failed, but hold no config.json.
     assert len(list((tmp_path / 'g').rglob('run.lock'))) == 2 and not list((tmp_path / 'g').rglob('config.json'))
 
