@@ -6,7 +6,6 @@ gone on with (the same settings) before anything is written. `launch/settings.py
 
 import dataclasses
 import functools
-import glob
 import os
 import pathlib
 import re
@@ -179,23 +178,37 @@ class Run:
         return os.path.join(self.run_dir, CHECKPOINT_NAME)
 
 
+def _runs_below(run_dir):
+    """The run directories (folders with a config.json) below `run_dir`, at any depth."""
+    for folder, _, files in os.walk(run_dir):
+        if folder != run_dir and 'config.json' in files:
+            yield folder
+
+
 def _check_run_dir_shape(run_dir, n_runs):
-    """A group's runs go in folders below --run-dir, one run's files in it: refuses mixing the two in one folder
-    (launch/tables.py would count both)."""
+    """A group's runs go in <run-dir>/<task>/seed<seed>, one run's files in --run-dir itself: refuses mixing
+    the two in one folder, or writing into a folder of other runs (a root of runs given as --run-dir for
+    --runs-dir): launch/tables.py would count both."""
     holds_a_single_run = bool(run_dir) and os.path.exists(os.path.join(run_dir, 'config.json'))
     if n_runs > 1 and holds_a_single_run:
         raise UserError(
             f'{run_dir} holds a single run (its config.json), and a group of {n_runs} runs goes in folders below '
             '--run-dir: pass another --run-dir'
         )
-    if not run_dir or n_runs > 1 or holds_a_single_run:
+    if not run_dir or holds_a_single_run:
         return
-    group_runs = glob.glob(os.path.join(glob.escape(run_dir), '*', 'seed*', 'config.json'))
-    if group_runs:
-        raise UserError(
-            f'{run_dir} holds the runs of a group ({os.path.dirname(group_runs[0])}, ...), and a single run writes '
-            "its files in --run-dir itself: pass another --run-dir (or the group's --seeds/--task to go on with it)"
-        )
+    for below in _runs_below(run_dir):
+        depth = len(os.path.relpath(below, run_dir).split(os.sep))
+        if n_runs == 1 and depth == 2 and os.path.basename(below).startswith('seed'):
+            raise UserError(
+                f'{run_dir} holds the runs of a group ({below}, ...), and a single run writes its files in --run-dir '
+                "itself: pass another --run-dir (or the group's --seeds/--task to go on with it)"
+            )
+        if n_runs == 1 or depth != 2:
+            raise UserError(
+                f'{run_dir} holds other runs ({below}, ...), laid out as no run of --run-dir is: pass another '
+                '--run-dir (a root of runs is --runs-dir)'
+            )
 
 
 @functools.cache

@@ -1691,6 +1691,27 @@ def test_a_group_and_a_single_run_do_not_share_a_run_dir(tmp_path, capsys):
     assert '\n' not in err and sorted(tmp_path.rglob('*')) == before  # nothing written
 
 
+def test_a_root_of_runs_given_as_run_dir_is_refused(tmp_path, capsys):
+    """--run-dir typed for --runs-dir: a single run wrote its files into the root of other runs, a group its runs
+    beside theirs at another depth (launch/tables.py then found both)."""
+    from launch.loop import main
+
+    root = tmp_path / 'runs'
+    other = root / 'offline' / 'cube-single-play-singletask-task1-v0' / 'fav' / 'seed0'
+    other.mkdir(parents=True)
+    (other / 'config.json').write_text(json.dumps(dict(seed=0)))
+    before = sorted(tmp_path.rglob('*'))
+    common = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
+    for run_dir, seeds in ((root, '0'), (root, '0-1'), (root / 'offline', '0-1')):
+        assert main('offline', [*common, '--seeds', seeds, '--run-dir', str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f'error: {run_dir} holds other runs ({other}, ...), laid out as no run of --run-dir is: pass another '
+            '--run-dir (a root of runs is --runs-dir)'
+        )
+    assert sorted(tmp_path.rglob('*')) == before  # nothing written
+
+
 @pytest.mark.parametrize('text', [b'garbage', b'[1]', b'\xff\xfe{'])  # the last: not UTF-8 at all
 def test_a_damaged_run_file_is_one_line_naming_it(text, tmp_path, capsys):
     from launch.loop import _not_done, main
