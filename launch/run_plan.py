@@ -261,7 +261,8 @@ def plan_runs(args, mode, tasks, seeds, config):
                 run_dir = os.path.join(args.runs_dir or 'runs', mode, task.name, args.agent, f'seed{seed}')
             blocker = nearest_existing(run_dir)
             if not os.path.isdir(blocker):
-                raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another --run-dir')
+                flag = '--run-dir' if args.run_dir else '--runs-dir'
+                raise UserError(f'{blocker} is a file, so {run_dir} cannot be a run directory: pass another {flag}')
             run = Run(seed, task, task_index, run_dir, run_settings(args, task, seed, config, mode))
             config_path = os.path.join(run_dir, 'config.json')
             if not os.path.exists(config_path) and keeps_progress(run_dir):

@@ -2061,3 +2061,17 @@ def test_help_names_rlpd_only_where_it_is_an_agent(mode):
     from launch.settings import build_parser
 
     assert ('rlpd' in build_parser(mode).format_help()) == (mode == 'o2o')
+
+
+@pytest.mark.parametrize('flag', ['--run-dir', '--runs-dir'])
+def test_a_file_in_the_way_of_a_run_directory_names_the_flag_given(flag, tmp_path, capsys):
+    from launch.loop import main
+
+    root = tmp_path / 'runs'
+    run_dir = root / 'cube-single-play-singletask-task1-v0' / 'seed0' if flag == '--run-dir' else root / 'offline'
+    run_dir.parent.mkdir(parents=True)
+    run_dir.write_text('a file')
+    argv = ['--env', 'cube-single', '--task', '1', '--dataset', 'nowhere.npz', '--seeds', '0-1', flag, str(root)]
+    assert main('offline', argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: {run_dir} is a file, so ') and err.endswith(f': pass another {flag}'), err
