@@ -193,6 +193,11 @@ def load_runs(root, variants=()):
     variants = list(dict.fromkeys(variants))  # --variant beta --variant beta: one split, not 'fav[beta=1.0; beta=1.0]'
     runs = [load_run(d, variants) for d in find_run_dirs(root)]
     for field in variants:
+        if field in NOT_OPTIONS and all(field not in r.settings for r in runs):
+            raise ResultsError(
+                f'--variant {field}: {field} names a run, or does not change its numbers, so it splits no column; '
+                'give a field of its agent_config or another of config.json (e.g. balanced_sampling)'
+            )
         if all(r.setting(field) is MISSING for r in runs):
             raise ResultsError(
                 f'no run under {root} has the setting {field!r} (--variant takes a field of config.json or of '

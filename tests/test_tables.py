@@ -646,6 +646,16 @@ def test_variants_split_an_agent_into_rows(tmp_path, capsys):
     assert tables.main([str(root), '--out', str(tmp_path / 'bad'), '--variant', 'prior_scor']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'prior_scor'" in err and not (tmp_path / 'bad').exists()
+    # A field every config.json has, but that names a run (seed, task) or leaves its numbers alone: it split every
+    # seed into a column of its own, or was said to be in no run.
+    for field in ('seed', 'task', 'code_version'):
+        assert tables.main([str(root), '--out', str(tmp_path / 'bad'), '--variant', field]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f'error: --variant {field}: {field} names a run, or does not change its numbers, so it splits no column; '
+            'give a field of its agent_config or another of config.json (e.g. balanced_sampling)'
+        )
+        assert not (tmp_path / 'bad').exists()
 
     # The same run twice (a copy in another folder) is refused even with --variant.
     twice = tmp_path / 'twice'
