@@ -76,9 +76,13 @@ def output_paths(family, out_dir):
     return out_dir / f'{family.name}-v0.npz', out_dir / f'{family.name}-v0-val.npz'
 
 
-def check_request(family_name, episodes, seed=0, workers=None, episode_length=DEFAULT_EPISODE_LENGTH):
-    """The Family to generate; raises a one-line ValueError for anything that cannot be generated."""
+def check_request(family_name, episodes, seed=0, workers=None, episode_length=DEFAULT_EPISODE_LENGTH, out_dir=None):
+    """The Family to generate; raises a one-line ValueError for anything that cannot be generated (into `out_dir`,
+    if given: checked before the episodes are collected, not after)."""
     family = generatable_family(family_name)
+    for path in output_paths(family, out_dir) if out_dir is not None else ():
+        if path.is_dir():
+            raise GenerationError(f'{path} is a folder where the dataset file goes: move it away, or write elsewhere')
     if episodes < 1:
         raise GenerationError(f'--episodes must be at least 1, got {episodes}')
     if episode_length < 2:
@@ -214,7 +218,7 @@ def generate_dataset(
     Returns (train_path, val_path) as strings. Parts of an interrupted run with the same seed and
     episode length are reused; the train file appears last, so its presence means the pair is complete.
     """
-    family = check_request(family_name, episodes, seed, workers, episode_length)
+    family = check_request(family_name, episodes, seed, workers, episode_length, out_dir)
     workers = default_workers() if workers is None else workers
     train_path, val_path = output_paths(family, out_dir)
     # Jobs of a sweep may all find the same dataset missing: one generates it, the others wait for it.
@@ -341,7 +345,7 @@ def main(argv=None):
     try:
         if out == '':  # not read as 'not given': that would write into the default place
             raise GenerationError('--out is empty: give a folder, or leave --out out for the default')
-        check_request(args.env, args.episodes, args.seed, args.workers, args.episode_length)
+        check_request(args.env, args.episodes, args.seed, args.workers, args.episode_length, out)
     except ValueError as e:  # GenerationError and the registry's UnknownTaskError
         print(f'error: {e}', file=sys.stderr)
         return 2

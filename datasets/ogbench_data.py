@@ -60,11 +60,11 @@ def given_dataset_path(dataset_path):
 
 
 def _generated_path(task, dataset_dir, episodes, seed, workers, progress=True):
+    out_dir = generate.generated_dir(dataset_dir, episodes, seed, EPISODE_LENGTH)
     try:
-        family = generate.check_request(task.family.name, episodes, seed, workers)
+        family = generate.check_request(task.family.name, episodes, seed, workers, out_dir=out_dir)
     except ValueError as e:
         raise DatasetError(_one_line(e)) from None
-    out_dir = generate.generated_dir(dataset_dir, episodes, seed, EPISODE_LENGTH)
     train_path, _ = generate.output_paths(family, out_dir)
     # The train file is renamed into place last, so the pair is complete once both exist.
     if not _complete(str(train_path)):

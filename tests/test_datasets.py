@@ -940,3 +940,20 @@ def test_generate_cli_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     assert code == 130
     err = capsys.readouterr().err
     assert err.startswith('interrupted: rerun the same command') and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_where_a_dataset_file_goes_is_refused_before_any_episode_is_collected(tmp_path, monkeypatch, capsys):
+    """It was found after every episode was collected (half a core-hour for a full-size dataset)."""
+    monkeypatch.setattr(generate, '_work', lambda job: pytest.fail('an episode was collected'))
+    in_the_way = tmp_path / 'cube-single-play-v0-val.npz'
+    in_the_way.mkdir()
+    assert generate.main(['--env', 'cube-single', '--episodes', '2', '--out', str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f'error: {in_the_way} is a folder where the dataset file goes: move it away, or write elsewhere\n'
+    )
+    # The loader's generation (--dataset-episodes) likewise, in one line.
+    task = resolve_task('cube-single', 1)
+    in_the_way = generate.generated_dir(tmp_path, 2, 0) / f'{task.dataset_name}.npz'
+    in_the_way.mkdir(parents=True)
+    with pytest.raises(DatasetError, match=rf'^{in_the_way} is a folder where the dataset file goes'):
+        find_task_file(task, dataset_dir=str(tmp_path), dataset_episodes=2)
