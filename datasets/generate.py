@@ -22,6 +22,8 @@ import signal
 import sys
 import threading
 import time
+import zipfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
@@ -314,8 +316,15 @@ def _end_with_parent(parent_pid):
 def _concatenate(paths):
     episodes = []
     for path in paths:
-        with np.load(path) as f:
-            episodes.append({k: f[k] for k in f.files})
+        try:
+            with np.load(path) as f:
+                episodes.append({k: f[k] for k in f.files})
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:  # a disk's fault: parts are atomic
+            reason = ' '.join(str(e).split()) or type(e).__name__
+            raise GenerationError(
+                f'part file {path} is damaged ({reason}): delete it, then rerun the same command to collect that '
+                'episode again'
+            ) from None
     return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
 
 
@@ -365,6 +374,9 @@ def main(argv=None):
         return 130
     except EnvWorkerError as e:
         print(f'error: {e}; rerun the same command to go on from its finished episodes', file=sys.stderr)
+        return 1
+    except GenerationError as e:
+        print(f'error: {e}', file=sys.stderr)
         return 1
     except OSError as e:  # a full disk, or --out's folder removed meanwhile: atomic_write names the file
         if e.filename is None:

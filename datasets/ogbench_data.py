@@ -68,9 +68,12 @@ def _generated_path(task, dataset_dir, episodes, seed, workers, progress=True):
     train_path, _ = generate.output_paths(family, out_dir)
     # The train file is renamed into place last, so the pair is complete once both exist.
     if not _complete(str(train_path)):
-        return generate.generate_dataset(
-            family.name, out_dir, episodes, seed, workers, episode_length=EPISODE_LENGTH, progress=progress
-        )[0]
+        try:
+            return generate.generate_dataset(
+                family.name, out_dir, episodes, seed, workers, episode_length=EPISODE_LENGTH, progress=progress
+            )[0]
+        except generate.GenerationError as e:
+            raise DatasetError(str(e)) from None
     return str(train_path)
 
 

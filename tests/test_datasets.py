@@ -957,3 +957,23 @@ def test_a_folder_where_a_dataset_file_goes_is_refused_before_any_episode_is_col
     in_the_way.mkdir(parents=True)
     with pytest.raises(DatasetError, match=rf'^{in_the_way} is a folder where the dataset file goes'):
         find_task_file(task, dataset_dir=str(tmp_path), dataset_episodes=2)
+
+
+def test_a_damaged_part_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """Parts are renamed into place once written, so a damaged one is a disk's fault; it was a traceback."""
+    monkeypatch.setattr(generate, '_work', lambda job: pytest.fail('a finished episode was collected again'))
+    task = resolve_task('cube-single', 1)
+    for out in (tmp_path / 'out', generate.generated_dir(tmp_path / 'data', 1, 0)):
+        parts = out / f'.{task.dataset_name}.parts' / f'seed0-len{generate.DEFAULT_EPISODE_LENGTH}'
+        parts.mkdir(parents=True)
+        for split in ('train', 'val'):
+            (parts / f'{split}-000000.npz').write_bytes(b'PK\x03\x04 cut short')
+    damaged = tmp_path / 'out' / f'.{task.dataset_name}.parts' / f'seed0-len{generate.DEFAULT_EPISODE_LENGTH}'
+    assert generate.main(['--env', 'cube-single', '--episodes', '1', '--out', str(tmp_path / 'out')]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith(f'error: part file {damaged / "train-000000.npz"} is damaged (') and 'Traceback' not in err
+    assert last.endswith('): delete it, then rerun the same command to collect that episode again')
+    assert not (tmp_path / 'out' / f'{task.dataset_name}.npz').exists()
+    with pytest.raises(DatasetError, match=r'part file .*train-000000\.npz is damaged'):
+        find_task_file(task, dataset_dir=str(tmp_path / 'data'), dataset_episodes=1)
