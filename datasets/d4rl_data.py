@@ -178,7 +178,11 @@ def _minari_dataset(task, dataset_path, dataset_dir):
     try:
         dataset = minari.MinariDataset(data)
     except Exception as e:  # noqa: BLE001
-        raise DatasetError(f'{root} is not a readable Minari dataset: {" ".join(str(e).split())}') from None
+        # Minari checks its metadata with bare asserts: an AssertionError without a message.
+        reason = ' '.join(str(e).split()) or f"Minari's reader raised {type(e).__name__}, with no message"
+        raise DatasetError(
+            f'{root} is not a readable Minari dataset ({reason}); check its data/metadata.json and data files'
+        ) from None
     if dataset.total_episodes == 0:
         raise DatasetError(f'Minari dataset {root} holds no episodes')
     return dataset

@@ -369,6 +369,15 @@ def test_minari_dataset_missing_is_one_line(tmp_path):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path))
     with pytest.raises(DatasetError, match=r'^--dataset .*/nowhere is not a Minari dataset \(it does not exist\)$'):
         load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'nowhere'))
+    # metadata.json without the keys Minari asserts on: its AssertionError has no message.
+    (tmp_path / 'broken' / 'data').mkdir(parents=True)
+    (tmp_path / 'broken' / 'data' / 'metadata.json').write_text('{}')
+    with pytest.raises(DatasetError) as error:
+        load_d4rl_data(task, _dims_env(), dataset_path=str(tmp_path / 'broken'))
+    assert str(error.value) == (
+        f"{tmp_path / 'broken'} is not a readable Minari dataset (Minari's reader raised AssertionError, with no "
+        'message); check its data/metadata.json and data files'
+    )
     empty = write_minari_dataset(tmp_path / 'empty', empty=True)
     with pytest.raises(DatasetError, match='holds no episodes'):
         load_d4rl_data(_task('antmaze-umaze-v2', 'minari'), _dims_env(), dataset_path=str(empty))
