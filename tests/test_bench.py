@@ -380,3 +380,27 @@ def test_a_ctrl_c_while_bench_compiles_waits_for_the_compile_to_end():
     with pytest.raises(KeyboardInterrupt):
         bench.make_agents(module, None, data, 2)
     assert went_on == [True, True]
+
+
+def test_bench_holds_ctrl_c_only_while_it_compiles_not_through_a_timed_call(monkeypatch):
+    """The first call of the plain loop ran all --plain-steps updates with SIGINT and SIGTERM held (a Ctrl-C
+    waited for it; with a large --plain-steps only SIGKILL stopped bench): each timed function is compiled by a
+    call of one update, and its own calls run with the signals' handlers of outside."""
+    from launch import bench
+
+    real_timed, outside, timed_calls = bench.timed, signal.getsignal(signal.SIGINT), []
+
+    def timed(fn, seconds, compile=None):
+        def checked():
+            assert signal.getsignal(signal.SIGINT) is outside, 'a timed call ran with Ctrl-C held'
+            timed_calls.append(fn)
+            fn()
+
+        assert compile is not None, 'its first timed call would compile, with Ctrl-C held'
+        return real_timed(checked, seconds, compile)
+
+    monkeypatch.setattr(bench, 'timed', timed)
+    argv = ['--agents', 'iql', '--stack', '1', '--o2o-runs', '', '--hidden-dims', '8,8', '--seconds', '0.01']
+    args, _, _, task = bench.parse_args([*argv, '--rows', '300', '--updates-per-call', '2', '--plain-steps', '2'])
+    bench.bench_agent('iql', AGENTS['iql'], args, task.family, bench.random_data(37, 5, 300), (1e9, 1e9))
+    assert len({id(fn) for fn in timed_calls}) == 2  # the plain loop and the fused chunk of one run
