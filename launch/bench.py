@@ -43,10 +43,18 @@ from agents import AGENTS  # noqa: E402
 from datasets.buffer import GroupBuffer, default_capacity  # noqa: E402
 from envs.factory import make_env_pool  # noqa: E402
 from envs.registry import FAMILIES, UnknownTaskError, resolve_task  # noqa: E402
-from launch.command_line import CommandLineParser, UserError, check_writable_folder, stop_on_ctrl_c  # noqa: E402
+from launch.command_line import (  # noqa: E402
+    CommandLineParser,
+    UserError,
+    check_writable_folder,
+    out_of_memory,
+    stop_on_ctrl_c,
+)
 from launch.compiled import offline_chunk, online_chunk, policy_action, signals_held  # noqa: E402
 from launch.online_envs import OnlineEnvs  # noqa: E402
 from launch.trace_summary import print_summary  # noqa: E402
+
+INT32_LIMIT = 2**31  # counts and sizes the device holds in int32
 
 # (observation size, action size, dataset rows) of each OGBench family (singletask envs, official data).
 SIZES = {
@@ -389,10 +397,13 @@ def parse_args(argv=None):
     for name in ('updates_per_call', 'plain_steps', 'online_steps', 'rows', 'profile_steps', 'profile_top'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be at least 1, got {getattr(args, name)}')
+        if getattr(args, name) >= INT32_LIMIT:  # counted in int32 on the device (an OverflowError, or XLA's abort)
+            p.error(f'--{name.replace("_", "-")} must be < {INT32_LIMIT}, got {getattr(args, name)}')
     if not 0 < args.seconds < math.inf:  # written so that nan is refused too: it timed 2 calls; inf never ended
         p.error(f'--seconds must be > 0 and finite, got {args.seconds}')
-    if min(args.hidden_dims) < 1 or min(args.stack + o2o_runs, default=1) < 1:
-        p.error('--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8')
+    counts = [*args.hidden_dims, *args.stack, *o2o_runs]
+    if min(counts) < 1 or max(counts) >= INT32_LIMIT:
+        p.error(f'--hidden-dims, --stack and --o2o-runs take positive integers below {INT32_LIMIT}, e.g. 1,4,8')
     if len(set(args.stack)) < len(args.stack) or len(set(o2o_runs)) < len(o2o_runs):
         p.error('--stack and --o2o-runs name each count once, e.g. 1,4,8')
     if args.profile is not None:
@@ -427,11 +438,22 @@ def main():
         f'matmul probe {probes[0] / 1e9:,.1f} GFLOP/s, copy probe {probes[1] / 1e9:,.1f} GB/s; '
         f'XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "(none)"}'
     )
-    for name in agents:
-        bench_agent(name, AGENTS[name], args, task.family, data, probes)
-    if o2o_runs:
-        bench_o2o(args, 'cube-double', o2o_runs)
-    bench_memory(args)
+    try:
+        for name in agents:
+            bench_agent(name, AGENTS[name], args, task.family, data, probes)
+        if o2o_runs:
+            bench_o2o(args, 'cube-double', o2o_runs)
+        bench_memory(args)
+    except (jax.errors.JaxRuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(
+            f'error: out of memory ({first}); give smaller --hidden-dims, --stack, --o2o-runs, --rows or '
+            '--online-steps',
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == '__main__':

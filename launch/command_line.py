@@ -13,6 +13,13 @@ class UserError(Exception):
     """A bad setting or input: reported as one line, exit code 2."""
 
 
+def out_of_memory(error):
+    """Whether `error` (a MemoryError, or JAX's runtime error) says memory ran out: XLA reports a failed allocation
+    as RESOURCE_EXHAUSTED, or as INTERNAL when a later call meets it."""
+    message = str(error)
+    return isinstance(error, MemoryError) or 'RESOURCE_EXHAUSTED' in message or 'Out of memory' in message
+
+
 class CommandLineParser(argparse.ArgumentParser):
     """`hints`: {a part of argparse's error message: the line to print instead}, for mistakes a command
     can say more about (offline.py's --agent rlpd)."""

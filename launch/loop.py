@@ -25,7 +25,7 @@ from envs.factory import make_env, with_backend
 from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_group_checkpoints
-from launch.command_line import UserError, print_to_a_pipe
+from launch.command_line import UserError, out_of_memory, print_to_a_pipe
 from launch.compiled import signals_held
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
@@ -292,7 +292,7 @@ def _main(mode, argv):
         print(f'error: {e.filename}: {e.strerror}; check the run, runs and dataset paths given', file=sys.stderr)
         return 2
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
-        if isinstance(e, jax.errors.JaxRuntimeError) and not _out_of_memory(str(e)):
+        if not out_of_memory(e):
             raise
         smaller = '--agent.batch_size or --agent.hidden_dims' + (', or --buffer-capacity' if mode == 'o2o' else '')
         print(
@@ -306,11 +306,6 @@ def _main(mode, argv):
         print(f'{stopped}: {RERUN_TO_GO_ON}', file=sys.stderr)
         return code
     return 0
-
-
-def _out_of_memory(message):
-    """XLA reports a failed allocation as RESOURCE_EXHAUSTED, or as INTERNAL when a later call meets it."""
-    return 'RESOURCE_EXHAUSTED' in message or 'Out of memory' in message
 
 
 def _first_line(error):

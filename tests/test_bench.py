@@ -101,10 +101,17 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
     assert len(calls) > 10 and statistics.mode(calls) == 1.0
 
 
+POSITIVE = '--hidden-dims, --stack and --o2o-runs take positive integers below 2147483648, e.g. 1,4,8'
+
+
 @pytest.mark.parametrize(
     'argv, message',
     [
         (['--profile-steps', '0'], '--profile-steps must be at least 1, got 0'),
+        # Counted in int32 on the device: an OverflowError, XLA's abort (exit 134), or a hang.
+        (['--updates-per-call', '3000000000'], '--updates-per-call must be < 2147483648, got 3000000000'),
+        (['--hidden-dims', '3000000000'], POSITIVE),
+        (['--stack', '1,3000000000'], POSITIVE),
         (['--profile-top', '0'], '--profile-top must be at least 1, got 0'),
         (['--updates-per-call', '0'], '--updates-per-call must be at least 1, got 0'),
         (['--plain-steps', '0'], '--plain-steps must be at least 1, got 0'),
@@ -113,12 +120,12 @@ def test_bench_prints_its_tables_and_where_a_traced_chunk_and_step_went(tmp_path
         (['--seconds', '0'], '--seconds must be > 0 and finite, got 0.0'),
         (['--seconds', 'nan'], '--seconds must be > 0 and finite, got nan'),  # it timed 2 calls of each
         (['--seconds', 'inf'], '--seconds must be > 0 and finite, got inf'),  # it never ended
-        (['--stack', '1,-1'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
-        (['--hidden-dims', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
+        (['--stack', '1,-1'], POSITIVE),
+        (['--hidden-dims', '0'], POSITIVE),
         (['--stack', '1,4,1'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
         (['--agents', 'fql, fql'], '--agents names each agent once, e.g. fav,fql'),  # it benchmarked FQL twice
         (['--o2o-runs', '8,8'], '--stack and --o2o-runs name each count once, e.g. 1,4,8'),
-        (['--o2o-runs', '0'], '--hidden-dims, --stack and --o2o-runs take positive integers, e.g. 1,4,8'),
+        (['--o2o-runs', '0'], POSITIVE),
         (['--agents', 'fav,fqll'], 'unknown agent fqll; valid: ' + ', '.join(AGENTS)),
         (['--profile', ''], '--profile is empty: give a folder, or leave --profile out for the default'),
     ],
@@ -404,3 +411,30 @@ def test_bench_holds_ctrl_c_only_while_it_compiles_not_through_a_timed_call(monk
     args, _, _, task = bench.parse_args([*argv, '--rows', '300', '--updates-per-call', '2', '--plain-steps', '2'])
     bench.bench_agent('iql', AGENTS['iql'], args, task.family, bench.random_data(37, 5, 300), (1e9, 1e9))
     assert len({id(fn) for fn in timed_calls}) == 2  # the plain loop and the fused chunk of one run
+
+
+@pytest.mark.parametrize('error', ['jax', 'numpy'])
+def test_out_of_memory_in_a_measurement_is_one_line(error, monkeypatch, capsys):
+    """Networks, stacks or buffers too large for the device: XLA's RESOURCE_EXHAUSTED, or numpy's MemoryError, was
+    a traceback; the training commands already said it in one line."""
+    import jax
+
+    from launch import bench
+
+    def too_big(*args):
+        if error == 'jax':
+            raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 40000000000 bytes.\nmore')
+        raise MemoryError('Unable to allocate 37.3 GiB for an array with shape (100000, 100000)')
+
+    monkeypatch.setattr(bench, 'bench_agent', too_big)
+    argv = ['--agents', 'iql', '--o2o-runs', '', '--rows', '10', '--seconds', '0.01', '--hidden-dims', '100000']
+    monkeypatch.setattr(sys, 'argv', ['launch/bench.py', *argv])
+    assert bench.main() == 1
+    reason = (
+        'RESOURCE_EXHAUSTED: Out of memory allocating 40000000000 bytes.'
+        if error == 'jax'
+        else 'Unable to allocate 37.3 GiB for an array with shape (100000, 100000)'
+    )
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f'error: out of memory ({reason}); give smaller --hidden-dims, --stack, --o2o-runs, --rows or --online-steps'
+    ]
