@@ -68,7 +68,7 @@ def generated_dir(dataset_dir, episodes, seed, episode_length=DEFAULT_EPISODE_LE
 
 def is_generated_dir(folder):
     """Whether `folder` is one generated_dir() names."""
-    folder = pathlib.Path(folder)
+    folder = pathlib.Path(folder).expanduser().resolve()  # '.' from inside it, a relative path, a link to it
     return folder.parent.name == 'generated' and re.fullmatch(r'ep\d+-seed\d+(-len\d+)?', folder.name) is not None
 
 

@@ -180,8 +180,9 @@ class Run:
 
 def _runs_below(run_dir):
     """The run directories (folders with a config.json) below `run_dir`, at any depth."""
-    for folder, _, files in os.walk(run_dir):
+    for folder, folders, files in os.walk(run_dir):
         if folder != run_dir and 'config.json' in files:
+            folders.clear()  # a run's own folders (wandb's) hold no runs
             yield folder
 
 

@@ -11,6 +11,7 @@ import contextlib
 import signal
 
 _stops = []  # the signals received since record_stops() or stops_raised() began
+_before_recording = {}  # the handlers record_stops() replaced
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,7 +54,15 @@ def _stop_signals():
 def record_stops():
     """For an entry point, before its slow imports: a stop is recorded, to be raised by stops_raised()."""
     for s in _stop_signals():
-        signal.signal(s, _record)
+        _before_recording.setdefault(s, signal.signal(s, _record))
+
+
+def stop_recording():
+    """Puts back the handlers record_stops() replaced, for what runs after an entry point's main() (Ray's shutdown
+    at exit): a stop there, only recorded, would have left SIGKILL as the one way to end a hung process."""
+    for s, handler in _before_recording.items():
+        signal.signal(s, handler)
+    _before_recording.clear()
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch.stops import record_stops  # noqa: E402
+from launch.stops import record_stops, stop_recording  # noqa: E402
 
 if __name__ == '__main__':  # not when imported: the importer's own Ctrl-C stays as it was
     record_stops()  # a Ctrl-C during the imports below (JAX's, with the agents) is raised once they are done
@@ -220,10 +220,10 @@ def run_jobs_in_turn(jobs, preparations, args, runs_dir):
     failures = {}
     try:
         for job in jobs:
-            raise_if_stopped()  # a Ctrl-C Python swallowed (raised in a garbage-collection callback) stops it too
             progress.update(pending=len(jobs) - progress.done)
             after = [prepared[f] for f in {resolve_task(r.task).family.name for r in job.runs} if f in prepared]
             for _ in range(args.max_retries + 1):
+                raise_if_stopped()  # a Ctrl-C Python swallowed (raised in a garbage-collection callback) stops it too
                 code, last = run_command(job.arguments(), log_path(job), *after)
                 if code in (0, 2) or any(c for c, _ in after):
                     break
@@ -407,4 +407,8 @@ def _main(argv):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        code = main()
+    finally:
+        stop_recording()  # Ray shuts down at exit: a Ctrl-C or SIGTERM there ends the process, as anywhere
+    sys.exit(code)

@@ -172,7 +172,7 @@ def test_bench_with_no_agents_and_no_o2o_runs_prints_only_the_memory_table():
 
 
 def test_bench_refuses_more_rows_than_fit_in_memory_in_one_line():
-    rows = 10**11  # 27 TiB of observations: numpy refuses it at once
+    rows = 2 * 10**9  # below int32's bound, but 0.5 TiB of observations: numpy refuses it at once
     out = subprocess.run(
         [sys.executable, 'launch/bench.py', '--agents', '', '--o2o-runs', '', '--rows', str(rows)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -337,7 +337,7 @@ def test_the_stacked_table_is_the_timed_rates_over_one_run_the_plain_loop_and_th
     # Calls per second handed out in the order bench_agent times them: the plain loop (20 updates a call), then
     # one fused chunk of K = 5 updates of each of 1, then 4 stacked runs.
     rates = iter([10.0, 40.0, 30.0])
-    monkeypatch.setattr(bench, 'timed', lambda fn, seconds: (next(rates), 0.0))
+    monkeypatch.setattr(bench, 'timed', lambda fn, seconds, compile=None: (next(rates), 0.0))
     args = types.SimpleNamespace(
         hidden_dims=(8,), updates_per_call=5, plain_steps=20, seconds=0.01, stack=[1, 4], profile=None, profile_top=1
     )
@@ -358,7 +358,7 @@ def test_the_probes_count_two_flop_per_multiply_add_and_each_byte_read_and_writt
 
     from launch import bench
 
-    monkeypatch.setattr(bench, 'timed', lambda fn, seconds: (3.0, 0.0))  # 3 calls per second
+    monkeypatch.setattr(bench, 'timed', lambda fn, seconds, compile=None: (3.0, 0.0))  # 3 calls per second
     cpu = jax.default_backend() == 'cpu'
     n = 2048 if cpu else 8192  # an n × n matmul: n³ multiply-adds of 2 FLOP each
     assert bench.matmul_probe(0.01) == 3.0 * 2 * n**3
@@ -389,27 +389,43 @@ def test_a_ctrl_c_while_bench_compiles_waits_for_the_compile_to_end():
     assert went_on == [True, True]
 
 
-def test_bench_holds_ctrl_c_only_while_it_compiles_not_through_a_timed_call(monkeypatch):
+@pytest.mark.parametrize('rows', [300, 100])  # 100: fewer rows than a batch, which the plain loop draws with repeats
+def test_bench_holds_ctrl_c_only_while_it_compiles_not_through_a_timed_call(rows, monkeypatch):
     """The first call of the plain loop ran all --plain-steps updates with SIGINT and SIGTERM held (a Ctrl-C
     waited for it; with a large --plain-steps only SIGKILL stopped bench): each timed function is compiled by a
-    call of one update, and its own calls run with the signals' handlers of outside."""
+    call of one update, held, and its timed calls run with the handlers of outside and compile nothing (a compile
+    there would be timed, and not held)."""
+    import logging
+
+    import jax
+
     from launch import bench
 
-    real_timed, outside, timed_calls = bench.timed, signal.getsignal(signal.SIGINT), []
+    real_timed, outside, timed_calls, compiles = bench.timed, signal.getsignal(signal.SIGINT), [], []
+    handler = logging.Handler()
+    handler.emit = lambda record: compiles.append(record) if 'Compiling' in record.getMessage() else None
 
     def timed(fn, seconds, compile=None):
         def checked():
             assert signal.getsignal(signal.SIGINT) is outside, 'a timed call ran with Ctrl-C held'
-            timed_calls.append(fn)
+            before = len(compiles)
             fn()
+            assert len(compiles) == before, f'a timed call compiled: {compiles[before].getMessage()[:200]}'
+            timed_calls.append(fn)
 
         assert compile is not None, 'its first timed call would compile, with Ctrl-C held'
         return real_timed(checked, seconds, compile)
 
     monkeypatch.setattr(bench, 'timed', timed)
     argv = ['--agents', 'iql', '--stack', '1', '--o2o-runs', '', '--hidden-dims', '8,8', '--seconds', '0.01']
-    args, _, _, task = bench.parse_args([*argv, '--rows', '300', '--updates-per-call', '2', '--plain-steps', '2'])
-    bench.bench_agent('iql', AGENTS['iql'], args, task.family, bench.random_data(37, 5, 300), (1e9, 1e9))
+    args, _, _, task = bench.parse_args([*argv, '--rows', str(rows), '--updates-per-call', '2', '--plain-steps', '2'])
+    logging.getLogger('jax').addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            bench.bench_agent('iql', AGENTS['iql'], args, task.family, bench.random_data(37, 5, rows), (1e9, 1e9))
+    finally:
+        logging.getLogger('jax').removeHandler(handler)
+    assert compiles, 'no compile was logged: the check above checked nothing'
     assert len({id(fn) for fn in timed_calls}) == 2  # the plain loop and the fused chunk of one run
 
 

@@ -819,6 +819,9 @@ def test_a_generated_dataset_in_the_dataset_directory_is_not_taken_for_the_offic
         patch.setattr(ogbench_data, 'OFFICIAL_EPISODES', 2)
         with pytest.raises(DatasetError, match=r"v0\.npz is in a generated dataset's folder: it is not the official"):
             find_task_file(task, dataset_dir=str(generated))
+        patch.chdir(generated)  # --dataset-dir . from inside it
+        with pytest.raises(DatasetError, match=r"v0\.npz is in a generated dataset's folder: it is not the official"):
+            find_task_file(task, dataset_dir='.')
         assert find_task_file(task, dataset_dir=str(root)) == (str(root / 'cube-single-play-v0.npz'), 'official')
 
 

@@ -1581,7 +1581,7 @@ def test_a_start_that_kept_nothing_takes_other_settings_on_its_rerun(dataset, tm
     with monkeypatch.context() as patch:  # out of memory in the first update: config.json written, no checkpoint
         patch.setattr(launch.loop.GroupTrainer, 'train', out_of_memory)
         assert main('offline', [*argv, '--agent.batch_size=99999']) == 1
-    assert 'or --agent.batch_size;' in capsys.readouterr().err
+    assert 'or give a smaller --agent.batch_size or --agent.hidden_dims;' in capsys.readouterr().err
     assert json.loads((run_dir / 'config.json').read_text())['agent_config']['batch_size'] == 99999
     assert not (run_dir / 'checkpoint.msgpack').exists()
     # --resume asks to go on from a checkpoint: there is none.

@@ -884,3 +884,18 @@ def test_a_stop_while_the_sweep_imports_ends_it_in_one_line(stop, ending, tmp_pa
     assert done.returncode == code and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
     assert done.stderr.startswith(f'{word}: rerun the same command to go on')
     assert not (tmp_path / 'runs').exists()
+
+
+def test_after_the_sweep_a_stop_ends_the_process_again(tmp_path):
+    """After main() (Ray's shutdown runs at exit), Ctrl-C and SIGTERM were still only recorded, for main() to raise:
+    a hung shutdown could then be ended by SIGKILL alone. The handlers of before the sweep are put back."""
+    program = (
+        'import atexit, runpy, signal, sys\n'
+        'atexit.register(lambda: print("handlers at exit:", signal.getsignal(signal.SIGINT) is '
+        'signal.default_int_handler, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL))\n'
+        f'sys.argv = ["sweep", "--suite", {TASK.format(1)!r}, "--runs-dir", {str(tmp_path)!r}, "--dry-run"]\n'
+        'runpy.run_path("launch/sweep.py", run_name="__main__")\n'
+    )
+    done = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == 'handlers at exit: True True'
