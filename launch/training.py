@@ -212,7 +212,7 @@ class GroupTrainer:
                 run = self.runs[bad_run]
                 checkpoint = run.checkpoint_path if os.path.exists(run.checkpoint_path) else '(none yet)'
                 stopped[run.run_dir] = (
-                    f'non-finite {", ".join(bad) or "metric"} at {where} of {run.run_dir}; stopped, '
+                    f'non-finite {", ".join(bad) or "parameters"} at {where} of {run.run_dir}; stopped, '
                     f'last good checkpoint kept at {checkpoint}'
                 )
             raise NonFiniteError(stopped)

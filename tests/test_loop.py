@@ -977,6 +977,37 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state['agent']))
 
 
+def test_parameters_made_non_finite_by_a_chunks_last_update_are_not_finite():
+    """The metrics of an update see the parameters before it: an update whose result is non-finite while its
+    metrics are finite (a learning rate that overflows them) passed, and its chunk was saved as the last good
+    checkpoint."""
+    from flax import struct
+
+    @struct.dataclass
+    class OverflowsAtItsThirdUpdate:
+        weight: jax.Array
+        updates: jax.Array
+
+        def update(self, batch):
+            weight = jnp.where(self.updates == 2, jnp.inf, self.weight + batch['rewards'].mean())
+            return self.replace(weight=weight, updates=self.updates + 1), {'loss': self.weight}
+
+    rows = 8
+    data = dict(
+        observations=np.zeros((rows, 2), np.float32),
+        actions=np.zeros((rows, 1), np.float32),
+        next_observations=np.zeros((rows, 2), np.float32),
+        rewards=np.ones(rows, np.float32),
+        masks=np.ones(rows, np.float32),
+        terminals=np.zeros(rows, np.float32),
+    )
+    buffer, keys = GroupBuffer.of_one_task(data, runs=2), jax.random.split(jax.random.PRNGKey(0), 2)
+    agents = OverflowsAtItsThirdUpdate(weight=jnp.zeros(2), updates=jnp.array([0, 1]))  # run 1 is one update ahead
+    _, info, finite = offline_chunk(agents, buffer, keys, 0, 2, 4)
+    assert np.isfinite(np.asarray(info['loss'])).all()  # the metrics never see the overflow
+    assert np.asarray(finite).tolist() == [True, False]  # run 1's second update overflowed its weight
+
+
 @pytest.mark.slow
 def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset, tmp_path, monkeypatch, capsys):
     from launch import loop, training
@@ -997,7 +1028,7 @@ def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset,
     group = tmp_path / 'g' / 'cube-single-play-singletask-task1-v0'
     assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g')]) == 1
     err = capsys.readouterr().err
-    assert f'non-finite metric at steps 41..50 of {group / "seed1"}; stopped, last good checkpoint kept at' in err
+    assert f'non-finite parameters at steps 41..50 of {group / "seed1"}; stopped, last good checkpoint kept at' in err
     assert 'the 1 other run(s) go on from their checkpoints' in err
     # Seed 1 stopped at its last good checkpoint (step 40) and says why; seed 0 finished as it does alone.
     assert load_checkpoint(str(group / 'seed1' / 'checkpoint.msgpack'))['step'] == 40
@@ -1011,7 +1042,7 @@ def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset,
     assert loop.main('offline', [*args, '--seeds', '0-1', '--run-dir', str(tmp_path / 'g')]) == 1
     out, err = capsys.readouterr()
     assert 'seed0 is complete' in out and 'seed1 stopped earlier on non-finite values; delete' in out
-    assert err.strip().startswith('error: non-finite metric at steps 41..50')
+    assert err.strip().startswith('error: non-finite parameters at steps 41..50')
     assert (group / 'seed1' / 'checkpoint.msgpack').stat().st_mtime_ns == before
     # With stopped.json deleted, seed 1 resumes from step 40 (alone now, so it stays finite here). Its
     # config.json keeps the code it started with, final.json records the code that finished it.
