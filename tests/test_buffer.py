@@ -235,3 +235,36 @@ def test_a_balanced_batch_before_any_online_row_is_uniform_over_the_dataset():
     )
     values, counts = np.unique(rewards, return_counts=True)
     assert values.tolist() == [0, 1, 2, 3] and counts.max() < 600  # uniform: 500 each expected
+
+
+def _coded(values, like):
+    """One transition per value v, field j of it filled with v * 10 + j (actions / 1000, inside the box): every
+    field of a row tells its row and its own name."""
+    rows = {}
+    for j, (key, column) in enumerate(like.items()):
+        codes = (np.asarray(values, np.float32) * 10 + j) / (1000 if key == 'actions' else 1)
+        rows[key] = np.broadcast_to(codes.reshape(-1, *[1] * (column.ndim - 1)), (len(values), *column.shape[1:]))
+    return {k: np.array(v, np.float32) for k, v in rows.items()}
+
+
+def _assert_whole_rows(batch, like):
+    """Every field of each sampled row comes from the row its reward names, and from its own field."""
+    values = np.floor(np.asarray(batch['rewards']) / 10)
+    expected = _coded(values, like)
+    for key in like:
+        np.testing.assert_allclose(np.asarray(batch[key]), expected[key], rtol=1e-6, err_msg=key)
+
+
+def test_every_field_of_a_sampled_row_is_that_rows_before_and_during_an_append_that_wraps():
+    """Rewards were checked against observations only: a field read from another row (next_observations from the
+    following row, say) or another field passed every test."""
+    data = _coded(range(4), _dataset(n=4))
+    buffer = ReplayBuffer.create(data, capacity=6).append(_coded([10, 11], data))
+    _assert_whole_rows(buffer.sample(jax.random.PRNGKey(0), 500), data)
+    before = buffer.before_append(3)
+    buffer = buffer.append(_coded([20, 21, 22], data))  # rows 0, 1, 2: the append wraps
+    batch = buffer.sample(jax.random.PRNGKey(1), 500)
+    assert set(np.floor(np.asarray(batch['rewards']) / 10).tolist()) == {20, 21, 22, 3, 10, 11}
+    _assert_whole_rows(batch, data)
+    for visible in (1, 2, 3):  # the rows not yet written are read, whole, from `before`
+        _assert_whole_rows(buffer.sample_during_append(jax.random.PRNGKey(visible), 500, before, visible), data)
