@@ -157,6 +157,28 @@ def test_beta_of_zero_and_a_single_sample_are_accepted():
     assert config.beta == 0.0 and config.num_samples == 1
 
 
+def test_a_single_sample_trains_its_prior_and_q_terms_alone():
+    """M = 1 was accepted but never trained: with one sample the kernel has no other sample to repel, and φ is
+    the prior's score and β∇Q alone; the loss is the docs' one and every metric of an update is finite (a mean
+    over the M(M-1) pairs of other samples would be 0/0)."""
+    n, sigma, beta = 5, 0.3, 2.0
+    config = FAVConfig(hidden_dims=(16, 16), batch_size=n, num_samples=1, sigma=sigma, beta=beta)
+    batch = _small_batch(n)
+    agent = _known_q_agent(config, batch)
+    rng = jax.random.PRNGKey(6)
+    x, _ = _loss_inputs(agent, batch, rng)
+    expected, _ = _expected_actor_loss(x, _f64(batch['actions'])[:, None], sigma, beta, config.prior_score)
+    loss, _ = agent._actor_loss(agent.actor.params, batch, rng)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+
+    config = FAVConfig(hidden_dims=(16,), batch_size=64, num_samples=1)
+    full = _batch(jax.random.PRNGKey(1))
+    agent = FAVAgent.create(jax.random.PRNGKey(2), full['observations'][:1], full['actions'][:1], config)
+    for _ in range(2):
+        agent, info = agent.update(full)
+        assert all(np.isfinite(np.asarray(v)).all() for v in info.values()), info
+
+
 def test_actor_layer_norm_reaches_the_generator_and_the_bc_flow_reference():
     # The policy networks' setting, as FQL's and IFQL's BC flows take it; never the critic's.
     obs, actions = jnp.zeros((1, 4)), jnp.zeros((1, 2))
@@ -592,9 +614,16 @@ def test_agent_vmaps_over_seeds():
     agents = jax.vmap(lambda key: FAVAgent.create(key, batch['observations'][:1], batch['actions'][:1], config))(
         jax.random.split(jax.random.PRNGKey(0), 3)
     )
-    agents, info = jax.vmap(lambda a: a.update(batch))(agents)
+    updated, info = jax.vmap(lambda a: a.update(batch))(agents)
     assert info['critic_loss'].shape == (3,)
     assert len(set(np.asarray(info['critic_loss']).round(6).tolist())) == 3  # seeds differ
+    # Each seed's update under vmap is its update alone: nothing is mixed across the run axis.
+    for r in range(3):
+        alone, alone_info = jax.tree_util.tree_map(lambda x, r=r: x[r], agents).update(batch)
+        for got, want in zip(
+            jax.tree_util.tree_leaves((updated, info)), jax.tree_util.tree_leaves((alone, alone_info)), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(got)[r], np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
 def _bandit_buffer(n=4096, mu0=-0.3, s0=0.2, target=0.5):
