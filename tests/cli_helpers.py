@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,9 +50,27 @@ def checkpoint_leaves(run_dir):
     return jax.tree_util.tree_leaves(load_checkpoint(os.path.join(run_dir, 'checkpoint.msgpack'))['agent'])
 
 
-def run_killed_then_resumed(script, args, run_dir, kill_after_step, run_dirs=1):
+def run_killed_then_resumed(script, args, run_dir, kill_after_step, run_dirs=1, attempts=3):
     """Starts a run (or a group of `run_dirs` runs under `run_dir`), SIGKILLs it once every run has a
-    checkpoint of the same step past `kill_after_step`, then reruns it."""
+    checkpoint of the same step past `kill_after_step`, then reruns it. A kill that came only after the last
+    checkpoint (the run's end, before final.json) would leave the rerun nothing to resume: that start is
+    thrown away and made again, so the rerun always goes on from a step before the end."""
+    for _ in range(attempts):
+        step = _killed_at(script, args, run_dir, kill_after_step, run_dirs)
+        config = json.loads(next(Path(run_dir).rglob('config.json')).read_text())
+        if step < config['offline_steps'] + (config.get('online_steps') or 0):
+            break
+        shutil.rmtree(run_dir)
+    else:
+        raise AssertionError(f'in {attempts} starts, every kill came after the last checkpoint (step {step})')
+    resumed = launch(script, *args, '--run-dir', run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f'from step {step}' in resumed.stdout, resumed.stdout
+    return resumed
+
+
+def _killed_at(script, args, run_dir, kill_after_step, run_dirs):
+    """The step of the checkpoints the run had when it was killed."""
     process = subprocess.Popen(
         [sys.executable, f'launch/{script}.py', *args, '--run-dir', run_dir],
         cwd=REPO,
@@ -72,10 +91,9 @@ def run_killed_then_resumed(script, args, run_dir, kill_after_step, run_dirs=1):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not list(Path(run_dir).rglob('final.json'))
-    resumed = launch(script, *args, '--run-dir', run_dir)
-    assert resumed.returncode == 0, resumed.stderr
-    assert 'resuming' in resumed.stdout
-    return resumed
+    steps = {load_checkpoint(str(c))['step'] for c in Path(run_dir).rglob('checkpoint.msgpack')}
+    assert len(steps) == 1, steps  # a group checkpoints as one
+    return steps.pop()
 
 
 def assert_same_result(whole, killed):
