@@ -147,7 +147,7 @@ def test_a_view_resets_the_copies_it_names():
 def test_final_score_is_the_mean_of_the_last_three_evaluations():
     assert final_score([0.0, 0.1, 0.2, 0.4, 0.6]) == pytest.approx(40.0)
     assert final_score([0.5]) == 50.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='no evaluation was run, so there is no final score'):
         final_score([])
 
 
