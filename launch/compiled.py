@@ -73,7 +73,8 @@ def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appe
         agent, sums, finite = jax.lax.fori_loop(0, length, one_update, (agent, zeros, jnp.array(True)))
         # The metrics see the parameters before each update: the last one's own result is checked here, so that
         # parameters it made non-finite are never saved as the last good checkpoint.
-        finite = finite & jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(agent)]))
+        state = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(agent)]
+        finite = functools.reduce(jnp.logical_and, state, finite)
         return agent, jax.tree_util.tree_map(lambda v: v / length, sums), finite
 
     return jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
