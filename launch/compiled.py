@@ -71,13 +71,24 @@ def _run_updates(agents, buffer, data_keys, start_step, length, batch_size, appe
         shapes = jax.eval_shape(lambda a: a.update(batch(0))[1], agent)
         zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         agent, sums, finite = jax.lax.fori_loop(0, length, one_update, (agent, zeros, jnp.array(True)))
-        # The metrics see the parameters before each update: the last one's own result is checked here, so that
-        # parameters it made non-finite are never saved as the last good checkpoint.
-        state = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(agent)]
-        finite = functools.reduce(jnp.logical_and, state, finite)
         return agent, jax.tree_util.tree_map(lambda v: v / length, sums), finite
 
     return jax.vmap(one_run)(agents, buffer.runs, data_keys, appended)
+
+
+@signals_held()
+@jax.jit
+def states_finite(agents):
+    """Per run, whether every array of its agent state is finite. The metrics see the parameters before each
+    update, so a chunk's last update can leave them non-finite unseen: checked before a checkpoint is written (a
+    pass over the whole state, not made every env step)."""
+
+    def finite(agent):
+        return functools.reduce(
+            jnp.logical_and, [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(agent)], jnp.array(True)
+        )
+
+    return jax.vmap(finite)(agents)
 
 
 @signals_held()

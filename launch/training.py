@@ -19,7 +19,7 @@ from envs.evaluation import evaluate, evaluation_rounds
 from envs.factory import make_env_pool
 from envs.pool import PoolView
 from launch.checkpoint import CheckpointError, save_group_checkpoints
-from launch.compiled import offline_chunk, online_chunk, policy_action, signals_held
+from launch.compiled import offline_chunk, online_chunk, policy_action, signals_held, states_finite
 from launch.online_envs import OnlineEnvs
 from launch.run_logs import RunFileError
 from launch.stops import raise_if_stopped
@@ -203,7 +203,8 @@ class GroupTrainer:
     def _after_chunk(self, agents, info, finite, end, phase):
         raise_if_stopped()  # a stop whose exception Python swallowed (launch/stops.py): before this chunk counts
         start, args = self.step, self.args
-        finite = np.asarray(finite)
+        saving = end % args.save_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps)
+        finite = np.asarray(finite) & (np.asarray(states_finite(agents)) if saving else True)
         if not finite.all():
             where = f'step {end}' if end - start == 1 else f'steps {start + 1}..{end}'
             stopped = {}
@@ -232,7 +233,7 @@ class GroupTrainer:
                 logger.log('train', row)
         if _is_eval_step(end, args):
             self._evaluate(phase)
-        if end % args.save_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps):
+        if saving:
             self.save()
 
     def _evaluation_policy(self, indices):

@@ -29,7 +29,7 @@ from envs.evaluation import episode_seed
 from envs.registry import resolve_task
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.command_line import UserError
-from launch.compiled import as_group, offline_chunk, online_chunk, policy_action
+from launch.compiled import as_group, offline_chunk, online_chunk, policy_action, states_finite
 from launch.loop import RERUN_TO_GO_ON, _write_final
 from launch.run_logs import RunLogger, read_json, write_json
 from launch.settings import parse_args
@@ -980,7 +980,7 @@ def test_non_finite_loss_stops_with_step_and_metric(dataset, tmp_path):
 def test_parameters_made_non_finite_by_a_chunks_last_update_are_not_finite():
     """The metrics of an update see the parameters before it: an update whose result is non-finite while its
     metrics are finite (a learning rate that overflows them) passed, and its chunk was saved as the last good
-    checkpoint."""
+    checkpoint. The state is checked before each checkpoint (training.py), not in the chunk."""
     from flax import struct
 
     @struct.dataclass
@@ -1003,9 +1003,31 @@ def test_parameters_made_non_finite_by_a_chunks_last_update_are_not_finite():
     )
     buffer, keys = GroupBuffer.of_one_task(data, runs=2), jax.random.split(jax.random.PRNGKey(0), 2)
     agents = OverflowsAtItsThirdUpdate(weight=jnp.zeros(2), updates=jnp.array([0, 1]))  # run 1 is one update ahead
-    _, info, finite = offline_chunk(agents, buffer, keys, 0, 2, 4)
-    assert np.isfinite(np.asarray(info['loss'])).all()  # the metrics never see the overflow
-    assert np.asarray(finite).tolist() == [True, False]  # run 1's second update overflowed its weight
+    agents, info, finite = offline_chunk(agents, buffer, keys, 0, 2, 4)
+    assert np.isfinite(np.asarray(info['loss'])).all() and np.asarray(finite).all()  # the metrics never see it
+    assert np.asarray(states_finite(agents)).tolist() == [True, False]  # run 1's second update overflowed its weight
+
+
+def test_a_checkpoint_is_never_written_with_non_finite_parameters(dataset, tmp_path, monkeypatch, capsys):
+    """The chunk ending at a save left the parameters non-finite, with finite metrics: the run stops there,
+    keeping the checkpoint before."""
+    from launch import loop, training
+
+    real_chunk = training.offline_chunk
+
+    def chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
+        agents, info, finite = real_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced)
+        if start_step + length == 20:
+            nan = lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+            agents = jax.tree_util.tree_map(nan, agents)
+        return agents, info, finite
+
+    monkeypatch.setattr(training, 'offline_chunk', chunk)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '40', '--eval-every', '40']
+    args += ['--save-every', '10', '--log-every', '10', '--updates-per-call', '10', *SMALL]
+    assert loop.main('offline', [*args, '--run-dir', str(tmp_path / 'run')]) == 1
+    assert 'non-finite parameters at steps 11..20 of' in capsys.readouterr().err
+    assert load_checkpoint(str(tmp_path / 'run' / 'checkpoint.msgpack'))['step'] == 10
 
 
 @pytest.mark.slow
