@@ -313,16 +313,23 @@ def _end_with_parent(parent_pid):
     os._exit(1)
 
 
+# What reading a truncated or corrupt .npz raises (numpy, its zip and zlib readers, the file system).
+NPZ_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError)
+
+
+def one_line(error):
+    return ' '.join(str(error).split()) or type(error).__name__
+
+
 def _concatenate(paths):
     episodes = []
     for path in paths:
         try:
             with np.load(path) as f:
                 episodes.append({k: f[k] for k in f.files})
-        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:  # a disk's fault: parts are atomic
-            reason = ' '.join(str(e).split()) or type(e).__name__
+        except NPZ_READ_ERRORS as e:  # a disk's fault: parts are written atomically
             raise GenerationError(
-                f'part file {path} is damaged ({reason}): delete it, then rerun the same command to collect that '
+                f'part file {path} is damaged ({one_line(e)}): delete it, then rerun the same command to collect that '
                 'episode again'
             ) from None
     return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}

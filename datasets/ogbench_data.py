@@ -10,8 +10,6 @@ import http.client
 import os
 import socket
 import sys
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -28,10 +26,6 @@ _FILE_KEYS = ('observations', 'actions', 'terminals', 'qpos', 'qvel')
 
 class DatasetError(Exception):
     """A dataset that cannot be found or used; the message is one line meant for the user."""
-
-
-def _one_line(error):
-    return ' '.join(str(error).split()) or type(error).__name__
 
 
 def val_path(train_path):
@@ -64,7 +58,7 @@ def _generated_path(task, dataset_dir, episodes, seed, workers, progress=True):
     try:
         family = generate.check_request(task.family.name, episodes, seed, workers, out_dir=out_dir)
     except ValueError as e:
-        raise DatasetError(_one_line(e)) from None
+        raise DatasetError(generate.one_line(e)) from None
     train_path, _ = generate.output_paths(family, out_dir)
     # The train file is renamed into place last, so the pair is complete once both exist.
     if not _complete(str(train_path)):
@@ -86,7 +80,7 @@ def _download(task, dataset_dir):
     try:
         ogbench.download_datasets([task.dataset_name], dataset_dir)
     except (OSError, http.client.HTTPException) as e:
-        return _one_line(e)
+        return generate.one_line(e)
     finally:
         socket.setdefaulttimeout(previous)
     return None
@@ -100,7 +94,7 @@ def _train_episodes(path):
             return None
         with file:
             return int(np.count_nonzero(file['terminals']))
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError):
+    except (*generate.NPZ_READ_ERRORS, KeyError):
         return None
 
 
@@ -162,10 +156,10 @@ def _check_file(path, task, env):
             arrays = {k: _read_array(file, k, path) for k in keys}
     except DatasetError:
         raise
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
+    except generate.NPZ_READ_ERRORS as e:
         # A file that is not a zip at all, numpy takes for a pickle, and its advice (allow_pickle) is no fix for a
         # dataset.
-        reason = 'not a zip archive' if 'allow_pickle' in str(e) else _one_line(e)
+        reason = 'not a zip archive' if 'allow_pickle' in str(e) else generate.one_line(e)
         raise DatasetError(
             f'dataset file {path} is not a readable .npz file (truncated or corrupt?): {reason}'
         ) from None
@@ -253,7 +247,7 @@ def load_task_data(task, env, dataset_path=None, dataset_dir=None, dataset_episo
     except (ValueError, IndexError) as e:  # numpy's, from relabelling: e.g. button states of another puzzle's size
         raise DatasetError(
             f'dataset {path} (or its -val file) does not fit {task.name}: OGBench could not relabel its rewards '
-            f'({_one_line(e)}); is it {task.family.name} data?'
+            f'({generate.one_line(e)}); is it {task.family.name} data?'
         ) from None
     return _transitions(train, task), _transitions(val, task)
 

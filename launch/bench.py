@@ -47,6 +47,7 @@ from launch.command_line import (  # noqa: E402
     CommandLineParser,
     UserError,
     check_writable_folder,
+    first_line,
     out_of_memory,
     stop_on_ctrl_c,
 )
@@ -448,9 +449,8 @@ def main():
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
         if not out_of_memory(e):
             raise
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         print(
-            f'error: out of memory ({first}); give smaller --hidden-dims, --stack, --o2o-runs, --rows or '
+            f'error: out of memory ({first_line(e)}); give smaller --hidden-dims, --stack, --o2o-runs, --rows or '
             '--online-steps',
             file=sys.stderr,
         )

@@ -13,6 +13,10 @@ class UserError(Exception):
     """A bad setting or input: reported as one line, exit code 2."""
 
 
+def first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def out_of_memory(error):
     """Whether `error` (a MemoryError, or JAX's runtime error) says memory ran out: XLA reports a failed allocation
     as RESOURCE_EXHAUSTED, or as INTERNAL when a later call meets it."""

@@ -25,7 +25,7 @@ from envs.factory import make_env, with_backend
 from envs.pool import EnvWorkerError
 from envs.registry import UnknownTaskError, suite_tasks
 from launch.checkpoint import CheckpointError, load_group_checkpoints
-from launch.command_line import UserError, out_of_memory, print_to_a_pipe
+from launch.command_line import UserError, first_line, out_of_memory, print_to_a_pipe
 from launch.compiled import signals_held
 from launch.run_lock import RunLockedError, run_lock
 from launch.run_logs import STOPPED_NAME, RunFileError, RunLogger, read_json, write_json
@@ -296,7 +296,7 @@ def _main(mode, argv):
             raise
         smaller = '--agent.batch_size or --agent.hidden_dims' + (', or --buffer-capacity' if mode == 'o2o' else '')
         print(
-            f'error: out of memory ({_first_line(e)}); train fewer runs at once (--seeds, --task all) or give a '
+            f'error: out of memory ({first_line(e)}); train fewer runs at once (--seeds, --task all) or give a '
             f'smaller {smaller}; a rerun resumes each run from its last checkpoint',
             file=sys.stderr,
         )
@@ -306,7 +306,3 @@ def _main(mode, argv):
         print(f'{stopped}: {RERUN_TO_GO_ON}', file=sys.stderr)
         return code
     return 0
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
