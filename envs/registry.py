@@ -18,6 +18,7 @@ class Family:
     beta: float  # FAV inverse temperature
     adaptive_beta: float  # FAV-Adaptive inverse temperature
     episode_length: int  # OGBench's registrations set their own (a test checks they agree); Minari AntMaze's
+    # envs are made with it as max_episode_steps (legacy D4RL's TimeLimit matches it)
     discount: float = 0.99
     q_agg: str = 'mean'
     reward_shift: float = 0.0  # added to every dataset and online reward

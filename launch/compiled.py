@@ -1,10 +1,11 @@
 """The compiled parts of the training loop, for a group of R runs at once (a single run is R = 1).
 
 Agents and their replay buffers are stacked along a leading run axis and every function here is
-`vmap`-ed over it: K updates per call in one compiled loop (`jit` + `fori_loop`; K is an argument, not
-part of the program, so every chunk length shares one compile), one policy call for all runs. Update
-`i` of run r draws its batch with `fold_in(data_key[r], i)` and each agent carries its own key, so a
-seed gives the same batches whatever K is and whichever group it trains in.
+`vmap`-ed over it: K updates per call in one compiled loop (`jit` + `fori_loop`; offline, K is a traced
+argument, so every offline chunk length shares one compile; the O2O calls take their length as a static
+argument), one policy call for all runs. Update `i` of run r draws its batch with `fold_in(data_key[r], i)`
+and each agent whose update draws noise carries its own key, so a seed gives the same batches and noise
+whatever K is and whichever group it trains in.
 """
 
 import contextlib

@@ -134,7 +134,8 @@ def fixed_q_critic(critic, problem):
 
 
 def train(setting, plan, betas, seed=0):
-    """Trains one agent per β (vmapped) on the setting's bandit; returns (actor samples (β, n, d), info)."""
+    """Trains one agent per β (vmapped) on the setting's bandit; returns (actor samples (β, n, d), the last
+    chunk's mean metrics per β, whether every update's metrics were finite)."""
     problem = bandits.PROBLEMS[setting.problem]
     actions = problem.sample_behavior(np.random.default_rng(seed), DATASET_SIZE)
     n = len(actions)

@@ -18,7 +18,7 @@ from launch.run_logs import STOPPED_NAME, RunFileError, read_json
 
 # The score a mode's tables show: offline runs have one, O2O runs show "offline → online".
 SCORE_KEYS = {'offline': ('score',), 'o2o': ('offline_score', 'online_score')}
-# The score that rliable aggregates and the training curves use (the run's final performance).
+# The score the rliable aggregates (launch/aggregates.py) use: the run's final performance.
 MAIN_SCORE = {'offline': 'score', 'o2o': 'online_score'}
 DISPLAY_NAMES = {'fav': 'FAV', 'fql': 'FQL', 'iql': 'IQL', 'rebrac': 'ReBRAC', 'ifql': 'IFQL', 'rlpd': 'RLPD'}
 TASK_ORDER = {name: i for i, name in enumerate(SUITES['offline'])}

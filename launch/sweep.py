@@ -189,7 +189,8 @@ def _data_log(runs_dir, family):
 
 
 def _collect(ray, pending, progress, args, submit):
-    """Waits for the jobs, resubmitting failures up to --max-retries; returns {job: (code, last line)}."""
+    """Waits for the jobs, resubmitting failures up to --max-retries; returns {job: (exit code, last
+    line)} of the jobs that still failed after their retries ({} when all finished)."""
     attempts, failures = {}, {}
     try:
         while pending:

@@ -50,7 +50,8 @@ class Run:
 
     @property
     def stopped(self):
-        """Stopped on non-finite values (launch/loop.py's STOPPED_NAME): not rerun until that file is deleted."""
+        """Stopped on non-finite values (launch/run_logs.py's STOPPED_NAME, written by launch/loop.py): not
+        rerun until that file is deleted."""
         return not self.finished and os.path.exists(os.path.join(self.run_dir, STOPPED_NAME))
 
 
