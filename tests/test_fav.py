@@ -517,6 +517,24 @@ def _linear_velocity(params, observations, noisy_actions, times):
     return params['lam'] * noisy_actions + observations @ params['w']
 
 
+LINEAR_FLOW_W = np.array([[0.3, -0.2], [0.1, 0.25], [-0.2, 0.1]])
+LINEAR_FLOW_LAMBDA = -0.5
+
+
+def _with_linear_flow(agent):
+    flow = dict(lam=jnp.float32(LINEAR_FLOW_LAMBDA), w=jnp.asarray(LINEAR_FLOW_W, jnp.float32))
+    return agent.replace(bc_flow=agent.bc_flow.replace(apply_fn=_linear_velocity, params=flow))
+
+
+def _linear_flow_reference(batch, reference_key, num_reference, flow_steps):
+    """The K reference particles of _with_linear_flow's agent: the flow's Euler integral in closed form, from
+    the reference key's noises, clipped to the action box."""
+    z = _f64(jax.random.normal(reference_key, (len(batch['observations']), num_reference, ACT_DIM)))
+    fixed_point = (_f64(batch['observations']) @ LINEAR_FLOW_W / -LINEAR_FLOW_LAMBDA)[:, None, :]  # -c/λ
+    decay = (1 + LINEAR_FLOW_LAMBDA / flow_steps) ** flow_steps
+    return np.clip(fixed_point + decay * (z - fixed_point), -1, 1)
+
+
 @pytest.mark.parametrize('prior_score', ['clipped', 'softmax'])
 def test_bc_flow_reference_particles_are_k_flow_samples_in_the_actor_loss(prior_score):
     num_reference, flow_steps, sigma, beta = 5, 4, 0.2, 1.5
@@ -532,17 +550,10 @@ def test_bc_flow_reference_particles_are_k_flow_samples_in_the_actor_loss(prior_
         prior_score=prior_score,
     )
     batch = _small_batch(3)
-    agent = _known_q_agent(config, batch)
-    w = np.array([[0.3, -0.2], [0.1, 0.25], [-0.2, 0.1]])
-    flow = dict(lam=jnp.float32(-0.5), w=jnp.asarray(w, jnp.float32))
-    agent = agent.replace(bc_flow=agent.bc_flow.replace(apply_fn=_linear_velocity, params=flow))
+    agent = _with_linear_flow(_known_q_agent(config, batch))
     rng = jax.random.PRNGKey(3)
     x, reference_key = _loss_inputs(agent, batch, rng)
-
-    # The K reference particles: the flow's Euler integral in closed form, from the reference key's noises.
-    z = _f64(jax.random.normal(reference_key, (3, num_reference, ACT_DIM)))
-    fixed_point = (_f64(batch['observations']) @ w / 0.5)[:, None, :]  # -c/λ, λ = -0.5
-    reference = np.clip(fixed_point + (1 - 0.5 / flow_steps) ** flow_steps * (z - fixed_point), -1, 1)
+    reference = _linear_flow_reference(batch, reference_key, num_reference, flow_steps)
     assert 0 < np.mean(np.abs(reference) == 1) < 0.1  # a few clipped to the box, the rest the flow's own
     assert np.abs(reference - _f64(batch['actions'])[:, None]).min() > 0.01  # not the dataset actions
     expected, phi = _expected_actor_loss(x, reference, sigma, beta, prior_score)
@@ -553,6 +564,14 @@ def test_bc_flow_reference_particles_are_k_flow_samples_in_the_actor_loss(prior_
     loss, (info, _) = agent._actor_loss(agent.actor.params, batch, rng)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
     np.testing.assert_allclose(float(info['phi_norm']), np.linalg.norm(phi, axis=-1).mean(), rtol=1e-4)
+
+
+def _scott_sigma(actions):
+    """Scott's rule written out: σ = 2h², h = n^(-1/(d+4))·std, std the population standard deviation
+    averaged over the d action dimensions."""
+    n, d = actions.shape
+    std = np.mean([np.sqrt(np.mean((col - col.mean()) ** 2)) for col in actions.T])
+    return 2 * (n ** (-1 / (d + 4)) * std) ** 2
 
 
 @pytest.mark.parametrize('prior_score', ['clipped', 'softmax'])
@@ -572,15 +591,44 @@ def test_scott_bandwidth_is_the_one_the_actor_loss_uses(prior_score):
     rng = jax.random.PRNGKey(4)
     x, _ = _loss_inputs(agent, batch, rng)
 
-    # Scott's rule on the batch's dataset actions (docs/algorithm.md, step 3), written out: σ = 2h²,
-    # h = n^(-1/(d+4))·std, std the population standard deviation averaged over the d action dimensions.
     actions = _f64(batch['actions'])
-    std = np.mean([np.sqrt(np.mean((col - col.mean()) ** 2)) for col in actions.T])
-    sigma = 2 * (n ** (-1 / (ACT_DIM + 4)) * std) ** 2
+    sigma = _scott_sigma(actions)  # Scott's rule on the batch's dataset actions (docs/algorithm.md, step 3)
     assert 0.05 < sigma < 0.5  # far from the config's fixed σ = 2
     expected, _ = _expected_actor_loss(x, actions[:, None], sigma, beta, prior_score)
     fixed_sigma_loss, _ = _expected_actor_loss(x, actions[:, None], 2.0, beta, prior_score)
     assert not np.isclose(expected, fixed_sigma_loss, rtol=0.05)
+
+    loss, (info, _) = agent._actor_loss(agent.actor.params, batch, rng)
+    np.testing.assert_allclose(float(info['bandwidth']), sigma, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize('prior_score', ['clipped', 'softmax'])
+def test_scott_bandwidth_with_bc_flow_particles_comes_from_the_batchs_dataset_actions(prior_score):
+    n, num_reference, flow_steps, beta = 8, 4, 2, 1.0
+    config = FAVConfig(
+        hidden_dims=(16, 16),
+        batch_size=n,
+        num_samples=4,
+        beta=beta,
+        bandwidth_method='scott',
+        reference='bc_flow',
+        num_reference=num_reference,
+        flow_steps=flow_steps,
+        prior_score=prior_score,
+    )
+    batch = _small_batch(n)
+    agent = _with_linear_flow(_known_q_agent(config, batch))
+    rng = jax.random.PRNGKey(6)
+    x, reference_key = _loss_inputs(agent, batch, rng)
+    reference = _linear_flow_reference(batch, reference_key, num_reference, flow_steps)
+
+    sigma = _scott_sigma(_f64(batch['actions']))
+    particles_sigma = _scott_sigma(reference.reshape(-1, ACT_DIM))  # what σ would be from the flow's samples
+    assert not np.isclose(sigma, particles_sigma, rtol=0.05)
+    expected, _ = _expected_actor_loss(x, reference, sigma, beta, prior_score)
+    particles_loss, _ = _expected_actor_loss(x, reference, particles_sigma, beta, prior_score)
+    assert not np.isclose(expected, particles_loss, rtol=0.05)
 
     loss, (info, _) = agent._actor_loss(agent.actor.params, batch, rng)
     np.testing.assert_allclose(float(info['bandwidth']), sigma, rtol=1e-5)

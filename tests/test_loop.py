@@ -1514,6 +1514,13 @@ def test_a_ring_holds_the_whole_dataset_and_a_whole_call_and_each_period_ends_a_
     for period in ('log_every', 'eval_every', 'save_every'):
         args = types.SimpleNamespace(**{**base, 'online_updates_per_call': big, period: 400})
         assert _buffer_capacity(args, 'o2o', 400) == 400, period
+    # Without --buffer-capacity: max(2M, rows + 1), and with balanced sampling (RLPD) rows + 2M, so that no
+    # dataset row is overwritten within 2M online steps; offline nothing is appended.
+    default = {**base, 'buffer_capacity': None, 'online_updates_per_call': 1}
+    for rows, balanced, want in [(400, False, 2_000_000), (2_000_000, False, 2_000_001), (400, True, 2_000_400)]:
+        args = types.SimpleNamespace(**{**default, 'balanced_sampling': balanced})
+        assert _buffer_capacity(args, 'o2o', rows) == want, (rows, balanced)
+    assert _buffer_capacity(types.SimpleNamespace(**{**default, 'balanced_sampling': True}), 'offline', 400) == 400
 
 
 def test_group_data_is_read_once_with_each_tasks_labels_and_its_origin(monkeypatch):
