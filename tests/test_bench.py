@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 import pathlib
 import re
@@ -342,7 +343,7 @@ def test_the_stacked_table_is_the_timed_rates_over_one_run_the_plain_loop_and_th
         hidden_dims=(8,), updates_per_call=5, plain_steps=20, seconds=0.01, stack=[1, 4], profile=None, profile_top=1
     )
     data = bench.random_data(37, 5, 64)
-    bench.bench_agent('fav', AGENTS['fav'], args, resolve_task('cube-double').family, data, (1e12, 1e11))
+    bench.bench_agent('fav', AGENTS['fav'], args, resolve_task('cube-double').family, data, (1e12, 2e10))
     out = capsys.readouterr().out
     # Plain loop: 10 × 20 = 200 updates/s. One run: 40 × 5 = 200 updates/s, 1e3 / 200 = 5 ms a step. Four
     # runs: 30 × 5 × 4 = 600 updates/s, 3× one run and 3× the plain loop, 4e3 / 600 = 6.667 ms a stacked step.
@@ -351,6 +352,19 @@ def test_the_stacked_table_is_the_timed_rates_over_one_run_the_plain_loop_and_th
     assert re.search(r'^\| 4 \| 600 \| 3\.00× \| 3\.00× \| 6\.667 \|', out, re.M), out
     # The line through (1, 5) and (4, 20/3): 40/9 ms + 5/9 ms × runs, tending toward (40/9 + 5/9) / (5/9) = 9×.
     assert 'stacked step ≈ 4.444 ms + 0.556 ms × runs' in out and 'tends toward 9.00× one run' in out
+    # The achieved rates are the updates/s times the update's FLOP and bytes, each against its own probe: the
+    # 1 TFLOP/s matmul probe and the 20 GB/s copy probe.
+    gflop, gb = map(
+        float, re.search(r'GFLOP per update \(XLA cost analysis\): (\S+); GB read and written: (\S+)', out).groups()
+    )
+    assert gflop > 0 and gb > 0 and not math.isclose(gflop, gb, rel_tol=0.1)
+    for runs, rate in ((1, 200), (4, 600)):
+        row = re.search(rf'^\| {runs} \| {rate} \|.*$', out, re.M)[0]
+        achieved, matmul_share, moved, copy_share = (float(c.strip(' %')) for c in row.strip('|').split('|')[5:9])
+        assert achieved == pytest.approx(rate * gflop, rel=0.01, abs=0.05)
+        assert matmul_share == pytest.approx(100 * rate * gflop / 1e3, rel=0.01, abs=0.05)
+        assert moved == pytest.approx(rate * gb, rel=0.01, abs=0.05)
+        assert copy_share == pytest.approx(100 * rate * gb / 20, rel=0.01, abs=0.05)
 
 
 def test_the_probes_count_two_flop_per_multiply_add_and_each_byte_read_and_written(monkeypatch):

@@ -825,6 +825,32 @@ def test_a_generated_dataset_in_the_dataset_directory_is_not_taken_for_the_offic
         assert find_task_file(task, dataset_dir=str(root)) == (str(root / 'cube-single-play-v0.npz'), 'official')
 
 
+@pytest.mark.parametrize(
+    ('family', 'episodes', 'official'),
+    [
+        ('antmaze-giant-navigate', 500, 500),
+        ('antmaze-large-navigate', 1000, 1000),
+        ('antmaze-giant-navigate', 1000, 500),
+    ],
+)
+def test_the_official_episode_count_is_500_for_antmaze_giant_and_1000_for_the_others(
+    family, episodes, official, tmp_path
+):
+    """antmaze-giant's official file has 500 train episodes (of twice the length): one with 1000 is not it, and the
+    official one must not be refused. Only `terminals` is read to count them."""
+    task = resolve_task(family, 1)
+    train = tmp_path / f'{task.dataset_name}.npz'
+    for path in (train, tmp_path / f'{task.dataset_name}-val.npz'):
+        np.savez(path, terminals=np.ones(episodes, bool))
+    if episodes == official:
+        assert find_task_file(task, dataset_dir=str(tmp_path)) == (str(train), 'official')
+    else:
+        with pytest.raises(
+            DatasetError, match=f'holds {episodes} train episodes, the official {task.dataset_name} file {official}:'
+        ):
+            find_task_file(task, dataset_dir=str(tmp_path))
+
+
 @pytest.mark.parametrize('progress', [True, False])
 def test_generation_shows_its_progress_bar_unless_asked_not_to(progress, tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(ogbench_data, 'EPISODE_LENGTH', LENGTH)

@@ -57,6 +57,19 @@ def test_gaussian_bandit_reaches_the_exact_target(sigma, beta):
     assert np.all(info['residual_after'] > 0) and np.all(info['residual_before'] > 0)
 
 
+@pytest.mark.parametrize('sigma', [0.05, 0.3])
+def test_the_fixed_point_log_prior_of_one_softmax_particle_is_the_gaussian_about_the_particles_mean(sigma):
+    """With one softmax reference particle the averaged score is 2(E[y] - x)/σ, linear in x, so the grid integral
+    (trapezoids) must give -(x - E[y])²/σ exactly, up to a constant (here within 1e-6); a right Riemann sum is off
+    by up to 2·dx/σ at the grid's end (7e-3 at σ = 0.3, dx = 1e-3)."""
+    problem = bandits.PROBLEMS['gauss1d']
+    log_prior = bandits.fixed_point_log_prior(problem, sigma, 'softmax', 1, num_sets=512, seed=3)
+    mean = problem.sample_behavior(np.random.default_rng(3), 512).mean()  # the same draws as the function's
+    x = bandits.factor_grid(problem)[0][:, 0]
+    exact = -((x - mean) ** 2) / sigma
+    np.testing.assert_allclose(log_prior - log_prior[0], exact - exact[0], atol=1e-4)
+
+
 def test_without_the_repulsive_term_the_samples_collapse():
     samples, _ = _train(0.1, (0.0,), repulsive=False)
     # With repulsion the spread is 0.8-1.0 of the target's (above); without it, below a quarter.

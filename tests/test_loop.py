@@ -1400,6 +1400,41 @@ def test_a_resume_may_change_only_what_leaves_the_result_as_it_was(tmp_path):
             check_same_run(str(tmp_path), dict(watched, **{field: 200}))
 
 
+def _o2o_settings():
+    from launch.run_plan import run_settings
+    from launch.settings import agent_config
+
+    args = parse_args(['--env', 'cube-single', '--task', '1', '--buffer-capacity', '5000'], 'o2o')
+    task = resolve_task('cube-single', 1)
+    return json.loads(json.dumps(run_settings(args, task, 0, agent_config(args, 'o2o', task.family), 'o2o')))
+
+
+def _another_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return f'{value}-other' if isinstance(value, str) else 'other'
+
+
+@pytest.mark.parametrize('field', sorted(set(_o2o_settings()) - {'dataset_origin', 'agent_config'}))
+def test_a_resume_with_any_other_setting_than_how_the_run_is_watched_is_refused(field, tmp_path):
+    """Every recorded setting but how the run is watched, how many processes its evaluation and data use and the
+    code's version is compared on --resume (the agent's fields have a test of their own): one let through, a
+    resumed O2O run that switched to balanced sampling, say, would go on training another way without a word."""
+    from launch.run_plan import RESUMABLE_DIFFERENCES, check_same_run
+
+    saved = _o2o_settings()
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    changed = dict(saved, **{field: _another_value(saved[field])})
+    if field in ('resume', 'wandb', 'progress', 'workers', 'max_eval_envs', 'code_version'):
+        assert field in RESUMABLE_DIFFERENCES
+        check_same_run(str(tmp_path), changed)
+    else:
+        with pytest.raises(UserError, match=f'other settings: {field}='):
+            check_same_run(str(tmp_path), changed)
+
+
 def test_a_resume_with_another_evaluation_schedule_is_refused(tmp_path):
     """The score is the mean success of the last 3 evaluations: other evaluation steps, episodes or copies per
     run (each copy's episodes are seeded by its index) would score other evaluations than the run began."""

@@ -104,6 +104,14 @@ def test_the_o2o_estimate_counts_the_online_steps_at_the_env_step_rate(tmp_path,
     assert 'about 2.00 GPU-hours' in capsys.readouterr().out.splitlines()[0]
 
 
+def test_a_group_between_measured_sizes_is_estimated_at_the_rate_of_the_largest_size_below(tmp_path, capsys):
+    argv = ['--suite', TASK.format(1), '--mode', 'o2o', '--seeds', '0-6', '--runs-dir', str(tmp_path), '--dry-run']
+    assert sweep.main([*argv, '--offline-steps', '7128000', '--online-steps', '432000']) == 0
+    # 7 runs: offline at 4 runs' 1980 updates/s, 7 × 7,128,000 / 1980 s = 7 h (not at 8 runs' 2279/s, the nearest
+    # measured size); online at one run's 120 env steps/s, 7 × 432,000 / 120 s = 7 h (not at 8 runs' 745/s).
+    assert 'about 14.00 GPU-hours' in capsys.readouterr().out.splitlines()[0]
+
+
 @pytest.mark.parametrize(
     'group, jobs, hours',
     [
