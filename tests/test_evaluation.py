@@ -336,6 +336,23 @@ def test_closing_a_pool_with_a_stopped_worker_ends_it():
         process.join()
 
 
+class _ExitsOnStep(_FixedOutcomeEnv):
+    """A worker process that dies while it steps, after it took the command (killed for memory mid-step, say)."""
+
+    def step(self, action):
+        os._exit(1)
+
+
+def test_a_worker_that_dies_while_it_steps_is_one_error():
+    pool = EnvPool([functools.partial(_ExitsOnStep, False)], workers=1)
+    try:
+        pool.reset([0], [0])
+        with pytest.raises(EnvWorkerError, match='an env worker process exited'):
+            pool.step(np.zeros((1, 1), np.float32))
+    finally:
+        pool.close()
+
+
 def test_a_dead_worker_is_one_error_and_a_dead_parent_lets_workers_exit_quietly():
     """A worker killed mid-run is an EnvWorkerError (the loop prints it in one line), not an EOFError
     traceback; a worker whose parent is gone (its pipe closed) exits cleanly instead of with a traceback."""

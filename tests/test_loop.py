@@ -30,7 +30,7 @@ from envs.registry import resolve_task
 from launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from launch.command_line import UserError
 from launch.compiled import as_group, offline_chunk, online_chunk, policy_action, states_finite
-from launch.loop import RERUN_TO_GO_ON, _write_final
+from launch.loop import RERUN_TO_GO_ON, _run_keys, _write_final
 from launch.run_logs import RunLogger, read_json, write_json
 from launch.settings import parse_args
 from tests.cli_helpers import (
@@ -299,8 +299,6 @@ def test_a_resumed_runs_wall_time_adds_the_time_trained_before_the_stop(dataset,
 
 
 def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch):
-    from launch.loop import _run_keys
-
     keys = [np.asarray(k) for k in _run_keys(3)]
     assert len({k.tobytes() for k in keys}) == 4  # agent, data, act and eval keys all differ
     for i, key in enumerate(keys):
@@ -316,6 +314,22 @@ def test_a_runs_four_keys_are_distinct_and_come_from_its_seed_alone(monkeypatch)
     trainer = training.GroupTrainer(types.SimpleNamespace(max_eval_envs=2), runs, None, None, group_keys)
     for name, column in (('data_keys', 1), ('act_keys', 2), ('eval_keys', 3)):
         np.testing.assert_array_equal(np.asarray(getattr(trainer, name)), np.asarray(group_keys[:, column]))
+
+
+@pytest.mark.parametrize(('task_name', 'shift'), [('antmaze-umaze-v2', -1.0), ('cube-single', 0.0)])
+def test_the_online_envs_of_a_group_shift_rewards_as_its_dataset_is(task_name, shift, monkeypatch):
+    """D4RL AntMaze's rewards are shifted by -1 in the dataset (the IQL convention): the online transitions
+    appended beside them must be shifted alike, so the trainer hands the family's shift to its online envs."""
+    from launch import training
+
+    given = []
+    monkeypatch.setattr(training, 'make_env_pool', lambda tasks: None)
+    monkeypatch.setattr(training, 'OnlineEnvs', lambda seeds, reward_shift: given.append(reward_shift))
+    task = resolve_task(task_name, 1)
+    runs = [types.SimpleNamespace(seed=s, task=task, settings=dict(eval_envs=1)) for s in (0, 1)]
+    keys = jnp.stack([jnp.stack(_run_keys(r.seed)) for r in runs])
+    training.GroupTrainer(types.SimpleNamespace(max_eval_envs=2), runs, None, None, keys)
+    assert given == [shift]
 
 
 def test_batches_exploration_and_evaluation_each_draw_from_their_own_key_of_the_run(monkeypatch):
@@ -451,6 +465,9 @@ def test_each_phase_ends_with_an_evaluation_whatever_the_period():
 
     args = types.SimpleNamespace(offline_steps=30, online_steps=50, eval_every=100)
     assert [s for s in range(1, 81) if _is_eval_step(s, args)] == [1, 30, 80]
+    # Every multiple of the period, in both phases (the online score is the mean of the phase's last three).
+    args = types.SimpleNamespace(offline_steps=30, online_steps=50, eval_every=20)
+    assert [s for s in range(1, 81) if _is_eval_step(s, args)] == [1, 20, 30, 40, 60, 80]
 
 
 def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
@@ -1030,6 +1047,36 @@ def test_a_checkpoint_is_never_written_with_non_finite_parameters(dataset, tmp_p
     assert load_checkpoint(str(tmp_path / 'run' / 'checkpoint.msgpack'))['step'] == 10
 
 
+def test_runs_of_a_group_diverging_together_each_keep_their_own_message_and_the_others_finish(
+    dataset, tmp_path, monkeypatch, capsys
+):
+    """Seeds 1 and 2 of a 3-run group report non-finite values in the same chunk: each stopped.json names its own
+    run (not the group's message, which names the first and counts the rest), and seed 0 trains to the end."""
+    from launch import loop, training
+
+    real_chunk = training.offline_chunk
+
+    def chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced=False):
+        agents, info, finite = real_chunk(agents, buffer, data_keys, start_step, length, batch_size, balanced)
+        if len(finite) == 3 and start_step + length > 20:
+            finite = finite.at[1:].set(False)
+        return agents, info, finite
+
+    monkeypatch.setattr(training, 'offline_chunk', chunk)
+    args = ['--env', 'cube-single', '--task', '1', '--dataset', dataset, '--offline-steps', '40', '--eval-every', '40']
+    args += ['--save-every', '10', '--log-every', '10', '--updates-per-call', '10', *SMALL]
+    assert loop.main('offline', [*args, '--seeds', '0-2', '--run-dir', str(tmp_path / 'g')]) == 1
+    group = tmp_path / 'g' / 'cube-single-play-singletask-task1-v0'
+    assert 'the 1 other run(s) go on from their checkpoints' in capsys.readouterr().err
+    for seed in (1, 2):
+        error = json.loads((group / f'seed{seed}' / 'stopped.json').read_text())['error']
+        assert error.startswith(f'non-finite parameters at steps 21..30 of {group / f"seed{seed}"}; stopped'), error
+        assert 'other run(s)' not in error
+        assert load_checkpoint(str(group / f'seed{seed}' / 'checkpoint.msgpack'))['step'] == 20
+    assert json.loads((group / 'seed0' / 'final.json').read_text())['steps'] == 40
+    assert not (group / 'seed0' / 'stopped.json').exists()
+
+
 @pytest.mark.slow
 def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset, tmp_path, monkeypatch, capsys):
     from launch import loop, training
@@ -1354,6 +1401,21 @@ def test_each_mode_gets_its_own_step_defaults():
         False,
         None,
     )
+    # The evaluation protocol, the same in both modes: 50 episodes every 100k steps, over 10 env copies (each
+    # copy's episodes are seeded by its index), and in O2O one update per env step.
+    for args in (offline, o2o):
+        assert (args.eval_every, args.eval_episodes, args.eval_envs) == (100_000, 50, 10)
+    assert o2o.online_updates_per_call == 1
+
+
+def test_the_agent_config_of_a_run_takes_its_modes_settings():
+    """FQL's α differs between offline and O2O on humanoidmaze-medium (30, 100): the CLIs must pass the mode."""
+    from launch.settings import agent_config
+
+    family = resolve_task('humanoidmaze-medium').family
+    for mode, alpha in (('offline', 30.0), ('o2o', 100.0)):
+        args = parse_args(['--env', 'humanoidmaze-medium', '--agent', 'fql'], mode)
+        assert agent_config(args, mode, family).alpha == alpha, mode
 
 
 def test_a_run_resumed_on_data_of_another_origin_is_refused_in_words(tmp_path):
@@ -1898,6 +1960,23 @@ def test_a_second_sigterm_while_the_first_stops_the_run_does_not_cut_its_cleanup
     assert launch.loop.main('o2o', ['--env', 'cube-single']) == 143
     assert cleaned_up and capsys.readouterr().err.startswith('terminated: rerun the same command')
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.parametrize(
+    ('signum', 'how'), [(signal.SIGTERM, ('terminated', 143)), (signal.SIGINT, ('interrupted', 130))]
+)
+def test_a_stop_that_reaches_the_command_as_a_plain_keyboard_interrupt_keeps_its_signals_exit(signum, how):
+    """Ray's waits turn any KeyboardInterrupt raised in them into a plain one: a SIGTERM must still end the
+    command as terminated (exit 143), from the signals received, not only from the exception's type."""
+    from launch.stops import how_it_stopped, stops_raised
+
+    with stops_raised():
+        try:
+            os.kill(os.getpid(), signum)
+        except KeyboardInterrupt:
+            pass
+        assert how_it_stopped(KeyboardInterrupt()) == how
+    assert how_it_stopped(KeyboardInterrupt()) == ('interrupted', 130)  # the block's end forgets its stops
 
 
 def test_signals_held_are_delivered_once_each_when_the_block_ends():
