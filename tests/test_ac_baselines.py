@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from agents import iql, rebrac, sac
+from agents import AGENTS, iql, rebrac, sac
 from agents.common import expectile_loss, gaussian_log_prob, tanh_log_det
 from agents.networks import MLP, GaussianActor
 from datasets.buffer import GroupBuffer, ReplayBuffer
@@ -173,6 +173,20 @@ def test_per_environment_settings_cover_every_family_and_reach_the_config():
     assert (antmaze.alpha_actor, antmaze.alpha_critic) == (0.003, 0.01)
     assert sac.get_config(humanoid).discount == 0.995 and sac.get_config(humanoid).q_agg == 'min'
     assert iql.get_config(FAMILIES['cube-single-play'], {'alpha': 3.0}).alpha == 3.0
+
+
+@pytest.mark.parametrize('name', sorted(AGENTS))
+def test_every_agents_critic_takes_its_first_adam_step_at_the_configured_learning_rate(name):
+    """Adam's first step moves each parameter by lr · g/(|g| + ε): by lr wherever the gradient is not tiny. An
+    optimizer built with another rate than agent.lr (a default, say) would move the critic by that one."""
+    batch = _batch()
+    for lr in (1e-3, 4e-3):
+        config = AGENTS[name].Config(hidden_dims=(16,), batch_size=16, lr=lr)
+        agent = AGENTS[name].Agent.create(0, batch['observations'][:1], batch['actions'][:1], config)
+        updated, _ = agent.update(batch)
+        after, before = _leaves(updated.critic.params), _leaves(agent.critic.params)
+        moves = [np.abs(a - b).max() for a, b in zip(after, before, strict=True)]
+        assert max(moves) == pytest.approx(lr, rel=0.01), (lr, moves)
 
 
 def test_iql_rebrac_and_sac_defaults_are_the_public_fql_codes():
@@ -784,11 +798,12 @@ def test_o2o_run_resumes_to_the_same_result(agent, steps, dataset, tmp_path):
 
 def test_rlpd_refuses_an_offline_phase_and_the_offline_cli(tmp_path):
     run_dir = tmp_path / 'r'
-    args = ['--env', 'cube-single', '--agent', 'rlpd', '--offline-steps', '10', '--run-dir', str(run_dir)]
-    result = launch('o2o', *args)
+    # --dataset nowhere.npz: a refusal lost would stop at the missing data, not generate a dataset and train.
+    where = ['--env', 'cube-single', '--dataset', str(tmp_path / 'nowhere.npz'), '--run-dir', str(run_dir)]
+    result = launch('o2o', *where, '--agent', 'rlpd', '--offline-steps', '10')
     assert result.returncode == 2 and 'offline-steps' in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not run_dir.exists()
-    result = launch('offline', '--env', 'cube-single', '--agent', 'rlpd', '--run-dir', str(run_dir))
+    result = launch('offline', *where, '--agent', 'rlpd')
     assert result.returncode == 2 and 'rlpd' in result.stderr and not run_dir.exists()
     help_text = launch('o2o', '--help').stdout
     assert 'rlpd = sac + --balanced-sampling + --offline-steps 0' in ' '.join(help_text.split())

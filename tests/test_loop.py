@@ -1285,33 +1285,34 @@ def test_o2o_run_with_several_env_steps_per_call_resumes_after_kill(dataset, tmp
     assert_same_result(whole, killed)
 
 
+# With --dataset nowhere.npz, a setting that slipped through its check stops at the data in seconds, rather than
+# generating a dataset in ~/.ogbench and training a run of 1M steps.
 NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
 
 
 @pytest.mark.parametrize(
     'mode, argv, words',
     [
-        ('offline', ['--env', 'cube-single', '--seeds', '3-1'], '--seeds 3-1'),
-        ('offline', ['--env', 'cube-single', '--seeds', 'a'], '--seeds a'),
-        ('offline', ['--env', 'cube-single', '--seeds', '0,0'], 'twice'),
-        ('offline', ['--env', 'cube-single', '--seed', '1', '--seeds', '0-1'], '--seeds'),
-        ('o2o', ['--env', 'cube-single', '--seed', '-1'], '--seed must be >= 0'),
-        ('offline', ['--env', 'cube-single', '--seed', str(2**32)], f'--seed must be >= 0 and < {2**32}'),
+        ('offline', [*NOWHERE, '--seeds', '3-1'], '--seeds 3-1'),
+        ('offline', [*NOWHERE, '--seeds', 'a'], '--seeds a'),
+        ('offline', [*NOWHERE, '--seeds', '0,0'], 'twice'),
+        ('offline', [*NOWHERE, '--seed', '1', '--seeds', '0-1'], '--seeds'),
+        ('o2o', [*NOWHERE, '--seed', '-1'], '--seed must be >= 0'),
+        ('offline', [*NOWHERE, '--seed', str(2**32)], f'--seed must be >= 0 and < {2**32}'),
         # Refused before the range is listed (a list of 10^14 seeds would not fit in memory).
-        ('offline', ['--env', 'cube-single', '--seeds', '0-99999999999999'], f'seeds must be < {2**32}'),
-        ('o2o', ['--env', 'cube-single', '--buffer-capacity', str(2**31)], f'--buffer-capacity must be < {2**31}'),
+        ('offline', [*NOWHERE, '--seeds', '0-99999999999999'], f'seeds must be < {2**32}'),
+        ('o2o', [*NOWHERE, '--buffer-capacity', str(2**31)], f'--buffer-capacity must be < {2**31}'),
         ('offline', ['--env', 'cube-single-play-singletask-task1-v0', '--task', 'all'], '--task all'),
-        ('offline', ['--env', 'cube-single', '--task', 'al'], "'all'"),
-        ('offline', ['--env', 'cube-single', '--task', '7'], '1..5'),
-        ('o2o', ['--env', 'cube-single', '--online-steps', '0'], '--online-steps must be >= 1'),
-        ('offline', ['--env', 'cube-single', '--runs-dir', 'elsewhere'], '--runs-dir (a root), not both'),
+        ('offline', [*NOWHERE, '--task', 'al'], "'all'"),
+        ('offline', [*NOWHERE, '--task', '7'], '1..5'),
+        ('o2o', [*NOWHERE, '--online-steps', '0'], '--online-steps must be >= 1'),
+        ('offline', [*NOWHERE, '--runs-dir', 'elsewhere'], '--runs-dir (a root), not both'),
         ('offline', ['--env', 'cube-single', '--dataset', 'd.npz', '--dataset-episodes', '3'], 'not both'),
-        ('offline', ['--env', 'cube-single', '--online-steps', '5'], 'an O2O setting: use launch/o2o.py'),
-        ('offline', ['--env', 'cube-single', '--offline-steps', '-5'], '--offline-steps must be >= 1, got -5'),
-        ('offline', ['--env', 'cube-single', '--bogus'], 'argument --bogus (see launch/offline.py --help)'),
-        ('o2o', ['--env', 'cube-single', '--eval-episode', '3'], '--eval-episode; did you mean --eval-episodes?'),
-        ('offline', ['--env', 'cube-single', '--agent.beta', '3'], 'agent settings are written --agent.FIELD=VALUE'),
-        # With --dataset nowhere.npz, a setting that slipped through would stop at the data, not generate it.
+        ('offline', [*NOWHERE, '--online-steps', '5'], 'an O2O setting: use launch/o2o.py'),
+        ('offline', [*NOWHERE, '--offline-steps', '-5'], '--offline-steps must be >= 1, got -5'),
+        ('offline', [*NOWHERE, '--bogus'], 'argument --bogus (see launch/offline.py --help)'),
+        ('o2o', [*NOWHERE, '--eval-episode', '3'], '--eval-episode; did you mean --eval-episodes?'),
+        ('offline', [*NOWHERE, '--agent.beta', '3'], 'agent settings are written --agent.FIELD=VALUE'),
         ('offline', [*NOWHERE, '--agent.sigma=inf'], 'agent.sigma must be finite, got inf'),
         ('o2o', [*NOWHERE, '--agent', 'iql', '--agent.lr=inf'], 'agent.lr must be finite, got inf'),
         ('offline', [*NOWHERE, '--agent.hidden_dims=32,,32'], '--agent.hidden_dims=32,,32: expected integers'),
@@ -1325,8 +1326,8 @@ NOWHERE = ['--env', 'cube-single', '--dataset', 'nowhere.npz']
         ('o2o', [*NOWHERE, '--online-updates-per-call', str(2**31)], f'--online-updates-per-call must be < {2**31}'),
         ('offline', [*NOWHERE, '--eval-every', str(2**31)], f'--eval-every must be < {2**31}'),
         # Counted, not listed: 4e9 seeds would fill the memory before any other check.
-        ('offline', ['--env', 'cube-single', '--seeds', '0-4294967295'], 'names 4294967296 seeds; one command'),
-        ('o2o', ['--env', 'cube-single', '--buffer-capacity', '0'], '--buffer-capacity must be >= 1'),
+        ('offline', [*NOWHERE, '--seeds', '0-4294967295'], 'names 4294967296 seeds; one command'),
+        ('o2o', [*NOWHERE, '--buffer-capacity', '0'], '--buffer-capacity must be >= 1'),
         ('offline', [*NOWHERE, '--max-eval-envs', '0'], '--max-eval-envs must be >= 1, got 0'),
         ('offline', ['--env', 'cube-single', '--dataset-episodes', '0'], '--dataset-episodes must be >= 1, got 0'),
         ('offline', [*NOWHERE, '--agent.batch_size=3.5'], '--agent.batch_size=3.5: expected an integer like 256'),

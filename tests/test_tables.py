@@ -906,6 +906,7 @@ def test_an_evaluation_log_with_its_last_row_cut_short_is_refused_in_one_line(la
         (None, ' is not a readable evaluation log ([Errno 21] Is a directory'),  # was blamed on --out
         (b'step,success\n1,0.5\n100,nan\n', ': success at step 100 is nan, expected a rate in 0..1'),
         (b'step,success\n1,-3\n', ': success at step 1 is -3.0, expected a rate in 0..1'),  # was drawn as -300 %
+        (b'step,success\n1,0.5\n100,1.5\n', ': success at step 100 is 1.5, expected a rate in 0..1'),  # 150 %
     ],
 )
 def test_an_unreadable_evaluation_log_or_a_success_outside_0_to_1_is_refused_in_one_line(
