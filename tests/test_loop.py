@@ -828,7 +828,7 @@ def test_wandb_asked_for_but_missing_is_one_line(tmp_path, monkeypatch, capsys):
     from launch.loop import main
 
     monkeypatch.setitem(sys.modules, 'wandb', None)  # as if not installed
-    assert main('offline', ['--env', 'cube-single', '--wandb', 'offline', '--run-dir', str(tmp_path / 'r')]) == 2
+    assert main('offline', [*NOWHERE, '--wandb', 'offline', '--run-dir', str(tmp_path / 'r')]) == 2
     assert not (tmp_path / 'r').exists()
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == ['error: --wandb offline needs wandb: pip install -e ".[wandb]" (or drop --wandb)']
@@ -838,7 +838,7 @@ def test_a_wandb_variable_wandb_refuses_is_one_line_before_anything_is_written(t
     from launch.loop import main
 
     monkeypatch.setenv('WANDB_MODE', '')  # wandb would raise its validation error at the first run's start
-    assert main('offline', ['--env', 'cube-single', '--wandb', 'offline', '--run-dir', str(tmp_path / 'r')]) == 2
+    assert main('offline', [*NOWHERE, '--wandb', 'offline', '--run-dir', str(tmp_path / 'r')]) == 2
     assert not (tmp_path / 'r').exists()
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith('error: --wandb offline: the environment sets WANDB_MODE to a value wandb refuses (')
@@ -1137,7 +1137,7 @@ def test_a_diverging_run_stops_alone_and_the_rest_of_its_group_finishes(dataset,
     ],
 )
 def test_invalid_settings_fail_before_training(setting, words, tmp_path):
-    result = launch('offline', '--env', 'cube-single', setting, '--run-dir', str(tmp_path / 'r'), timeout=120)
+    result = launch('offline', *NOWHERE, setting, '--run-dir', str(tmp_path / 'r'), timeout=120)
     assert result.returncode == 2
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'r').exists()
