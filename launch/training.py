@@ -45,10 +45,12 @@ def _next_boundary(step, end, every, k):
     return min(c for c in candidates if c > step)
 
 
+def _ends_a_phase(step, args):
+    return step in (args.offline_steps, args.offline_steps + args.online_steps)
+
+
 def _is_eval_step(step, args):
-    return (
-        step == 1 or step % args.eval_every == 0 or step in (args.offline_steps, args.offline_steps + args.online_steps)
-    )
+    return step == 1 or step % args.eval_every == 0 or _ends_a_phase(step, args)
 
 
 @jax.jit
@@ -203,7 +205,7 @@ class GroupTrainer:
     def _after_chunk(self, agents, info, finite, end, phase):
         raise_if_stopped()  # a stop whose exception Python swallowed (launch/stops.py): before this chunk counts
         start, args = self.step, self.args
-        saving = end % args.save_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps)
+        saving = end % args.save_every == 0 or _ends_a_phase(end, args)
         finite = np.asarray(finite) & (np.asarray(states_finite(agents)) if saving else True)
         if not finite.all():
             where = f'step {end}' if end - start == 1 else f'steps {start + 1}..{end}'
@@ -219,7 +221,7 @@ class GroupTrainer:
             raise NonFiniteError(stopped)
         self.agents, self.step = agents, end
         self.bar.update(end - start)
-        if end % args.log_every == 0 or end in (args.offline_steps, args.offline_steps + args.online_steps):
+        if end % args.log_every == 0 or _ends_a_phase(end, args):
             check_run_dirs_kept(self.runs)
             info = {k: np.asarray(v) for k, v in info.items()}
             # Over the whole logging interval, evaluations and checkpoints included.
